@@ -1,0 +1,80 @@
+"""The Python API. The CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import ModelportError, UnsafeModelError
+from modelport.frameworks import Packed, Predictor, adapter_for, adapter_for_file, get_adapter
+from modelport.store import ModelStore, ModelVersion
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+def get_store(store: ModelStore | None = None) -> ModelStore:
+    return store or ModelStore()
+
+
+@dataclass
+class Model:
+    """A loaded, verified model version."""
+
+    info: ModelVersion
+    predictor: Predictor
+
+    def predict(self, x: Any) -> np.ndarray:
+        return self.predictor.predict(np.asarray(x, dtype=np.float64) if self.info.task != "tensor" else np.asarray(x))
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        return self.predictor.predict_proba(np.asarray(x, dtype=np.float64))
+
+
+def register(name: str, packed: Packed, *, framework: str, metrics: dict[str, Any] | None = None,
+             tags: dict[str, str] | None = None, description: str = "", store: ModelStore | None = None) -> ModelVersion:
+    return get_store(store).save(
+        name, packed.files, framework=framework, task=packed.task, signature=packed.signature,
+        metrics=metrics, tags=tags, libraries=packed.libraries, extra=packed.extra, description=description,
+    )
+
+
+def save_model(model: Any, name: str, *, framework: str | None = None, feature_names: list[str] | None = None,
+               input_example: Any = None, metrics: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+               description: str = "", store: ModelStore | None = None) -> ModelVersion:
+    """Register ``model`` as the next version of ``name`` in a safe format."""
+    adapter = get_adapter(framework) if framework else adapter_for(model)
+    packed = adapter.pack(model, feature_names=feature_names, input_example=input_example)
+    return register(name, packed, framework=adapter.name, metrics=metrics, tags=tags, description=description, store=store)
+
+
+def import_model(name: str, path: str | Path, *, framework: str | None = None, trust_pickle: bool = False,
+                 description: str = "", store: ModelStore | None = None) -> ModelVersion:
+    """Register a model file. Pickles are converted to a safe format, and only when trusted."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelportError(f"No such model file: {path}")
+    if path.suffix in PICKLE_SUFFIXES:
+        if not trust_pickle:
+            raise UnsafeModelError(
+                f"{path.name} is a pickle: loading it runs whatever code it contains. If you trust its source, "
+                "pass --trust-pickle and modelport will convert it to a safe format on import."
+            )
+        import joblib  # reads both pickle and joblib files
+
+        obj = joblib.load(path)
+        return save_model(obj, name, framework=framework, description=description, store=store)
+    adapter = get_adapter(framework) if framework else adapter_for_file(path)
+    packed = adapter.pack_file(path)
+    return register(name, packed, framework=adapter.name, description=description, store=store)
+
+
+def load_model(ref: str, *, store: ModelStore | None = None) -> Model:
+    """Load ``name``, ``name:3`` or ``name@alias``, verifying every artifact file's sha256."""
+    store = get_store(store)
+    info = store.resolve(ref)
+    files = store.read_files(info)
+    predictor = get_adapter(info.framework).load(files, info.signature, info.extra)
+    return Model(info, predictor)

@@ -1,0 +1,148 @@
+"""The ``modelport`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from modelport import __version__
+from modelport.cli import models
+from modelport.cli.output import console, err
+from modelport.errors import ModelportError
+
+app = typer.Typer(help="modelport: from a trained model to a running, monitored container service.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(models.app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"modelport {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version.")) -> None:
+    pass
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="CSV file with a header line."),
+    target: str = typer.Option(..., "--target", help="The column to predict."),
+    name: str = typer.Option(..., "--name", help="Model name in the store."),
+    model: str = typer.Option("linear-regression", "--model", help="linear-regression, ridge, random-forest, gradient-boosting, logistic-regression or random-forest-classifier."),
+    test_size: float = typer.Option(0.2, "--test-size", help="Fraction of rows held out for the test metrics."),
+    seed: int = typer.Option(42, "--seed", help="Random seed for the split and the model."),
+    description: str = typer.Option("", "--description"),
+    in_container: bool = typer.Option(False, "--in-container", help="Train inside a container built from the serving base image."),
+    base_image: str = typer.Option(None, "--base-image", help="With --in-container: the base image."),
+) -> None:
+    """Train a tabular model from a CSV and register it as a new version."""
+    if in_container:
+        from modelport.container.training import train_in_container
+
+        result = train_in_container(data, target, name, model=model, test_size=test_size, seed=seed,
+                                    base_image=base_image, progress=lambda m: console.print(f"  {m}"))
+    else:
+        from modelport.training.trainer import train
+
+        with console.status("Training…") as status:
+            result = train(data, target, name, model=model, test_size=test_size, seed=seed, description=description,
+                           progress=lambda m: (status.update(m), console.print(f"  {m}")))
+    console.print(f"[green]Registered {result.version.ref}[/] ({result.n_train} training rows, {result.n_test} test rows)")
+    for k, v in result.metrics.items():
+        console.print(f"  {k:<9} {v:.4f}")
+
+
+@app.command("import")
+def import_cmd(
+    name: str,
+    model_file: Path,
+    framework: str = typer.Option(None, "--framework", help="sklearn, onnx, xgboost, lightgbm or torch (detected from the file otherwise)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow loading a .pkl/.joblib file (runs its code!) to convert it to a safe format."),
+    task: str = typer.Option(None, "--task", help="image-classification for an ONNX image classifier."),
+    labels: Path = typer.Option(None, "--labels", help="With --task image-classification: class names, one per line."),
+    preprocess: str = typer.Option(None, "--preprocess", help="With --task image-classification: 'imagenet' or a JSON object."),
+    description: str = typer.Option("", "--description"),
+) -> None:
+    """Register an existing model file (ONNX, skops, XGBoost, LightGBM, TorchScript, or a trusted pickle)."""
+    if task == "image-classification":
+        from modelport.vision import import_image_classifier
+
+        mv = import_image_classifier(name, model_file, labels=labels, preprocess=preprocess, description=description)
+    elif task is not None:
+        raise ModelportError(f"Unknown --task {task!r}; the only special task is image-classification")
+    else:
+        from modelport.api import import_model
+
+        mv = import_model(name, model_file, framework=framework, trust_pickle=trust_pickle, description=description)
+    console.print(f"[green]Registered {mv.ref}[/] ({mv.framework}, {mv.task})")
+
+
+def _batch_options(max_batch_size: int, max_latency_ms: float):
+    from modelport.serving.batching import BatchConfig
+
+    return BatchConfig(max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+
+
+@app.command()
+def serve(
+    refs: list[str] = typer.Argument(..., help="Models to serve: NAME, NAME:3, NAME@alias, or SERVED_NAME=REF. The first is the default for /predict."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    workers: int = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
+    max_batch_size: int = typer.Option(1, "--max-batch-size", help="Adaptive batching: rows per model call (1: off)."),
+    max_latency_ms: float = typer.Option(0.0, "--max-latency-ms", help="Adaptive batching: how long a batch may wait to fill."),
+    max_body_mb: float = typer.Option(16, "--max-body-mb", help="Largest request body accepted."),
+    log_format: str = typer.Option("text", "--log-format", help="text or json."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+) -> None:
+    """Serve models over HTTP: /predict, the Open Inference Protocol v2, /metrics, /docs."""
+    from modelport.serving.runtime import ServeSpec
+    from modelport.serving.server import serve as run_server
+
+    batch = _batch_options(max_batch_size, max_latency_ms)
+    specs = [ServeSpec.parse(r, batch) for r in refs]
+    run_server(specs, host=host, port=port, workers=workers, max_body=int(max_body_mb * 1024 * 1024),
+               log_format=log_format, access_log=access_log,
+               on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+
+
+@app.command()
+def quickstart(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    workers: int = typer.Option(None, "--workers"),
+    serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve the model after training it."),
+) -> None:
+    """Train a linear regression on scikit-learn's diabetes data, register it and serve it."""
+    import json
+
+    from modelport.serving.runtime import ServeSpec
+    from modelport.serving.server import serve as run_server
+    from modelport.training import quickstart as qs
+
+    with console.status("Training…") as status:
+        result, csv, example = qs.run(progress=lambda m: (status.update(m), console.print(f"  {m}")))
+    console.print(f"[green]Registered {result.version.ref}[/]  " + "  ".join(f"{k}={v:.3f}" for k, v in result.metrics.items()))
+    body = json.dumps({"features": example})
+    console.print("\nTry it:", style="bold")
+    console.print(f"  curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
+    console.print(f"  curl -s http://{host}:{port}/metrics | grep modelport_requests_total\n  open http://{host}:{port}/docs\n")
+    if serve_after:
+        run_server([ServeSpec(result.version.ref, name=qs.NAME)], host=host, port=port, workers=workers,
+                   on_ready=f"Serving {result.version.ref} on http://{host}:{port}  (Ctrl-C to stop)")
+
+
+def main() -> None:
+    try:
+        app()
+    except ModelportError as e:
+        err.print(f"[red]Error:[/] {e}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("Interrupted")
+        sys.exit(130)

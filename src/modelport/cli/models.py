@@ -1,0 +1,106 @@
+"""``modelport models ...``: the registry from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from modelport.api import get_store
+from modelport.cli.output import ago, console, print_json
+from modelport.errors import ModelportError
+from modelport.store import parse_ref
+from modelport.store.bundle import export_version, import_bundle
+
+app = typer.Typer(help="List, inspect, tag, export and import registered models.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List registered models."""
+    models = get_store().list_models()
+    if as_json:
+        return print_json(models)
+    if not models:
+        console.print("No models yet. Train one: modelport train --data data.csv --target y --name NAME")
+        return
+    table = Table("NAME", "LATEST", "VERSIONS", "FRAMEWORK", "TASK", "ALIASES", "UPDATED")
+    for m in models:
+        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m["aliases"].items()))
+        table.add_row(m["name"], str(m["latest"]), str(len(m["versions"])), m["framework"], m["task"], aliases, ago(m["updated_at"]))
+    console.print(table)
+
+
+@app.command()
+def show(ref: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show one version (NAME, NAME:3 or NAME@alias) and everything recorded about it."""
+    mv = get_store().resolve(ref)
+    if as_json:
+        return print_json(mv.to_dict())
+    console.print(f"[bold]{mv.name}[/] version {mv.version}" + (f"  (aliases: {', '.join(mv.aliases)})" if mv.aliases else ""))
+    rows = [("framework", mv.framework), ("task", mv.task), ("sha256", mv.digest),
+            ("created", mv.created_at.isoformat() if mv.created_at else "-"), ("description", mv.description or "-")]
+    for k, v in rows:
+        console.print(f"  {k:<12} {v}")
+    sig = mv.signature
+    if sig.get("kind") == "tabular":
+        console.print(f"  {'inputs':<12} {len(sig['features'])} features: {', '.join(sig['features'])}")
+        if sig.get("classes") is not None:
+            console.print(f"  {'classes':<12} {', '.join(map(str, sig['classes']))}")
+    else:
+        for t in sig.get("inputs", []):
+            console.print(f"  {'input':<12} {t['name']} {t['dtype']} {t['shape']}")
+        for t in sig.get("outputs", []):
+            console.print(f"  {'output':<12} {t['name']} {t['dtype']} {t['shape']}")
+    for label, data in (("metrics", mv.metrics), ("tags", mv.tags), ("libraries", mv.libraries)):
+        if data:
+            console.print(f"  {label:<12} " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items()))
+    for fname, entry in mv.files.items():
+        console.print(f"  {'file':<12} {fname} ({entry.size:,} bytes, sha256 {entry.sha256[:12]}…)")
+
+
+@app.command()
+def tag(ref: str, alias: str) -> None:
+    """Point ALIAS (e.g. production) at a version: modelport models tag NAME:1 production."""
+    mv = get_store().set_alias(ref, alias)
+    console.print(f"{mv.name}@{alias} → version {mv.version}")
+
+
+@app.command()
+def untag(name: str, alias: str) -> None:
+    """Remove an alias from a model."""
+    get_store().remove_alias(name, alias)
+    console.print(f"Removed {name}@{alias}")
+
+
+@app.command()
+def rm(ref: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting a whole model.")) -> None:
+    """Delete a version (NAME:3) or, with every version, a whole model (NAME)."""
+    r = parse_ref(ref)
+    if r.version is None and r.alias is None and not yes:
+        if not typer.confirm(f"Delete model {r.name!r} and all its versions?", default=False):
+            raise ModelportError("Nothing deleted")
+    removed = get_store().delete(r)
+    console.print(f"Deleted {', '.join(m.ref for m in removed)}")
+
+
+@app.command()
+def gc() -> None:
+    """Remove artifact files no version refers to any more."""
+    removed = get_store().gc()
+    console.print(f"Removed {len(removed)} unreferenced artifact file(s)")
+
+
+@app.command("export")
+def export_cmd(ref: str, file: Path) -> None:
+    """Write a version to a bundle file (tar.gz) that `models import` reads."""
+    mv = export_version(get_store(), ref, file)
+    console.print(f"Exported {mv.ref} to {file}")
+
+
+@app.command("import")
+def import_cmd(file: Path, name: str = typer.Option(None, help="Register under another name.")) -> None:
+    """Register a version from a bundle written by `models export` (checked against its sha256s)."""
+    mv = import_bundle(get_store(), file, name=name)
+    console.print(f"Imported as {mv.ref}")

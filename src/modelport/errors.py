@@ -1,0 +1,31 @@
+"""Errors that carry a message meant for a person, not a traceback."""
+
+from __future__ import annotations
+
+
+class ModelportError(Exception):
+    """Base class: the CLI prints the message and exits non-zero."""
+
+
+class NotFoundError(ModelportError):
+    """A model, version or alias that does not exist."""
+
+
+class InvalidReferenceError(ModelportError):
+    """A model reference or name that is not well formed."""
+
+
+class IntegrityError(ModelportError):
+    """An artifact whose bytes do not match the recorded sha256."""
+
+
+class UnsafeModelError(ModelportError):
+    """A model file that would execute untrusted code when loaded."""
+
+
+class FrameworkError(ModelportError):
+    """A model the framework adapters cannot save, detect or load."""
+
+
+class DataError(ModelportError):
+    """Training data that cannot be used as given."""

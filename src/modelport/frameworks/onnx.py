@@ -1,0 +1,87 @@
+"""ONNX models, run with onnxruntime."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import FrameworkError
+from modelport.frameworks.base import TENSOR, Packed, Predictor, versions_of
+
+FILE_NAME = "model.onnx"
+
+# onnxruntime's element type names → numpy dtype names
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool", "tensor(string)": "string",
+}
+
+
+def session(data: bytes) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # Each server worker is its own process: give each a share of the cores, not all of them.
+    threads = int(os.environ.get("MODELPORT_THREADS_PER_WORKER", "0"))
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise FrameworkError(f"onnxruntime cannot load this model: {e}") from None
+
+
+def _tensors(args: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {"name": a.name, "dtype": _ORT_TYPES.get(a.type, a.type), "shape": [d if isinstance(d, int) else -1 for d in a.shape]}
+        for a in args
+    ]
+
+
+def tensor_signature(sess: Any) -> dict[str, Any]:
+    return {"kind": "tensor", "inputs": _tensors(sess.get_inputs()), "outputs": _tensors(sess.get_outputs())}
+
+
+class OnnxPredictor(Predictor):
+    def __init__(self, sess: Any) -> None:
+        self.session = sess
+        self._input = sess.get_inputs()[0].name
+        self._dtype = _ORT_TYPES.get(sess.get_inputs()[0].type, "float32")
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: x.astype(self._dtype, copy=False)})[0]
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, inputs), strict=True))
+
+
+class OnnxAdapter:
+    name = "onnx"
+    requirements = ("onnxruntime", "numpy")
+
+    def accepts(self, obj: Any) -> bool:
+        return type(obj).__name__ == "ModelProto" and type(obj).__module__.startswith("onnx")
+
+    def pack(self, obj: Any, *, feature_names: list[str] | None = None,
+             input_example: Any = None) -> Packed:
+        return self._pack_bytes(obj.SerializeToString())
+
+    def accepts_file(self, path: Path, head: bytes) -> bool:
+        return path.suffix == ".onnx"
+
+    def pack_file(self, path: Path) -> Packed:
+        return self._pack_bytes(path.read_bytes())
+
+    def _pack_bytes(self, data: bytes) -> Packed:
+        sess = session(data)
+        return Packed(files={FILE_NAME: data}, task=TENSOR, signature=tensor_signature(sess),
+                      libraries=versions_of("onnxruntime", "numpy"))
+
+    def load(self, files: dict[str, bytes], signature: dict[str, Any], extra: dict[str, Any]) -> Predictor:
+        return OnnxPredictor(session(files[FILE_NAME]))

@@ -1,0 +1,112 @@
+"""scikit-learn models, stored with skops: loading never unpickles arbitrary objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import FrameworkError, UnsafeModelError
+from modelport.frameworks.base import CLASSIFICATION, REGRESSION, Packed, Predictor, tabular_signature, versions_of
+
+# Types a skops file may contain beyond skops' own defaults. Anything else is refused.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "collections.", "builtins.")
+FILE_NAME = "model.skops"
+
+
+class SklearnPredictor(Predictor):
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.classes = list(model.classes_) if hasattr(model, "classes_") else None
+        self._linear = _linear_weights(model)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self._linear is not None:
+            # The same arithmetic as LinearModel.predict, minus sklearn's per-call validation.
+            coef, intercept = self._linear
+            return x @ coef + intercept
+        return np.asarray(self.model.predict(x))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if not hasattr(self.model, "predict_proba"):
+            raise FrameworkError(f"{type(self.model).__name__} does not give probabilities")
+        return self.model.predict_proba(x)
+
+
+def _linear_weights(model: Any) -> tuple[np.ndarray, Any] | None:
+    from sklearn.base import is_regressor
+    from sklearn.linear_model._base import LinearModel
+
+    if isinstance(model, LinearModel) and is_regressor(model) and isinstance(getattr(model, "coef_", None), np.ndarray):
+        return model.coef_.T, model.intercept_
+    return None
+
+
+class SklearnAdapter:
+    name = "sklearn"
+    requirements = ("scikit-learn", "skops", "numpy", "scipy")
+
+    def accepts(self, obj: Any) -> bool:
+        return type(obj).__module__.startswith("sklearn.") or hasattr(obj, "_sklearn_auto_wrap_output_keys") or (
+            hasattr(obj, "fit") and hasattr(obj, "predict") and hasattr(obj, "get_params")
+            and not type(obj).__module__.startswith(("xgboost.", "lightgbm."))
+        )
+
+    def pack(self, obj: Any, *, feature_names: list[str] | None = None,
+             input_example: Any = None) -> Packed:
+        import skops.io as sio
+        from sklearn.base import is_classifier
+
+        if not hasattr(obj, "n_features_in_"):
+            raise FrameworkError(f"{type(obj).__name__} is not fitted: fit it before saving")
+        if feature_names is None and hasattr(obj, "feature_names_in_"):
+            feature_names = list(obj.feature_names_in_)
+        task = CLASSIFICATION if is_classifier(obj) else REGRESSION
+        classes = list(obj.classes_) if task == CLASSIFICATION and hasattr(obj, "classes_") else None
+        allow_nan = bool(getattr(obj, "_get_tags", None) and _allows_nan(obj))
+        return Packed(
+            files={FILE_NAME: sio.dumps(obj)},
+            task=task,
+            signature=tabular_signature(obj.n_features_in_, feature_names, task=task, classes=classes, allow_nan=allow_nan),
+            libraries=versions_of("scikit-learn", "skops", "numpy", "scipy"),
+            extra={"estimator": f"{type(obj).__module__}.{type(obj).__qualname__}"},
+        )
+
+    def accepts_file(self, path: Path, head: bytes) -> bool:
+        return path.suffix == ".skops"
+
+    def pack_file(self, path: Path) -> Packed:
+        return self.pack(load_skops(path.read_bytes()))
+
+    def load(self, files: dict[str, bytes], signature: dict[str, Any], extra: dict[str, Any]) -> Predictor:
+        model = load_skops(files[FILE_NAME])
+        # Fitted sklearn models warn when given arrays without the names they were fitted on.
+        if hasattr(model, "feature_names_in_"):
+            del model.feature_names_in_
+        return SklearnPredictor(model)
+
+
+def load_skops(data: bytes) -> Any:
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as e:
+        raise FrameworkError(f"Not a readable skops file: {e}") from None
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise UnsafeModelError(
+            "Refusing to load a scikit-learn model that contains types outside scikit-learn, numpy and "
+            f"scipy: {', '.join(refused)}"
+        )
+    return sio.loads(data, trusted=untrusted)
+
+
+def _allows_nan(model: Any) -> bool:
+    try:
+        from sklearn.utils import get_tags
+
+        return bool(get_tags(model).input_tags.allow_nan)
+    except Exception:
+        return False

@@ -1,0 +1,86 @@
+"""Adaptive batching: requests that arrive while the model is busy run together as one call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch_size: int = 1  # 1 turns batching off: the model is called inline, per request
+    max_latency_ms: float = 0.0  # how long a batch may wait for more rows once the model is free
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+
+class Batcher:
+    """Queues row blocks, runs ``fn`` on their concatenation in ``executor``, splits the result.
+
+    The event loop keeps accepting and decoding requests while a batch runs in the executor,
+    so the next batch fills up by itself under load: no fixed wait is needed for batching to help.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], config: BatchConfig, executor: Executor,
+                 on_batch: Callable[[int], None] = lambda n: None) -> None:
+        self.fn = fn
+        self.config = config
+        self.executor = executor
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, rows: np.ndarray) -> np.ndarray:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((rows, future))
+        return await future
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self._queue.get()]
+            size = len(items[0][0])
+            deadline = loop.time() + self.config.max_latency_ms / 1000
+            while size < self.config.max_batch_size:
+                if self._queue.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        items.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                else:
+                    items.append(self._queue.get_nowait())
+                size += len(items[-1][0])
+            await self._execute(items, size)
+
+    async def _execute(self, items: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], size: int) -> None:
+        live = [(rows, fut) for rows, fut in items if not fut.cancelled()]
+        if not live:
+            return
+        batch = live[0][0] if len(live) == 1 else np.concatenate([rows for rows, _ in live])
+        self.on_batch(len(batch))
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(self.executor, self.fn, batch)
+        except Exception as e:
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        start = 0
+        for rows, fut in live:
+            end = start + len(rows)
+            if not fut.done():
+                fut.set_result(out[start:end])
+            start = end

@@ -1,0 +1,61 @@
+"""Small HTTP helpers shared by every endpoint: JSON bodies, size limits, error responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+
+
+class HTTPError(Exception):
+    """An error the client caused or should know about; rendered as ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": message}, status, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing it as soon as it passes ``limit`` bytes (even when chunked)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPError(400, "Invalid Content-Length header")
+        if int(declared) > limit:
+            raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")
+        body = await request.body()
+    else:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"Request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    if not body:
+        raise HTTPError(400, "Request body is empty: send a JSON object")
+    return body
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        if any(token in body for token in (b"NaN", b"Infinity")):
+            raise HTTPError(400, "NaN and Infinity are not valid JSON numbers; send null for a missing value "
+                                 "if the model accepts missing values") from None
+        raise HTTPError(400, f"Malformed JSON: {e}") from None

@@ -1,0 +1,104 @@
+"""OpenAPI document built from each served model's signature, and a Swagger UI that works offline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelport import __version__
+from modelport.serving.runtime import ModelSet, ServedModel
+
+_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+def _tabular_request(model: ServedModel) -> dict[str, Any]:
+    assert model.schema is not None
+    names = model.schema.features
+    number = {"type": "number"} if not model.schema.allow_nan else {"type": ["number", "null"]}
+    row_list = {"type": "array", "items": number, "minItems": len(names), "maxItems": len(names),
+                "description": "Feature values in this order: " + ", ".join(names)}
+    row_obj = {"type": "object", "properties": {n: number for n in names}, "required": names, "additionalProperties": False}
+    row = {"oneOf": [row_list, row_obj]}
+    return {
+        "oneOf": [
+            {"type": "object", "properties": {"features": row, "probabilities": {"type": "boolean"}}, "required": ["features"]},
+            {"type": "object", "properties": {"instances": {"type": "array", "items": row, "minItems": 1},
+                                              "probabilities": {"type": "boolean"}}, "required": ["instances"]},
+        ],
+        "example": {"features": [0.0] * len(names)},
+    }
+
+
+def _predict_operation(model: ServedModel) -> dict[str, Any]:
+    if model.task == "image-classification":
+        body = {"content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "image": {"type": "string", "format": "binary"}, "top_k": {"type": "integer", "minimum": 1}}, "required": ["image"]}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+        }}
+        result = {"type": "object", "properties": {"prediction": {"type": "array", "items": {
+            "type": "object", "properties": {"class": {"type": "string"}, "confidence": {"type": "number"}}}}}}
+    elif model.schema is not None:
+        body = {"content": {"application/json": {"schema": _tabular_request(model)}}}
+        result = {"type": "object", "properties": {"prediction": {}, "predictions": {"type": "array"}, "probabilities": {}}}
+    else:
+        return {}
+    return {
+        "summary": f"Predict with {model.name} v{model.version} ({model.info.framework}, {model.task})",
+        "description": model.info.description,
+        "requestBody": {"required": True, **body},
+        "responses": {
+            "200": {"description": "Prediction", "content": {"application/json": {"schema": result}}},
+            "400": {"description": "Invalid input", "content": {"application/json": {"schema": _ERROR}}},
+            "413": {"description": "Body too large", "content": {"application/json": {"schema": _ERROR}}},
+        },
+    }
+
+
+def build_spec(models: ModelSet) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    default = _predict_operation(models.default)
+    if default:
+        paths["/predict"] = {"post": {**default, "operationId": "predict"}}
+    for m in models.latest.values():
+        op = _predict_operation(m)
+        if op:
+            paths[f"/models/{m.name}/predict"] = {"post": {**op, "operationId": f"predict_{m.name}"}}
+        paths[f"/v2/models/{m.name}/infer"] = {"post": {
+            "summary": f"Open Inference Protocol v2 inference with {m.name}",
+            "operationId": f"v2_infer_{m.name}",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
+            "responses": {"200": {"description": "Inference response"},
+                          "400": {"description": "Invalid input", "content": {"application/json": {"schema": _ERROR}}}},
+        }}
+    for path, summary in [("/v2/health/live", "Liveness"), ("/v2/health/ready", "Readiness"), ("/metrics", "Prometheus metrics"),
+                          ("/health", "Health"), ("/models", "Served models")]:
+        paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": "OK"}}}}
+    tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+        "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string"}, "data": {"type": "array"}, "parameters": {"type": "object"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "modelport inference server", "version": __version__,
+                 "description": "Served models: " + ", ".join(f"{m.name} v{m.version}" for m in models)},
+        "paths": paths,
+        "components": {"schemas": {"InferenceRequest": {"type": "object", "required": ["inputs"], "properties": {
+            "id": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
+            "outputs": {"type": "array", "items": {"type": "object"}}, "parameters": {"type": "object"}}}}},
+    }
+
+
+def docs_html() -> str:
+    return """<!doctype html>
+<html><head><meta charset="utf-8"><title>modelport API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>"""
+
+
+def swagger_ui_dir() -> str:
+    import swagger_ui_bundle  # ships Swagger UI's files, so /docs works without reaching a CDN
+
+    return swagger_ui_bundle.swagger_ui_path

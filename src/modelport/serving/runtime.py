@@ -1,0 +1,128 @@
+"""Models loaded for serving: each with its schema, metrics and batching prepared once."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelport.api import load_model
+from modelport.errors import ModelportError
+from modelport.frameworks import Predictor
+from modelport.serving.batching import BatchConfig, Batcher
+from modelport.serving.http import HTTPError
+from modelport.serving.metrics import ModelMetrics
+from modelport.serving.tabular import TabularSchema
+from modelport.store import ModelStore, ModelVersion, parse_ref
+
+
+@dataclass
+class ServeSpec:
+    """One model to serve: a store reference, the name to serve it under, its batching knobs."""
+
+    ref: str
+    name: str | None = None
+    batch: BatchConfig = field(default_factory=BatchConfig)
+
+    @classmethod
+    def parse(cls, text: str, batch: BatchConfig | None = None) -> ServeSpec:
+        """``REF`` or ``NAME=REF`` (serve a reference under another name)."""
+        name, sep, ref = text.partition("=")
+        return cls(ref=ref, name=name, batch=batch or BatchConfig()) if sep else cls(ref=text, batch=batch or BatchConfig())
+
+
+class ServedModel:
+    def __init__(self, name: str, info: ModelVersion, predictor: Predictor, batch: BatchConfig, executor: ThreadPoolExecutor) -> None:
+        self.name = name
+        self.info = info
+        self.version = str(info.version)
+        self.predictor = predictor
+        self.task = info.task
+        self.schema = TabularSchema(info.signature) if info.signature.get("kind") == "tabular" else None
+        self.metrics = ModelMetrics(name, self.version)
+        self.executor = executor
+        self.batcher = Batcher(self._call, batch, executor, self.metrics.batch_size.observe) if batch.enabled else None
+        self.headers = {"x-model": name, "x-model-version": self.version}
+
+    def _call(self, x: np.ndarray) -> np.ndarray:
+        return self.predictor.predict(x)
+
+    async def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predict rows, through the batcher when batching is on, inline otherwise
+        (a small model's call costs less than a hop to another thread)."""
+        self.metrics.rows.inc(len(x))
+        try:
+            if self.batcher is not None:
+                return await self.batcher.submit(x)
+            self.metrics.batch_size.observe(len(x))
+            return self._call(x)
+        except HTTPError:
+            raise
+        except Exception as e:
+            raise HTTPError(500, f"Model {self.name!r} failed to predict: {type(e).__name__}: {e}") from e
+
+    async def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.predict_proba, x)
+        except Exception as e:
+            raise HTTPError(400, f"Model {self.name!r} cannot give probabilities: {e}") from e
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.infer, inputs)
+        except Exception as e:
+            raise HTTPError(400, f"Model {self.name!r} could not run on these inputs: {type(e).__name__}: {e}") from e
+
+
+class ModelSet:
+    """The served models by name and version; the first one is the default for ``/predict``."""
+
+    def __init__(self, models: list[ServedModel]) -> None:
+        if not models:
+            raise ModelportError("No models to serve")
+        self.default = models[0]
+        self.by_name: dict[str, dict[str, ServedModel]] = {}
+        for m in models:
+            self.by_name.setdefault(m.name, {}).setdefault(m.version, m)
+        self.latest = {name: versions[next(iter(versions))] for name, versions in self.by_name.items()}
+
+    def __iter__(self):
+        for versions in self.by_name.values():
+            yield from versions.values()
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        versions = self.by_name.get(name)
+        if versions is None:
+            raise HTTPError(404, f"Model {name!r} is not served here (served: {', '.join(self.by_name)})")
+        if version is None:
+            return self.latest[name]
+        model = versions.get(version)
+        if model is None:
+            raise HTTPError(404, f"Model {name!r} version {version} is not served here (versions: {', '.join(versions)})")
+        return model
+
+
+def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> ModelSet:
+    """Load every model or fail with a message naming the one that could not load."""
+    store = store or ModelStore()
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="modelport-model")
+    models = []
+    for spec in specs:
+        try:
+            model = load_model(spec.ref, store=store)
+        except ModelportError as e:
+            raise ModelportError(f"Cannot serve {spec.ref}: {e}") from None
+        except Exception as e:
+            raise ModelportError(f"Cannot serve {spec.ref}: loading failed with {type(e).__name__}: {e}") from None
+        name = spec.name or parse_ref(spec.ref).name
+        batch = spec.batch if spec.batch.enabled else BatchConfig(**model.info.extra.get("batching", {})) if model.info.extra.get("batching") else spec.batch
+        models.append(ServedModel(name, model.info, model.predictor, batch, executor))
+    return ModelSet(models)
+
+
+def describe(models: ModelSet) -> list[dict[str, Any]]:
+    return [{"name": m.name, "version": m.version, "framework": m.info.framework, "task": m.task,
+             "sha256": m.info.digest} for m in models]

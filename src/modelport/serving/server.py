@@ -1,0 +1,65 @@
+"""Running the inference server: checks up front, then uvicorn with one or more worker processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+
+from modelport.errors import ModelportError
+from modelport.serving.batching import BatchConfig
+from modelport.serving.http import DEFAULT_MAX_BODY
+from modelport.serving.logs import log_config
+from modelport.serving.runtime import ServeSpec, load_models
+
+_CONFIG_ENV = "MODELPORT_SERVE_CONFIG"
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ModelportError(f"Cannot listen on {host}:{port}: {e.strerror}. "
+                                 "Stop whatever uses that port or pass --port with another one.") from None
+
+
+def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
+          max_body: int = DEFAULT_MAX_BODY, log_format: str = "text", log_level: str = "info",
+          access_log: bool = False, on_ready: str | None = None) -> None:
+    """Serve ``specs`` until interrupted. Every model is loaded once here first, so a model that
+    cannot load stops the command with its reason instead of a crash loop of workers."""
+    import uvicorn
+
+    workers = workers or default_workers()
+    load_models(list(specs))
+    check_port(host, port)
+    os.environ[_CONFIG_ENV] = json.dumps({"specs": [dataclasses.asdict(s) for s in specs], "max_body": max_body})
+    os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
+    if workers > 1:
+        # Workers are separate processes: prometheus-client sums their metrics through files here.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelport-metrics-")
+    if on_ready:
+        print(on_ready, flush=True)
+    uvicorn.run("modelport.serving.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                http="httptools", loop="uvloop", access_log=access_log, log_config=log_config(log_format, log_level),
+                timeout_graceful_shutdown=10, server_header=False)
+
+
+def app_from_env() -> Starlette:
+    """The app factory each uvicorn worker calls: the config comes through the environment."""
+    from modelport.serving.app import create_app
+
+    config = json.loads(os.environ[_CONFIG_ENV])
+    specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"])) for s in config["specs"]]
+    return create_app(load_models(specs), max_body=config["max_body"])

@@ -1,0 +1,87 @@
+"""The simple JSON API for tabular models: features in, prediction out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modelport.serving.http import HTTPError
+
+_NUMBER = (int, float)
+
+
+class TabularSchema:
+    """What a tabular model accepts, prepared once so each request only checks values."""
+
+    def __init__(self, signature: dict[str, Any]) -> None:
+        self.features: list[str] = signature["features"]
+        self.n = len(self.features)
+        self.index = {name: i for i, name in enumerate(self.features)}
+        self.allow_nan: bool = signature.get("allow_nan", False)
+        self.classes: list[Any] | None = signature.get("classes")
+
+    def row(self, values: Any, where: str) -> list[float]:
+        if isinstance(values, dict):
+            return self._row_from_mapping(values, where)
+        if not isinstance(values, list):
+            raise HTTPError(400, f"{where} must be a list of {self.n} numbers or an object keyed by feature name")
+        if len(values) != self.n:
+            raise HTTPError(400, f"{where} has {len(values)} values; the model expects {self.n} "
+                                 f"({', '.join(self.features[:10])}{', …' if self.n > 10 else ''})")
+        for i, v in enumerate(values):
+            if type(v) not in _NUMBER:
+                values = self._fix_value(values, i, v, where)
+        return values
+
+    def _fix_value(self, values: list[Any], i: int, v: Any, where: str) -> list[Any]:
+        if v is None and self.allow_nan:
+            values = list(values)
+            values[i] = float("nan")
+            return values
+        name = self.features[i]
+        if v is None:
+            raise HTTPError(400, f"{where}: feature {name!r} is null; this model does not accept missing values")
+        raise HTTPError(400, f"{where}: feature {name!r} must be a number, got {_describe(v)}")
+
+    def _row_from_mapping(self, values: dict[str, Any], where: str) -> list[float]:
+        unknown = [k for k in values if k not in self.index]
+        missing = [f for f in self.features if f not in values]
+        if unknown or missing:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(map(repr, missing[:10]))}")
+            if unknown:
+                parts.append(f"unknown {', '.join(map(repr, unknown[:10]))}")
+            raise HTTPError(400, f"{where}: {'; '.join(parts)} (the model expects {', '.join(self.features)})")
+        return self.row([values[f] for f in self.features], where)
+
+    def parse(self, payload: Any) -> tuple[np.ndarray, bool]:
+        """→ (rows as a float64 array, whether the request was a single row)."""
+        if not isinstance(payload, dict):
+            raise HTTPError(400, 'Request body must be a JSON object like {"features": [...]} or {"instances": [[...], ...]}')
+        if "features" in payload:
+            return np.array([self.row(payload["features"], "features")], dtype=np.float64), True
+        if "instances" in payload:
+            instances = payload["instances"]
+            if not isinstance(instances, list) or not instances:
+                raise HTTPError(400, '"instances" must be a non-empty list of rows')
+            rows = [self.row(r, f"instances[{i}]") for i, r in enumerate(instances)]
+            return np.array(rows, dtype=np.float64), False
+        raise HTTPError(400, 'Expected "features" (one row) or "instances" (several rows) in the request body')
+
+    def check_finite(self, x: np.ndarray) -> None:
+        if not self.allow_nan and not np.isfinite(x).all():
+            raise HTTPError(400, "Input contains NaN or infinite values, which this model does not accept")
+
+    def probabilities(self, proba: np.ndarray) -> list[dict[str, float]]:
+        labels = [str(c) for c in self.classes or range(proba.shape[1])]
+        return [dict(zip(labels, row, strict=True)) for row in proba.tolist()]
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f"the string {v[:40]!r}"
+    return type(v).__name__ if not isinstance(v, (list, dict)) else ("a list" if isinstance(v, list) else "an object")

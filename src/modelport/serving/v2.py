@@ -1,0 +1,278 @@
+"""The Open Inference Protocol v2 (KServe / Triton / MLServer), REST, with Triton's binary tensor extension."""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelport.serving.http import HTTPError, json_response, parse_json
+from modelport.serving.runtime import ServedModel
+
+DATATYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+}
+_NUMPY_TO_V2 = {np.dtype(v).name: k for k, v in DATATYPES.items() if k != "BYTES"}
+_SIG_TO_V2 = {**_NUMPY_TO_V2, "string": "BYTES", "object": "BYTES"}
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def v2_datatype(dtype: str) -> str:
+    return _SIG_TO_V2.get(dtype, "BYTES")
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """→ (the request JSON, its input tensors by name)."""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise HTTPError(400, "Inference-Header-Content-Length does not fit the request body")
+        split = int(header_length)
+        request, binary = parse_json(body[:split]), memoryview(body)[split:]
+    else:
+        request, binary = parse_json(body), memoryview(b"")
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
+        raise HTTPError(400, 'An inference request must be a JSON object with a non-empty "inputs" list')
+    tensors: dict[str, np.ndarray] = {}
+    offset = 0
+    for i, spec in enumerate(request["inputs"]):
+        if not isinstance(spec, dict):
+            raise HTTPError(400, f"inputs[{i}] must be an object with name, shape, datatype and data")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise HTTPError(400, f"inputs[{i}] has no name")
+        shape = _shape(spec.get("shape"), name)
+        datatype = spec.get("datatype")
+        if datatype not in DATATYPES:
+            raise HTTPError(400, f"Input {name!r} has datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
+        size = (spec.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise HTTPError(400, f"Input {name!r}: binary_data_size does not fit the request body")
+            tensors[name] = _from_binary(binary[offset:offset + size], datatype, shape, name)
+            offset += size
+        else:
+            if "data" not in spec:
+                raise HTTPError(400, f"Input {name!r} has no data")
+            tensors[name] = _from_json(spec["data"], datatype, shape, name)
+    return request, tensors
+
+
+def _shape(shape: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise HTTPError(400, f"Input {name!r} needs a shape: a list of non-negative integers")
+    return tuple(shape)
+
+
+def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        flat = _flatten(data)
+        if len(flat) != count:
+            raise HTTPError(400, f"Input {name!r} has {len(flat)} elements but its shape {list(shape)} needs {count}")
+        if not all(isinstance(v, str) for v in flat):
+            raise HTTPError(400, f"Input {name!r} is BYTES: its data must be strings")
+        arr = np.empty(count, dtype=object)
+        arr[:] = [v.encode() for v in flat]
+        return arr.reshape(shape)
+    try:
+        arr = np.asarray(data, dtype=DATATYPES[datatype])
+    except (ValueError, TypeError):
+        raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers") from None
+    if arr.dtype.kind in "fiub" and _has_non_numbers(data):
+        raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers")
+    if arr.size != count:
+        raise HTTPError(400, f"Input {name!r} has {arr.size} elements but its shape {list(shape)} needs {count}")
+    return arr.reshape(shape)
+
+
+def _has_non_numbers(data: Any) -> bool:
+    # numpy would quietly turn "1.5" or true into numbers; the protocol says data is numbers.
+    stack = [data]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        elif type(v) not in (int, float) and not (type(v) is bool):
+            return True
+    return False
+
+
+def _flatten(data: Any) -> list[Any]:
+    out: list[Any] = []
+    stack = [data]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(reversed(v))
+        else:
+            out.append(v)
+    return out
+
+
+def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        items, pos = [], 0
+        while pos < len(raw):
+            if pos + 4 > len(raw):
+                raise HTTPError(400, f"Input {name!r}: malformed BYTES data")
+            (n,) = struct.unpack_from("<I", raw, pos)
+            if pos + 4 + n > len(raw):
+                raise HTTPError(400, f"Input {name!r}: malformed BYTES data")
+            items.append(bytes(raw[pos + 4:pos + 4 + n]))
+            pos += 4 + n
+        if len(items) != count:
+            raise HTTPError(400, f"Input {name!r} has {len(items)} elements but its shape {list(shape)} needs {count}")
+        arr = np.empty(count, dtype=object)
+        arr[:] = items
+        return arr.reshape(shape)
+    dtype = np.dtype(DATATYPES[datatype])
+    if len(raw) != count * dtype.itemsize:
+        raise HTTPError(400, f"Input {name!r}: {len(raw)} bytes of binary data do not fit shape {list(shape)} of {datatype}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:
+    requested = request.get("outputs")
+    all_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    binary_names: set[str] = set()
+    if requested:
+        if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+            raise HTTPError(400, '"outputs" must be a list of objects with a name')
+        unknown = [o["name"] for o in requested if o["name"] not in outputs]
+        if unknown:
+            raise HTTPError(400, f"Unknown output {unknown[0]!r}; this model has {', '.join(outputs)}")
+        outputs = {o["name"]: outputs[o["name"]] for o in requested}
+        binary_names = {o["name"] for o in requested if (o.get("parameters") or {}).get("binary_data", all_binary)}
+    elif all_binary:
+        binary_names = set(outputs)
+    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": []}
+    if "id" in request:
+        body["id"] = request["id"]
+    chunks = []
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
+        datatype = "BYTES" if arr.dtype.kind in "OSU" else _NUMPY_TO_V2.get(arr.dtype.name, "FP64")
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if name in binary_names:
+            raw = _to_binary(arr, datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = _to_json(arr, datatype)
+        body["outputs"].append(entry)
+    header = orjson.dumps(body)
+    if not chunks:
+        return Response(header, media_type="application/json", headers=model.headers)
+    headers = {**model.headers, "Inference-Header-Content-Length": str(len(header))}
+    return Response(b"".join([header, *chunks]), media_type="application/octet-stream", headers=headers)
+
+
+def _to_json(arr: np.ndarray, datatype: str) -> list[Any]:
+    flat = arr.reshape(-1)
+    if datatype == "BYTES":
+        return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in flat.tolist()]
+    return flat.tolist()
+
+
+def _to_binary(arr: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        parts = []
+        for v in arr.reshape(-1).tolist():
+            b = v if isinstance(v, bytes) else str(v).encode()
+            parts.append(struct.pack("<I", len(b)) + b)
+        return b"".join(parts)
+    return np.ascontiguousarray(arr).tobytes()
+
+
+# -- metadata ----------------------------------------------------------------------------------
+
+def model_metadata(model: ServedModel) -> dict[str, Any]:
+    sig = model.info.signature
+    if sig.get("kind") == "tabular":
+        n = len(sig["features"])
+        inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, n]}]
+        outputs = [{"name": "predictions", "datatype": v2_datatype(sig["output"]["dtype"]), "shape": [-1]}]
+        if sig.get("classes") is not None:
+            outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [-1, len(sig["classes"])]})
+    else:
+        inputs = [{"name": t["name"], "datatype": v2_datatype(t["dtype"]), "shape": t["shape"]} for t in sig.get("inputs", [])]
+        outputs = [{"name": t["name"], "datatype": v2_datatype(t["dtype"]), "shape": t["shape"]} for t in sig.get("outputs", [])]
+    return {"name": model.name, "versions": [model.version], "platform": model.info.framework, "inputs": inputs, "outputs": outputs}
+
+
+# -- tabular models over v2 ---------------------------------------------------------------------
+
+def tabular_rows(model: ServedModel, tensors: dict[str, np.ndarray]) -> np.ndarray:
+    """One [N, n_features] tensor (any name), or one [N] / [N, 1] tensor per feature, by name."""
+    schema = model.schema
+    assert schema is not None
+    if len(tensors) == 1:
+        (name, arr), = tensors.items()
+        if arr.dtype == object:
+            raise HTTPError(400, f"Input {name!r} must be numeric")
+        if arr.ndim == 1 and arr.shape[0] == schema.n:
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2 or arr.shape[1] != schema.n:
+            raise HTTPError(400, f"Input {name!r} has shape {list(arr.shape)}; the model expects [N, {schema.n}] "
+                                 f"({', '.join(schema.features[:10])})")
+        x = arr.astype(np.float64, copy=False)
+    else:
+        missing = [f for f in schema.features if f not in tensors]
+        if missing:
+            raise HTTPError(400, f"Missing input(s) {', '.join(map(repr, missing[:10]))}: send one [N, {schema.n}] tensor, "
+                                 "or one tensor per feature named after it")
+        cols = [tensors[f].reshape(-1).astype(np.float64, copy=False) for f in schema.features]
+        if len({len(c) for c in cols}) != 1:
+            raise HTTPError(400, "Feature tensors have different lengths")
+        x = np.column_stack(cols)
+    if x.shape[0] == 0:
+        raise HTTPError(400, "The input has no rows")
+    schema.check_finite(x)
+    return x
+
+
+async def infer(model: ServedModel, request: Request, body: bytes) -> Response:
+    req, tensors = decode_request(body, request.headers.get(HEADER_LENGTH))
+    if model.schema is not None:
+        x = tabular_rows(model, tensors)
+        outputs: dict[str, np.ndarray] = {"predictions": await model.predict(x)}
+        wanted = {o.get("name") for o in req.get("outputs") or [] if isinstance(o, dict)}
+        if "probabilities" in wanted and model.schema.classes is not None:
+            outputs["probabilities"] = await model.predict_proba(x)
+    else:
+        outputs = await model.infer(check_tensor_inputs(model, tensors))
+    return encode_response(model, req, outputs)
+
+
+def check_tensor_inputs(model: ServedModel, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    specs = model.info.signature.get("inputs", [])
+    expected = {s["name"]: s for s in specs}
+    missing = [n for n in expected if n not in tensors]
+    unknown = [n for n in tensors if n not in expected]
+    if missing or unknown:
+        raise HTTPError(400, f"The model's inputs are {', '.join(expected)}; "
+                             + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"))
+    out = {}
+    for name, spec in expected.items():
+        arr = tensors[name]
+        want = spec["shape"]
+        if len(want) != arr.ndim or any(w not in (-1, a) for w, a in zip(want, arr.shape, strict=True)):
+            raise HTTPError(400, f"Input {name!r} has shape {list(arr.shape)}; the model expects {want} (-1: any size)")
+        if spec["dtype"] not in ("string", "object"):
+            if arr.dtype == object:
+                raise HTTPError(400, f"Input {name!r} must be numeric ({spec['dtype']})")
+            arr = arr.astype(spec["dtype"], copy=False)
+        out[name] = arr
+    return out

@@ -1,0 +1,304 @@
+"""The model registry: immutable numbered versions, movable aliases, verified artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelport import config
+from modelport.errors import ModelportError, NotFoundError
+from modelport.store.blobs import BlobStore
+from modelport.store.refs import Ref, check_alias, check_name, parse_ref
+from modelport.store.schema import AliasRow, Base, ModelRow, VersionRow, make_engine
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One immutable registered version and everything recorded about it."""
+
+    name: str
+    version: int
+    framework: str
+    task: str
+    digest: str  # sha256 over the file manifest: identifies the artifact as a whole
+    files: dict[str, FileEntry]
+    signature: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    libraries: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    created_at: datetime | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "framework": self.framework,
+            "task": self.task,
+            "sha256": self.digest,
+            "files": {k: {"sha256": v.sha256, "size": v.size} for k, v in self.files.items()},
+            "signature": self.signature,
+            "metrics": self.metrics,
+            "tags": self.tags,
+            "libraries": self.libraries,
+            "extra": self.extra,
+            "description": self.description,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "aliases": list(self.aliases),
+        }
+
+
+def manifest_digest(files: Mapping[str, FileEntry]) -> str:
+    lines = "".join(f"{name}\0{entry.sha256}\n" for name, entry in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+class ModelStore:
+    def __init__(self, home: Path | None = None, db_url: str | None = None) -> None:
+        self.home = Path(home) if home else config.home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        url = db_url or (f"sqlite:///{self.home / 'registry.db'}" if home else config.db_url())
+        self.db_url = url
+        self.blobs = BlobStore(self.home / "blobs")
+        self._engine = make_engine(url)
+        try:
+            Base.metadata.create_all(self._engine)
+        except OperationalError as e:
+            raise ModelportError(f"Cannot open the model registry database {_safe_url(url)}: {e.orig}") from None
+        self._session = sessionmaker(self._engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def save(
+        self,
+        name: str,
+        files: Mapping[str, bytes],
+        *,
+        framework: str,
+        task: str,
+        signature: dict[str, Any],
+        metrics: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        libraries: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        description: str = "",
+    ) -> ModelVersion:
+        """Register a new version. Blobs are written first; the version exists only once its
+        row commits, so an interrupted save leaves no half version behind."""
+        check_name(name)
+        if not files:
+            raise ModelportError("A model version needs at least one artifact file")
+        entries = {fname: FileEntry(self.blobs.put(data), len(data)) for fname, data in files.items()}
+        digest = manifest_digest(entries)
+        for attempt in range(20):
+            try:
+                with self._session.begin() as s:
+                    model = self._get_or_create_model(s, name)
+                    number = (s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0) + 1
+                    row = VersionRow(
+                        model=model,
+                        version=number,
+                        framework=framework,
+                        task=task,
+                        digest=digest,
+                        files={k: {"sha256": v.sha256, "size": v.size} for k, v in entries.items()},
+                        signature=signature,
+                        metrics=metrics or {},
+                        tags=tags or {},
+                        libraries=libraries or {},
+                        extra=extra or {},
+                        description=description,
+                        created_at=datetime.now(UTC),
+                    )
+                    s.add(row)
+                    s.flush()
+                    return self._to_version(row, ())
+            except SQLIntegrityError:
+                # Another process took this number (databases without write locks): try the next.
+                if attempt == 19:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _get_or_create_model(self, s: Session, name: str) -> ModelRow:
+        model = s.scalar(select(ModelRow).where(ModelRow.name == name))
+        if model is None:
+            model = ModelRow(name=name, created_at=datetime.now(UTC))
+            s.add(model)
+            s.flush()
+        return model
+
+    def set_alias(self, ref: str | Ref, alias: str) -> ModelVersion:
+        check_alias(alias)
+        mv = self.resolve(ref)
+        with self._session.begin() as s:
+            model = s.scalar(select(ModelRow).where(ModelRow.name == mv.name))
+            row = s.scalar(select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias))
+            if row is None:
+                s.add(AliasRow(model_id=model.id, alias=alias, version=mv.version))
+            else:
+                row.version = mv.version
+        return self.resolve(Ref(mv.name, version=mv.version))
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        with self._session.begin() as s:
+            model = self._model(s, name)
+            row = s.scalar(select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias))
+            if row is None:
+                raise NotFoundError(f"Model {name!r} has no alias {alias!r}")
+            s.delete(row)
+
+    def delete(self, ref: str | Ref) -> list[ModelVersion]:
+        """Delete one version (``name:3``, ``name@alias``) or a whole model (``name``).
+        Aliases pointing at a deleted version go with it; blobs are collected by ``gc``."""
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        with self._session.begin() as s:
+            model = self._model(s, ref.name)
+            if ref.version is None and ref.alias is None:
+                removed = [self._to_version(v, ()) for v in model.versions]
+                s.delete(model)
+                return removed
+            row = self._resolve_row(s, ref)
+            removed = [self._to_version(row, ())]
+            for a in list(model.aliases):
+                if a.version == row.version:
+                    s.delete(a)
+            s.delete(row)
+            s.flush()
+            if not s.scalar(select(func.count()).select_from(VersionRow).where(VersionRow.model_id == model.id)):
+                s.delete(model)
+            return removed
+
+    def gc(self, *, min_age_s: float = 3600) -> list[str]:
+        with self._session() as s:
+            referenced = {sha for files in s.scalars(select(VersionRow.files)) for sha in (f["sha256"] for f in files.values())}
+        return self.blobs.remove_unreferenced(referenced, min_age_s=min_age_s)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def resolve(self, ref: str | Ref) -> ModelVersion:
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        with self._session() as s:
+            row = self._resolve_row(s, ref)
+            return self._to_version(row, self._aliases_of(s, row))
+
+    def read_files(self, mv: ModelVersion) -> dict[str, bytes]:
+        """The artifact's files, each checked against its recorded sha256."""
+        return {
+            fname: self.blobs.get(entry.sha256, label=f"artifact file {fname!r} of {mv.ref}")
+            for fname, entry in mv.files.items()
+        }
+
+    def list_models(self) -> list[dict[str, Any]]:
+        with self._session() as s:
+            out = []
+            for model in s.scalars(select(ModelRow).order_by(ModelRow.name)):
+                versions = sorted(v.version for v in model.versions)
+                latest = max(model.versions, key=lambda v: v.version) if model.versions else None
+                out.append(
+                    {
+                        "name": model.name,
+                        "versions": versions,
+                        "latest": latest.version if latest else None,
+                        "framework": latest.framework if latest else None,
+                        "task": latest.task if latest else None,
+                        "aliases": {a.alias: a.version for a in model.aliases},
+                        "updated_at": _utc(latest.created_at).isoformat() if latest else None,
+                    }
+                )
+            return out
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        with self._session() as s:
+            model = self._model(s, name)
+            rows = sorted(model.versions, key=lambda v: v.version)
+            return [self._to_version(r, self._aliases_of(s, r)) for r in rows]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _model(self, s: Session, name: str) -> ModelRow:
+        model = s.scalar(select(ModelRow).where(ModelRow.name == name))
+        if model is None:
+            known = ", ".join(s.scalars(select(ModelRow.name).order_by(ModelRow.name)).all()) or "none yet"
+            raise NotFoundError(f"No model named {name!r} in the store (models: {known})")
+        return model
+
+    def _resolve_row(self, s: Session, ref: Ref) -> VersionRow:
+        model = self._model(s, ref.name)
+        q = select(VersionRow).where(VersionRow.model_id == model.id)
+        if ref.alias is not None:
+            alias = s.scalar(select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == ref.alias))
+            if alias is None:
+                names = ", ".join(sorted(a.alias for a in model.aliases)) or "none"
+                raise NotFoundError(f"Model {ref.name!r} has no alias {ref.alias!r} (aliases: {names})")
+            q = q.where(VersionRow.version == alias.version)
+        elif ref.version is not None:
+            q = q.where(VersionRow.version == ref.version)
+        else:
+            q = q.order_by(VersionRow.version.desc()).limit(1)
+        row = s.scalar(q)
+        if row is None:
+            versions = ", ".join(str(v.version) for v in sorted(model.versions, key=lambda v: v.version))
+            raise NotFoundError(f"Model {ref.name!r} has no version {ref.version} (versions: {versions})")
+        return row
+
+    @staticmethod
+    def _aliases_of(s: Session, row: VersionRow) -> tuple[str, ...]:
+        q = select(AliasRow.alias).where(AliasRow.model_id == row.model_id, AliasRow.version == row.version)
+        return tuple(sorted(s.scalars(q)))
+
+    @staticmethod
+    def _to_version(row: VersionRow, aliases: tuple[str, ...]) -> ModelVersion:
+        return ModelVersion(
+            name=row.model.name,
+            version=row.version,
+            framework=row.framework,
+            task=row.task,
+            digest=row.digest,
+            files={k: FileEntry(v["sha256"], v["size"]) for k, v in row.files.items()},
+            signature=row.signature,
+            metrics=row.metrics,
+            tags=row.tags,
+            libraries=row.libraries,
+            extra=row.extra,
+            description=row.description,
+            created_at=_utc(row.created_at),
+            aliases=aliases,
+        )
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt  # SQLite drops the zone
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable URL)"

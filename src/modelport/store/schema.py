@@ -1,0 +1,74 @@
+"""The registry's tables. Any SQLAlchemy database works; SQLite is the default."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelRow(Base):
+    __tablename__ = "mp_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    versions: Mapped[list[VersionRow]] = relationship(back_populates="model", cascade="all, delete-orphan")
+    aliases: Mapped[list[AliasRow]] = relationship(back_populates="model", cascade="all, delete-orphan")
+
+
+class VersionRow(Base):
+    __tablename__ = "mp_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("mp_models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    framework: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(32))
+    digest: Mapped[str] = mapped_column(String(64))
+    files: Mapped[dict] = mapped_column(JSON)
+    signature: Mapped[dict] = mapped_column(JSON)
+    metrics: Mapped[dict] = mapped_column(JSON)
+    tags: Mapped[dict] = mapped_column(JSON)
+    libraries: Mapped[dict] = mapped_column(JSON)
+    extra: Mapped[dict] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model: Mapped[ModelRow] = relationship(back_populates="versions")
+
+
+class AliasRow(Base):
+    __tablename__ = "mp_aliases"
+    __table_args__ = (UniqueConstraint("model_id", "alias"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("mp_models.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    model: Mapped[ModelRow] = relationship(back_populates="aliases")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # Writers wait for each other (timeout) and take the write lock up front (BEGIN
+        # IMMEDIATE), so two processes numbering versions at once serialise instead of failing.
+        engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record) -> None:
+            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
