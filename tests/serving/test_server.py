@@ -1,0 +1,272 @@
+"""The inference server, started as a user starts it and called over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+import modelport
+from tests.helpers import Server, free_port, run_cli
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict]]:
+    """One server for the read-only tests: a regressor trained by the CLI (default) and a classifier."""
+    tmp = tmp_path_factory.mktemp("served")
+    env = {"MODELPORT_HOME": str(tmp / "home")}
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 8)), columns=[f"f{i}" for i in range(8)])
+    frame["target"] = frame.to_numpy() @ np.arange(1, 9) + 3
+    frame.to_csv(tmp / "reg.csv", index=False)
+    cls = frame.drop(columns="target").iloc[:, :3].copy()
+    cls["label"] = np.where(cls.f0 + cls.f1 > 0, "yes", "no")
+    cls.to_csv(tmp / "cls.csv", index=False)
+    run_cli("train", "--data", str(tmp / "reg.csv"), "--target", "target", "--name", "reg", env=env)
+    run_cli("train", "--data", str(tmp / "cls.csv"), "--target", "label", "--name", "cls", "--model", "logistic-regression", env=env)
+    port = free_port()
+    server = Server(["serve", "reg", "cls", "--port", str(port), "--workers", "2", "--max-body-mb", "0.05"], port,
+                    tmp / "server.log", env=env)
+    try:
+        server.wait_ready()
+        old = os.environ.get("MODELPORT_HOME")
+        os.environ["MODELPORT_HOME"] = env["MODELPORT_HOME"]
+        try:
+            models = {"reg": modelport.load_model("reg"), "cls": modelport.load_model("cls"), "frame": frame}
+        finally:
+            os.environ.pop("MODELPORT_HOME") if old is None else os.environ.__setitem__("MODELPORT_HOME", old)
+        yield server, models
+    finally:
+        server.stop()
+
+
+def test_predict_matches_the_model_in_process(served) -> None:
+    server, models = served
+    row = models["frame"].iloc[3, :8].tolist()
+    r = httpx.post(server.url + "/predict", json={"features": row})
+    assert r.status_code == 200
+    assert r.json() == {"prediction": models["reg"].predict([row])[0]}
+    assert r.headers["x-model"] == "reg" and r.headers["x-model-version"] == "1"
+
+
+def test_features_by_name_and_instances(served) -> None:
+    server, models = served
+    row = models["frame"].iloc[5, :8]
+    by_name = httpx.post(server.url + "/models/reg/predict", json={"features": {k: float(v) for k, v in row.items()}}).json()
+    assert by_name["prediction"] == pytest.approx(models["reg"].predict([row.tolist()])[0], rel=1e-12)
+    rows = models["frame"].iloc[:4, :8].to_numpy().tolist()
+    many = httpx.post(server.url + "/predict", json={"instances": rows}).json()
+    np.testing.assert_allclose(many["predictions"], models["reg"].predict(rows), rtol=1e-12)
+
+
+def test_classifier_labels_and_probabilities(served) -> None:
+    server, models = served
+    row = models["frame"].iloc[0, :3].tolist()
+    out = httpx.post(server.url + "/models/cls/predict", json={"features": row, "probabilities": True}).json()
+    assert out["prediction"] == models["cls"].predict([row])[0]
+    proba = models["cls"].predict_proba([row])[0]
+    assert out["probabilities"] == pytest.approx({"no": proba[0], "yes": proba[1]})
+
+
+BAD = [
+    (b'{"features": [1, 2', 400, "Malformed JSON"),
+    (b"", 400, "body is empty"),
+    (b'[1, 2, 3]', 400, "must be a JSON object"),
+    (b'{"feature": [1]}', 400, 'Expected "features"'),
+    (b'{"features": [1, 2, 3]}', 400, "has 3 values; the model expects 8 (f0, f1"),
+    (b'{"features": [1, 2, 3, 4, 5, 6, 7, "8"]}', 400, "feature 'f7' must be a number, got the string '8'"),
+    (b'{"features": [1, 2, 3, 4, 5, 6, 7, true]}', 400, "feature 'f7' must be a number, got true"),
+    (b'{"features": [1, 2, 3, 4, 5, 6, 7, null]}', 400, "does not accept missing values"),
+    (b'{"features": [NaN, 2, 3, 4, 5, 6, 7, 8]}', 400, "NaN and Infinity are not valid JSON"),
+    (b'{"features": [1e999, 2, 3, 4, 5, 6, 7, 8]}', 400, "Malformed JSON: number is infinity"),
+    (b'{"features": {"f0": 1, "zz": 2}}', 400, "missing 'f1'"),
+    (b'{"features": {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "f4": 1, "f5": 1, "f6": 1, "f7": 1, "zz": 2}}', 400, "unknown 'zz'"),
+    (b'{"instances": []}', 400, "non-empty list"),
+    (b'{"instances": [[1,2,3,4,5,6,7,8], [1]]}', 400, "instances[1] has 1 values"),
+    (b'{"features": "1,2,3"}', 400, "must be a list of 8 numbers"),
+    (b'{"features": [1,2,3,4,5,6,7,8], "probabilities": true}', 400, "has no class probabilities"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD)
+def test_bad_requests_get_a_clear_4xx(served, body: bytes, status: int, message: str) -> None:
+    server, _ = served
+    r = httpx.post(server.url + "/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status
+    assert message in r.json()["error"]
+    assert httpx.post(server.url + "/predict", json={"features": [0] * 8}).status_code == 200  # still serving
+
+
+def test_body_over_the_limit_unknown_model_and_routes(served) -> None:
+    server, _ = served
+    big = json.dumps({"instances": [[0.0] * 8] * 2000}).encode()
+    r = httpx.post(server.url + "/predict", content=big)
+    assert r.status_code == 413 and "limit is 52428 bytes" in r.json()["error"]
+
+    def chunks():
+        yield b'{"instances": ['
+        for _ in range(3000):
+            yield b"[0,0,0,0,0,0,0,0],"
+        yield b"[0,0,0,0,0,0,0,0]]}"
+
+    r = httpx.post(server.url + "/predict", content=chunks())  # chunked: no Content-Length to trust
+    assert r.status_code == 413
+    r = httpx.post(server.url + "/models/nope/predict", json={"features": [1]})
+    assert r.status_code == 404 and r.json() == {"error": "Model 'nope' is not served here (served: reg, cls)"}
+    r = httpx.get(server.url + "/predict")
+    assert r.status_code == 405 and "not allowed" in r.json()["error"]
+    assert httpx.get(server.url + "/nothing").json() == {"error": "No such endpoint: GET /nothing"}
+
+
+def test_v2_protocol_json(served) -> None:
+    server, models = served
+    assert httpx.get(server.url + "/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert httpx.get(server.url + "/v2/health/live").status_code == 200
+    assert httpx.get(server.url + "/v2/models/reg/ready").status_code == 200
+    assert httpx.get(server.url + "/v2/models/reg/versions/1/ready").status_code == 200
+    assert httpx.get(server.url + "/v2/models/reg/versions/9/ready").status_code == 404
+    meta = httpx.get(server.url + "/v2/models/cls").json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 3]}]
+    assert [o["name"] for o in meta["outputs"]] == ["predictions", "probabilities"]
+    rows = models["frame"].iloc[:3, :8].to_numpy()
+    body = {"id": "r1", "inputs": [{"name": "input", "shape": [3, 8], "datatype": "FP64", "data": rows.ravel().tolist()}]}
+    out = httpx.post(server.url + "/v2/models/reg/versions/1/infer", json=body).json()
+    assert out["id"] == "r1" and out["model_version"] == "1"
+    np.testing.assert_allclose(out["outputs"][0]["data"], models["reg"].predict(rows), rtol=1e-12)
+    per_feature = {"inputs": [{"name": f"f{i}", "shape": [3], "datatype": "FP32", "data": rows[:, i].tolist()} for i in range(8)]}
+    out = httpx.post(server.url + "/v2/models/reg/infer", json=per_feature).json()
+    np.testing.assert_allclose(out["outputs"][0]["data"], models["reg"].predict(rows.astype(np.float32)), rtol=1e-5)
+    cls_body = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": rows[0, :3].tolist()}],
+                "outputs": [{"name": "predictions"}, {"name": "probabilities"}]}
+    out = httpx.post(server.url + "/v2/models/cls/infer", json=cls_body).json()
+    assert out["outputs"][0]["datatype"] == "BYTES" and out["outputs"][0]["data"] == [models["cls"].predict(rows[:1, :3])[0]]
+    assert out["outputs"][1]["shape"] == [1, 2]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"inputs": []}, 'non-empty "inputs"'),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP99", "data": [0] * 8}]}, "datatype 'FP99'"),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": [0] * 7}]}, "has 7 elements but its shape [1, 8] needs 8"),
+    ({"inputs": [{"name": "input", "shape": [1, 7], "datatype": "FP64", "data": [0] * 7}]}, "expects [N, 8]"),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": ["a"] * 8}]}, "not FP64 numbers"),
+    ({"inputs": [{"name": "input", "shape": "1x8", "datatype": "FP64", "data": [0] * 8}]}, "needs a shape"),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": [0] * 8}], "outputs": [{"name": "zz"}]}, "Unknown output 'zz'"),
+])
+def test_v2_bad_requests(served, body: dict, message: str) -> None:
+    server, _ = served
+    r = httpx.post(server.url + "/v2/models/reg/infer", json=body)
+    assert r.status_code == 400 and message in r.json()["error"]
+
+
+def test_v2_version_that_is_not_served(served) -> None:
+    server, _ = served
+    r = httpx.post(server.url + "/v2/models/reg/versions/3/infer", json={"inputs": []})
+    assert r.status_code == 404 and "version 3 is not served" in r.json()["error"]
+
+
+def test_tritonclient_gets_the_same_prediction(served) -> None:
+    import tritonclient.http as triton
+
+    server, models = served
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("reg")
+    assert client.get_model_metadata("reg")["inputs"][0]["shape"] == [-1, 8]
+    rows = models["frame"].iloc[:5, :8].to_numpy()
+    expected = models["reg"].predict(rows)
+    for binary in (True, False):
+        inp = triton.InferInput("input", list(rows.shape), "FP64")
+        inp.set_data_from_numpy(rows, binary_data=binary)
+        result = client.infer("reg", [inp], outputs=[triton.InferRequestedOutput("predictions", binary_data=binary)])
+        np.testing.assert_allclose(result.as_numpy("predictions"), expected, rtol=1e-12)
+    inp = triton.InferInput("input", [1, 3], "FP64")
+    inp.set_data_from_numpy(rows[:1, :3])
+    result = client.infer("cls", [inp])  # no outputs named: the client asks for all of them in binary
+    assert result.as_numpy("predictions")[0].decode() == models["cls"].predict(rows[:1, :3])[0]
+    with pytest.raises(triton.InferenceServerException, match="expects"):
+        bad = triton.InferInput("input", [1, 2], "FP64")
+        bad.set_data_from_numpy(rows[:1, :2])
+        client.infer("reg", [bad])
+
+
+def test_metrics_count_requests_per_model_and_version_across_workers(served) -> None:
+    server, _ = served
+    for _ in range(20):
+        httpx.post(server.url + "/models/cls/predict", json={"features": [0, 0, 0]})
+    httpx.post(server.url + "/models/cls/predict", json={"features": [0]})
+    text = httpx.get(server.url + "/metrics").text
+    ok = re.search(r'modelport_requests_total\{code="200",model="cls",protocol="simple",version="1"\} (\d+)', text)
+    assert ok and int(float(ok.group(1))) >= 20
+    assert re.search(r'modelport_request_errors_total\{code="400",model="cls",protocol="simple",version="1"\} [1-9]', text)
+    assert 'modelport_request_duration_seconds_bucket{le="0.005",model="cls",protocol="simple",version="1"}' in text
+    assert "modelport_requests_in_flight" in text and "modelport_batch_size_bucket" in text
+
+
+def test_openapi_schema_comes_from_the_signature(served) -> None:
+    server, _ = served
+    spec = httpx.get(server.url + "/openapi.json").json()
+    schema = spec["paths"]["/models/cls/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    row = schema["oneOf"][0]["properties"]["features"]["oneOf"]
+    assert row[0]["minItems"] == row[0]["maxItems"] == 3
+    assert row[1]["required"] == ["f0", "f1", "f2"]
+    assert "/v2/models/reg/infer" in spec["paths"]
+    page = httpx.get(server.url + "/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assert httpx.get(server.url + "/docs/static/swagger-ui-bundle.js").status_code == 200  # works offline
+
+
+def test_serve_an_alias_and_versions(home: Path, regression_csv, serve) -> None:
+    path, x, _ = regression_csv
+    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    run_cli("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "random-forest")
+    run_cli("models", "tag", "house:1", "production")
+    v1 = modelport.load_model("house:1")
+    server = serve("house@production")
+    r = httpx.post(server.url + "/predict", json={"features": x[0].tolist()})
+    assert r.headers["x-model-version"] == "1" and r.json()["prediction"] == v1.predict(x[:1])[0]
+    both = serve("house:1", "latest=house")
+    r = httpx.post(both.url + "/models/latest/predict", json={"features": x[0].tolist()})
+    assert r.headers["x-model-version"] == "2"
+    assert r.json()["prediction"] == pytest.approx(modelport.load_model("house:2").predict(x[:1])[0])
+
+
+def test_serve_refuses_models_that_cannot_load(home: Path, regression_csv, serve) -> None:
+    path, _, _ = regression_csv
+    out = run_cli("serve", "ghost", "--port", str(free_port()), check=False, timeout=60)
+    assert out.returncode == 1 and "No model named 'ghost'" in out.stderr and "Traceback" not in out.stderr
+    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    mv = modelport.get_store().resolve("house")
+    blob = modelport.get_store().blobs.path(mv.files["model.skops"].sha256)
+    blob.write_bytes(blob.read_bytes()[:100])
+    out = run_cli("serve", "house", "--port", str(free_port()), check=False, timeout=60)
+    assert out.returncode == 1 and "Cannot serve house: The artifact file 'model.skops' of house:1 is corrupted" in " ".join(out.stderr.split())
+
+
+def test_port_in_use_is_a_clear_error(home: Path, regression_csv, serve) -> None:
+    path, _, _ = regression_csv
+    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    server = serve("house")
+    out = run_cli("serve", "house", "--port", str(server.port), check=False, timeout=60)
+    assert out.returncode == 1 and f"Cannot listen on 127.0.0.1:{server.port}" in out.stderr
+
+
+def test_quickstart_trains_serves_and_prints_a_working_curl(home: Path, tmp_path: Path) -> None:
+    import shlex
+    import subprocess
+
+    port = free_port()
+    with Server(["quickstart", "--port", str(port), "--workers", "1"], port, tmp_path / "qs.log") as server:
+        server.wait_ready()
+        curl = next(line.strip() for line in server.output().splitlines() if line.strip().startswith("curl -s -X POST"))
+        out = subprocess.run(shlex.split(curl), capture_output=True, text=True, check=True).stdout
+        prediction = json.loads(out)["prediction"]
+    from sklearn.datasets import load_diabetes
+
+    first = load_diabetes().data[0]
+    assert prediction == pytest.approx(modelport.load_model("diabetes").predict([first])[0], rel=1e-5)

@@ -1,0 +1,298 @@
+"""Decoding and preprocessing of uploaded images (modelport.imaging): numpy + Pillow only."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image, ImageFile
+
+from modelport.imaging import ImageInputError, decode_image, preprocess, preprocess_bytes
+
+SPEC = {
+    "resize": 256,
+    "interpolation": "bilinear",
+    "crop": 224,
+    "rescale": 1 / 255,
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "channels": "RGB",
+    "layout": "NCHW",
+    "dtype": "float32",
+}
+ONE_LEVEL = 1 / 255 / min(SPEC["std"])  # one uint8 step after normalisation
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def chelsea() -> Image.Image:
+    return Image.fromarray(skimage.data.chelsea())
+
+
+def reference(img: Image.Image) -> np.ndarray:
+    """torchvision's Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize on a PIL image, in float64."""
+    w, h = img.size
+    nw, nh = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
+    img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = round((nw - 224) / 2), round((nh - 224) / 2)
+    x = np.asarray(img.crop((left, top, left + 224, top + 224)), dtype=np.float64).transpose(2, 0, 1) / 255
+    return (x - np.array(SPEC["mean"])[:, None, None]) / np.array(SPEC["std"])[:, None, None]
+
+
+# --- preprocessing -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [None, (300, 1000), (1000, 672), (257, 256), (100, 80)])
+def test_preprocess_matches_torchvision_recipe(chelsea, size):
+    img = chelsea if size is None else chelsea.resize(size)
+    x = preprocess(img, SPEC)
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32 and x.flags.c_contiguous
+    # Resampling only the cropped box may round a rare pixel the other way: at most one uint8 level.
+    diff = np.abs(x - reference(img))
+    assert diff.max() <= ONE_LEVEL + 1e-5
+    assert (diff > 1e-5).mean() < 0.01
+
+
+def test_spec_survives_json_round_trip(chelsea):
+    spec = json.loads(json.dumps(SPEC))  # tuples become lists, as when read back from a model's metadata
+    np.testing.assert_array_equal(preprocess(chelsea, spec), preprocess(chelsea, SPEC))
+
+
+def test_spec_other_layout_is_refused(chelsea):
+    with pytest.raises(ValueError, match="layout"):
+        preprocess(chelsea, {**SPEC, "layout": "NHWC"})
+
+
+def test_large_jpeg_is_decoded_at_reduced_size_without_visible_change(chelsea):
+    big = chelsea.resize((chelsea.width * 6, chelsea.height * 6), Image.Resampling.LANCZOS)
+    data = encode(big, "JPEG", quality=92)
+    full = preprocess(Image.open(io.BytesIO(data)), SPEC)  # full-size decode, no draft
+    fast = preprocess_bytes(data, SPEC)
+    assert np.abs(fast - full).mean() < 0.01
+    assert np.abs(fast - full).max() < 0.1
+
+
+# --- inputs that must be refused ----------------------------------------------------------------
+
+
+def test_truncated_images_are_not_padded():
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # importing modelport must not flip Pillow's global
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "Empty file"),
+        (b"hello, this is text", "Not an image"),
+        (b"\x00" * 1000, "Not an image"),
+        (b"%PDF-1.4\n%", "Not an image"),
+    ],
+)
+def test_not_an_image(data, message):
+    with pytest.raises(ImageInputError, match=message):
+        decode_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("keep", [0.02, 0.3, 0.6, 0.9, -40])
+def test_truncated_file_is_refused(chelsea, fmt, keep):
+    data = encode(chelsea, fmt)
+    cut = data[:keep] if keep < 0 else data[: int(len(data) * keep)]
+    with pytest.raises(ImageInputError, match="truncated or corrupt"):
+        decode_image(cut)
+    with pytest.raises(ImageInputError, match="truncated or corrupt"):
+        preprocess_bytes(cut, SPEC)
+
+
+def test_png_missing_only_its_trailer_has_every_pixel(chelsea):
+    # The last 20 bytes are checksums and the IEND chunk, no pixels: decoding it loses nothing.
+    np.testing.assert_array_equal(np.asarray(decode_image(encode(chelsea, "PNG")[:-20])), np.asarray(chelsea))
+
+
+def test_corrupt_png_data_is_refused(chelsea):
+    data = bytearray(encode(chelsea, "PNG"))
+    data[len(data) // 2] ^= 0xFF  # flips bits inside the compressed pixels: zlib or the CRC notices
+    with pytest.raises(ImageInputError, match="truncated or corrupt"):
+        decode_image(bytes(data))
+
+
+def test_formats_outside_the_list_are_not_opened(chelsea):
+    # EPS would run Ghostscript; ICO is just not on the list. Neither reaches a decoder.
+    for fmt in ("EPS", "ICO"):
+        with pytest.raises(ImageInputError, match="Not an image"):
+            decode_image(encode(chelsea.resize((64, 64)), fmt))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG header declaring width x height, and a few bytes of pixel data: a decompression bomb's shape."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_declared_size(chelsea: Image.Image, width: int, height: int) -> bytes:
+    data = bytearray(encode(chelsea.resize((32, 32)), "JPEG"))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length(2) precision(1) height(2) width(2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_decompression_bomb_is_refused_from_the_header(chelsea):
+    # Had any pixel been decoded, these files (which hold almost no pixel data) would fail as
+    # "truncated" instead: the size message proves the check ran before decoding and allocation.
+    with pytest.raises(ImageInputError, match=r"Image is 8000x6000 pixels; the limit is 40000000 pixels"):
+        decode_image(png_header_only(8000, 6000))
+    with pytest.raises(ImageInputError, match=r"Image is 9000x6000 pixels; the limit is 40000000 pixels"):
+        preprocess_bytes(jpeg_with_declared_size(chelsea, 9000, 6000), SPEC)
+    with pytest.raises(ImageInputError, match=r"Image is 30x30 pixels; the limit is 800 pixels"):
+        decode_image(png_header_only(30, 30), max_pixels=800)
+
+
+def test_giant_declared_size_is_refused_even_past_pillows_own_limit(chelsea):
+    # Past 2 x Image.MAX_IMAGE_PIXELS Pillow raises inside Image.open itself; the message stays ours.
+    with pytest.raises(ImageInputError, match=r"Image is 1600000000 pixels; the limit is 40000000 pixels"):
+        decode_image(png_header_only(40000, 40000))
+    with pytest.raises(ImageInputError, match=r"the limit is 40000000 pixels"):
+        decode_image(jpeg_with_declared_size(chelsea, 65000, 65000))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_size_between_pillows_warning_and_error_is_refused():
+    with pytest.raises(ImageInputError, match=r"Image is 10000x10000 pixels"):
+        decode_image(png_header_only(10000, 10000))
+
+
+def test_error_is_a_value_error():
+    assert issubclass(ImageInputError, ValueError)
+
+
+# --- pixel formats ------------------------------------------------------------------------------
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (64, 48), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    img = decode_image(data)
+    assert img.mode == "RGB" and img.size == (64, 48)
+    assert np.all(np.asarray(img) == (255, 0, 0))
+
+
+def test_16_bit_png_is_scaled_not_clipped():
+    values = np.arange(256, dtype=np.uint16) * 257  # 0, 257, ..., 65535: exactly the 8-bit levels
+    data = encode(Image.fromarray(np.tile(values, (8, 1))), "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"  # what Pillow calls a 16-bit gray PNG
+    rgb = np.asarray(decode_image(data))
+    np.testing.assert_array_equal(rgb[0, :, 0], np.arange(256))  # convert("L") would give 255 from 257 on
+    assert (rgb == rgb[..., :1]).all()
+
+    mid = encode(Image.fromarray(np.full((4, 4), 32768, np.uint16)), "PNG")
+    assert np.asarray(decode_image(mid))[0, 0, 0] == 128
+
+
+def test_floating_point_tiff_is_refused_by_name():
+    data = encode(Image.fromarray(np.ones((4, 4), np.float32)), "TIFF")
+    with pytest.raises(ImageInputError, match="Floating-point images are not supported"):
+        decode_image(data)
+
+
+def test_grayscale_becomes_three_equal_channels(chelsea):
+    gray = chelsea.convert("L")
+    rgb = np.asarray(decode_image(encode(gray, "PNG")))
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[..., c], np.asarray(gray))
+
+
+def test_bilevel_and_palette_images_decode(chelsea):
+    for mode in ("1", "P"):
+        img = decode_image(encode(chelsea.convert(mode), "PNG"))
+        assert img.mode == "RGB" and img.size == chelsea.size
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_composited_on_white(mode):
+    # Left: fully transparent black; middle: half transparent black; right: opaque black.
+    alpha = np.array([[0, 128, 255]], np.uint8)
+    rgba = np.zeros((1, 3, 4), np.uint8)
+    rgba[..., 3] = alpha
+    img = Image.fromarray(rgba, "RGBA").convert(mode)
+    got = np.asarray(decode_image(encode(img, "PNG")))[0, :, 0]
+    np.testing.assert_allclose(got, [255, 127, 0], atol=1)
+
+
+def test_palette_transparency_is_composited_on_white():
+    img = Image.new("P", (4, 1))
+    img.putpalette([0, 0, 0, 200, 10, 10])  # index 0 black, index 1 red
+    img.putdata([0, 1, 0, 1])
+    data = encode(img, "PNG", transparency=0)
+    np.testing.assert_array_equal(np.asarray(decode_image(data))[0], [[255] * 3, [200, 10, 10]] * 2)
+
+    gif = decode_image(encode(img, "GIF", transparency=0))
+    np.testing.assert_array_equal(np.asarray(gif)[0, 0], [255, 255, 255])
+
+
+def test_cmyk_jpeg_becomes_rgb(chelsea):
+    data = encode(chelsea.convert("CMYK"), "JPEG", quality=95)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    img = decode_image(data)
+    assert img.mode == "RGB"
+    assert np.abs(np.asarray(img, np.float32) - np.asarray(chelsea, np.float32)).mean() < 4
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "BMP", "TIFF"])
+def test_other_accepted_formats(chelsea, fmt):
+    data = encode(chelsea, fmt, lossless=True) if fmt == "WEBP" else encode(chelsea, fmt)
+    np.testing.assert_array_equal(preprocess_bytes(data, SPEC), preprocess(chelsea, SPEC))
+
+
+# --- EXIF orientation ---------------------------------------------------------------------------
+
+# How to store an upright picture so that a viewer applying EXIF orientation N shows it upright.
+STORED_AS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def with_orientation(img: Image.Image, orientation: int, fmt: str, **kwargs) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    return encode(img.transpose(STORED_AS[orientation]), fmt, exif=exif, **kwargs)
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_AS))
+def test_exif_orientation_gives_the_upright_tensor(chelsea, orientation):
+    data = with_orientation(chelsea, orientation, "PNG")  # lossless, so the tensors must be identical
+    assert decode_image(data).size == chelsea.size
+    np.testing.assert_array_equal(preprocess_bytes(data, SPEC), preprocess_bytes(encode(chelsea, "PNG"), SPEC))
+
+
+def test_exif_orientation_in_a_phone_style_jpeg(chelsea):
+    rotated = with_orientation(chelsea, 6, "JPEG", quality=95)  # how phones store portrait shots
+    upright = encode(chelsea, "JPEG", quality=95)
+    assert decode_image(rotated).size == chelsea.size
+    expected = preprocess_bytes(upright, SPEC)
+    # JPEG compresses the rotated pixels a little differently; ignoring the tag would be off by ~1.
+    assert np.abs(preprocess_bytes(rotated, SPEC) - expected).mean() < 0.05
+    ignored = preprocess(Image.open(io.BytesIO(rotated)).convert("RGB"), SPEC)
+    assert np.abs(ignored - expected).mean() > 0.5
