@@ -36,7 +36,7 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
-        self._log_file = open(log, "wb")
+        self._log_file = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen([sys.executable, "-m", "modelport", *args], stdout=self._log_file,
                                      stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
 

@@ -78,9 +78,9 @@ def untag(name: str, alias: str) -> None:
 def rm(ref: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting a whole model.")) -> None:
     """Delete a version (NAME:3) or, with every version, a whole model (NAME)."""
     r = parse_ref(ref)
-    if r.version is None and r.alias is None and not yes:
-        if not typer.confirm(f"Delete model {r.name!r} and all its versions?", default=False):
-            raise ModelportError("Nothing deleted")
+    whole = r.version is None and r.alias is None
+    if whole and not yes and not typer.confirm(f"Delete model {r.name!r} and all its versions?", default=False):
+        raise ModelportError("Nothing deleted")
     removed = get_store().delete(r)
     console.print(f"Deleted {', '.join(m.ref for m in removed)}")
 

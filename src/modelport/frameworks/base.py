@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -60,10 +61,8 @@ def versions_of(*dists: str) -> dict[str, str]:
     """Installed versions of ``dists``: recorded with each model so images pin the same ones."""
     out = {}
     for d in dists:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[d] = metadata.version(d)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 

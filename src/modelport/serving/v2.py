@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.serving.http import HTTPError, json_response, parse_json
+from modelport.serving.http import HTTPError, parse_json
 from modelport.serving.runtime import ServedModel
 
 DATATYPES = {
@@ -101,7 +101,7 @@ def _has_non_numbers(data: Any) -> bool:
         v = stack.pop()
         if isinstance(v, list):
             stack.extend(v)
-        elif type(v) not in (int, float) and not (type(v) is bool):
+        elif type(v) not in (int, float) and type(v) is not bool:
             return True
     return False
 
