@@ -8,13 +8,15 @@ from pathlib import Path
 import typer
 
 from modelport import __version__
-from modelport.cli import models
+from modelport.cli import containers, gateway, models
 from modelport.cli.output import console, err
 from modelport.errors import ModelportError
 
 app = typer.Typer(help="modelport: from a trained model to a running, monitored container service.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(models.app, name="models")
+containers.register(app)
+gateway.register(app)
 
 
 def _version(value: bool) -> None:
@@ -80,6 +82,23 @@ def import_cmd(
 
         mv = import_model(name, model_file, framework=framework, trust_pickle=trust_pickle, description=description)
     console.print(f"[green]Registered {mv.ref}[/] ({mv.framework}, {mv.task})")
+
+
+@app.command("pretrained")
+def pretrained_cmd(
+    model: str = typer.Argument(..., help="The pretrained model to register: mobilenet-v2."),
+    name: str = typer.Option(None, "--name", help="Model name in the store (default: the model's)."),
+    weights: Path = typer.Option(None, "--weights", help="A local copy of the weights file (otherwise found or downloaded)."),
+) -> None:
+    """Export a pretrained image classifier to ONNX (needs PyTorch, only for this step) and register it."""
+    if model != "mobilenet-v2":
+        raise ModelportError(f"Unknown pretrained model {model!r}; available: mobilenet-v2")
+    from modelport.vision import register_pretrained_mobilenet_v2
+
+    with console.status("Preparing…") as status:
+        mv = register_pretrained_mobilenet_v2(name or model, weights=weights,
+                                              progress=lambda m: (status.update(m), console.print(f"  {m}")))
+    console.print(f"[green]Registered {mv.ref}[/] ({mv.framework}, {mv.task}). Serve it: modelport serve {mv.name}")
 
 
 def _batch_options(max_batch_size: int, max_latency_ms: float):

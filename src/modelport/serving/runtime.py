@@ -12,6 +12,7 @@ import numpy as np
 from modelport.api import load_model
 from modelport.errors import ModelportError
 from modelport.frameworks import Predictor
+from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.serving.batching import BatchConfig, Batcher
 from modelport.serving.http import HTTPError
 from modelport.serving.metrics import ModelMetrics
@@ -46,6 +47,7 @@ class ServedModel:
         self.executor = executor
         self.batcher = Batcher(self._call, batch, executor, self.metrics.batch_size.observe) if batch.enabled else None
         self.headers = {"x-model": name, "x-model-version": self.version}
+        self.labels: list[str] | None = None  # class names of an image classifier (set by load_models)
 
     def _call(self, x: np.ndarray) -> np.ndarray:
         return self.predictor.predict(x)
@@ -119,7 +121,12 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
             raise ModelportError(f"Cannot serve {spec.ref}: loading failed with {type(e).__name__}: {e}") from None
         name = spec.name or parse_ref(spec.ref).name
         batch = spec.batch if spec.batch.enabled else BatchConfig(**model.info.extra.get("batching", {})) if model.info.extra.get("batching") else spec.batch
-        models.append(ServedModel(name, model.info, model.predictor, batch, executor))
+        served = ServedModel(name, model.info, model.predictor, batch, executor)
+        if served.task == IMAGE_CLASSIFICATION:
+            from modelport.vision import read_labels  # Pillow only where images are served
+
+            served.labels = read_labels(store, model.info)
+        models.append(served)
     return ModelSet(models)
 
 

@@ -21,7 +21,25 @@ _CONFIG_ENV = "MODELPORT_SERVE_CONFIG"
 
 
 def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+    """One worker per core this process may use: the CPU quota inside a container
+    (``--cpus``), the affinity mask outside one."""
+    cores = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, int(quota + 0.5)) if quota else cores)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:  # cgroup v2
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int(open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read())
+        period = int(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
 
 
 def check_port(host: str, port: int) -> None:

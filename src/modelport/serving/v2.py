@@ -11,6 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.serving.http import HTTPError, parse_json
 from modelport.serving.runtime import ServedModel
 
@@ -245,6 +246,10 @@ def tabular_rows(model: ServedModel, tensors: dict[str, np.ndarray]) -> np.ndarr
 
 async def infer(model: ServedModel, request: Request, body: bytes) -> Response:
     req, tensors = decode_request(body, request.headers.get(HEADER_LENGTH))
+    if model.task == IMAGE_CLASSIFICATION:  # encoded image files in, class scores out: serving/images.py
+        from modelport.serving import images
+
+        return encode_response(model, req, await images.v2_outputs(model, req, tensors))
     if model.schema is not None:
         x = tabular_rows(model, tensors)
         outputs: dict[str, np.ndarray] = {"predictions": await model.predict(x)}

@@ -31,6 +31,8 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
+            # mkstemp creates 0600; artifacts are read by other users (e.g. an image's server user).
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

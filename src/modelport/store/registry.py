@@ -108,8 +108,9 @@ class ModelStore:
         libraries: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
         description: str = "",
+        version: int | None = None,
     ) -> ModelVersion:
-        """Register a new version. Blobs are written first; the version exists only once its
+        """Register a new version (``version``: that exact number, for copies of a store). Blobs are written first; the version exists only once its
         row commits, so an interrupted save leaves no half version behind."""
         check_name(name)
         if not files:
@@ -120,7 +121,7 @@ class ModelStore:
             try:
                 with self._write.begin() as s:
                     model = self._get_or_create_model(s, name)
-                    number = (s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0) + 1
+                    number = version or (s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0) + 1
                     row = VersionRow(
                         model=model,
                         version=number,
@@ -140,6 +141,8 @@ class ModelStore:
                     s.flush()
                     return self._to_version(row, ())
             except SQLIntegrityError:
+                if version is not None:
+                    raise ModelportError(f"{name}:{version} already exists in this store") from None
                 # Another process took this number (databases without write locks): try the next.
                 if attempt == 19:
                     raise

@@ -1,0 +1,63 @@
+"""``modelport gateway`` (the proxy in front of model services) and ``gateway-admin``."""
+
+from __future__ import annotations
+
+import typer
+
+from modelport.cli.output import print_json
+from modelport.errors import ModelportError
+from modelport.gateway.admin import DEFAULT_ADMIN_PORT
+
+
+def _parse_route(text: str):
+    from modelport.gateway.proxy import Upstream
+
+    name, sep, rest = text.partition("=")
+    if not sep or not rest.startswith(("http://", "https://")):
+        raise ModelportError(f"Invalid --route {text!r}: expected NAME=http://host:port[@VERSION]")
+    url, _, version = rest.partition("@")
+    return Upstream(name, url.rstrip("/"), version or None)
+
+
+def gateway(
+    route: list[str] = typer.Option(..., "--route", help="NAME=http://host:port[@VERSION]; repeat for each model."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    default: str = typer.Option(None, "--default", help="Model for /predict (default: the first route)."),
+    admin_port: int = typer.Option(DEFAULT_ADMIN_PORT, "--admin-port", help="Loopback port of the admin API."),
+    log_format: str = typer.Option("text", "--log-format", help="text or json."),
+) -> None:
+    """Serve one published port in front of model services, with switchable routes."""
+    from modelport.gateway.server import run_gateway
+
+    upstreams = [_parse_route(r) for r in route]
+    run_gateway(upstreams, host=host, port=port, default=default, admin_port=admin_port, log_format=log_format)
+
+
+admin_app = typer.Typer(help="Change a running gateway's routes (run inside its container).", no_args_is_help=True)
+
+
+@admin_app.command("set-route")
+def set_route(name: str, url: str, version: str = typer.Option(None, "--version"),
+              drain_timeout: float = typer.Option(30, "--drain-timeout"),
+              admin_port: int = typer.Option(DEFAULT_ADMIN_PORT, "--admin-port")) -> None:
+    """Point NAME at URL; returns once requests on the old upstream have finished."""
+    from modelport.gateway.admin import set_route as call
+
+    print_json(call(name, url, version, port=admin_port, drain_timeout=drain_timeout))
+
+
+@admin_app.command("routes")
+def routes(admin_port: int = typer.Option(DEFAULT_ADMIN_PORT, "--admin-port")) -> None:
+    """Show the routes and the requests in flight on each."""
+    import httpx
+
+    try:
+        print_json(httpx.get(f"http://127.0.0.1:{admin_port}/routes", timeout=5).json())
+    except httpx.HTTPError as e:
+        raise ModelportError(f"Cannot reach the gateway's admin API on port {admin_port}: {e}") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(gateway)
+    app.add_typer(admin_app, name="gateway-admin")

@@ -1,0 +1,61 @@
+"""``modelport build``: a model version → a build context → an image, through the Docker Engine."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelport.api import get_store
+from modelport.container import engine
+from modelport.container.context import (
+    DEFAULT_BASE_IMAGE,
+    Progress,
+    build_time_labels,
+    read_requirements_file,
+    write_context,
+)
+from modelport.store import ModelStore, ModelVersion
+
+
+@dataclass
+class BuiltImage:
+    tag: str
+    id: str
+    size: int
+    seconds: float
+    model: ModelVersion
+
+
+def default_tag(mv: ModelVersion) -> str:
+    return f"modelport/{mv.name}:{mv.version}"
+
+
+def build_image(ref: str, *, tag: str | None = None, base_image: str = DEFAULT_BASE_IMAGE,
+                requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
+                progress: Progress = lambda _: None) -> BuiltImage:
+    store = get_store(store)
+    mv = store.resolve(ref)
+    tag = tag or default_tag(mv)
+    extra = read_requirements_file(requirements) if requirements else []
+    engine.client()  # fail before downloading anything if there is no engine
+    start = time.monotonic()
+    ctx = Path(tempfile.mkdtemp(prefix="modelport-build-"))
+    try:
+        write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra, progress=progress)
+        progress(f"Building {tag} from {base_image}")
+        image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, progress=progress)
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    size = engine.client().images.get(image_id).attrs["Size"]
+    return BuiltImage(tag, image_id, size, time.monotonic() - start, mv)
+
+
+def write_build_context(ref: str, dest: Path, *, base_image: str = DEFAULT_BASE_IMAGE, requirements: Path | None = None,
+                        store: ModelStore | None = None, progress: Progress = lambda _: None) -> Path:
+    """The same context ``build`` uses, left on disk for a user's own pipeline."""
+    store = get_store(store)
+    extra = read_requirements_file(requirements) if requirements else []
+    return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra, progress=progress)

@@ -1,0 +1,156 @@
+"""Build contexts: Dockerfile, the model as a read-only store, and a wheelhouse pinned exactly."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import jinja2
+
+import modelport
+from modelport.container.wheelhouse import build_wheelhouse
+from modelport.errors import ModelportError
+from modelport.frameworks import get_adapter
+from modelport.store import ModelStore, ModelVersion
+
+TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.container", "templates"),
+                               keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+LOCK_FILE = "requirements.lock"
+
+Progress = Callable[[str], None]
+
+
+def labels_for(mv: ModelVersion) -> dict[str, str]:
+    """Labels that let anyone find out from an image what it serves."""
+    return {
+        "org.opencontainers.image.title": f"{mv.name}",
+        "org.opencontainers.image.version": str(mv.version),
+        "org.opencontainers.image.description": mv.description or f"{mv.framework} {mv.task} model served by modelport",
+        "io.modelport.model": mv.name,
+        "io.modelport.version": str(mv.version),
+        "io.modelport.sha256": mv.digest,
+        "io.modelport.framework": mv.framework,
+        "io.modelport.task": mv.task,
+        "io.modelport.modelport-version": modelport.__version__,
+    }
+
+
+def requirements_for(mv: ModelVersion, modelport_requires: list[str], extra: list[str]) -> list[str]:
+    """modelport's own dependencies and the model's framework, each pinned: the framework to the
+    versions the model was saved with, the rest to this environment's."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for text in modelport_requires:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+            pins[canonicalize_name(req.name)] = f"{req.name}{extras}=={_installed(req.name)}"
+    for dist in get_adapter(mv.framework).requirements:
+        pins[canonicalize_name(dist)] = f"{dist}=={mv.libraries.get(dist) or _installed(dist)}"
+    for line in extra:
+        pins[canonicalize_name(Requirement(line).name)] = line
+    return sorted(pins.values())
+
+
+def _installed(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        raise ModelportError(f"{dist} is not installed here, so modelport cannot pin it for the image; "
+                             f"pip install {dist} or pass it with --requirements") from None
+
+
+def read_requirements_file(path: Path) -> list[str]:
+    if not path.is_file():
+        raise ModelportError(f"No such requirements file: {path}")
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return [line for line in lines if line]
+
+
+def modelport_wheel(dest: Path, progress: Progress) -> list[str]:
+    """modelport itself, built from this source tree or taken from the package index;
+    → its requirements, read from the wheel that ships (not from what is installed here)."""
+    root = Path(modelport.__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file():
+        build_wheelhouse([f"modelport=={modelport.__version__}", "--no-deps"], dest, progress=progress)
+        return _wheel_requires(dest)
+    progress(f"Building the modelport {modelport.__version__} wheel from {root}")
+    # A fixed timestamp makes the wheel byte-identical between builds, so Docker's layer cache holds.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                           "--wheel-dir", str(dest), str(root)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise ModelportError(f"Could not build the modelport wheel:\n{proc.stderr[-2000:]}")
+    return _wheel_requires(dest)
+
+
+def _wheel_requires(wheels: Path) -> list[str]:
+    import zipfile
+    from email.parser import Parser
+
+    (whl,) = wheels.glob("modelport-*.whl")
+    with zipfile.ZipFile(whl) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        return Parser().parsestr(z.read(meta).decode()).get_all("Requires-Dist") or []
+
+
+def lock(wheels: Path) -> list[str]:
+    """Exact pins for every wheel in the wheelhouse: the image installs these and nothing else."""
+    from packaging.utils import parse_wheel_filename
+
+    pins = []
+    for whl in sorted(wheels.glob("*.whl")):
+        name, version, _, _ = parse_wheel_filename(whl.name)
+        pins.append(f"{name}=={version}")
+    (wheels / LOCK_FILE).write_text("\n".join(pins) + "\n")
+    return pins
+
+
+def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path) -> None:
+    """A store holding just this version, with the same number, for the image to serve read-only."""
+    files = store.read_files(mv)
+    copy = ModelStore(dest)
+    try:
+        copy.save(mv.name, files, framework=mv.framework, task=mv.task, signature=mv.signature, metrics=mv.metrics,
+                  tags=mv.tags, libraries=mv.libraries, extra=mv.extra, description=mv.description, version=mv.version)
+    finally:
+        copy.close()
+    # The image opens it immutable: no WAL, no journal files next to it.
+    with sqlite3.connect(dest / "registry.db") as db:
+        db.execute("PRAGMA journal_mode=DELETE")
+    for leftover in dest.glob("registry.db-*"):
+        leftover.unlink()
+
+
+def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = DEFAULT_BASE_IMAGE,
+                  extra_requirements: list[str] | None = None, progress: Progress = lambda _: None) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise ModelportError(f"{dest} is not empty: give an empty or new directory for the build context")
+    progress(f"Writing {mv.ref} (sha256 {mv.digest[:12]}…) into the context")
+    write_model_store(mv, store, dest / "model")
+    wheels = dest / "wheels"
+    wheels.mkdir()
+    requirements = requirements_for(mv, modelport_wheel(wheels, progress), extra_requirements or [])
+    progress(f"Downloading wheels for Python 3.11 / linux x86_64: {', '.join(requirements)}")
+    build_wheelhouse(requirements, wheels, progress=progress)
+    pins = lock(wheels)
+    progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
+    dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
+        model=mv, base_image=base_image, labels=labels_for(mv), modelport_version=modelport.__version__)
+    (dest / "Dockerfile").write_text(dockerfile)
+    (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())
+    return dest
+
+
+def build_time_labels() -> dict[str, str]:
+    return {"org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}

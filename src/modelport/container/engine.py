@@ -1,0 +1,87 @@
+"""The Docker Engine, through the docker SDK: one client, errors that say how to fix things."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.errors import ModelportError
+
+
+class EngineUnavailable(ModelportError):
+    pass
+
+
+class BuildError(ModelportError):
+    pass
+
+
+def client() -> Any:
+    """A connected docker client, or an error explaining how to get one."""
+    try:
+        import docker
+    except ImportError:
+        raise EngineUnavailable("The docker SDK is not installed: pip install 'modelport[docker]'") from None
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        c = docker.from_env(timeout=120)
+        c.ping()
+        return c
+    except Exception as e:
+        raise EngineUnavailable(
+            f"Cannot reach the Docker Engine at {where} ({_short(e)}). Is Docker installed and running? "
+            "Start it (e.g. `sudo systemctl start docker`, or `sudo dockerd &` where there is no systemd), "
+            "check that your user may use it (`sudo usermod -aG docker $USER`), or point DOCKER_HOST at it."
+        ) from None
+
+
+def _short(e: Exception) -> str:
+    text = str(e)
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+@dataclass
+class BuildLog:
+    step: str = ""
+    lines: list[str] = field(default_factory=list)
+
+
+def build(context: Path, tag: str, *, labels: dict[str, str] | None = None, nocache: bool = False,
+          progress: Callable[[str], None] = lambda _: None) -> str:
+    """Build ``context`` into ``tag``, streaming the engine's output; → the image id.
+    A failure names the step that failed and shows its output."""
+    api = client().api
+    log = BuildLog()
+    image_id = None
+    stream: Iterator[dict[str, Any]] = api.build(path=str(context), tag=tag, labels=labels or {}, rm=True, forcerm=True,
+                                                 decode=True, pull=False, nocache=nocache)
+    for chunk in stream:
+        if "stream" in chunk:
+            for line in chunk["stream"].splitlines():
+                if line.startswith("Step "):
+                    log.step, log.lines = line, []
+                elif line.strip():
+                    log.lines.append(line)
+                if line.strip():
+                    progress(line)
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        if "error" in chunk:
+            tail = "\n".join(log.lines[-25:])
+            raise BuildError(f"Image build failed at {log.step or 'the start'}:\n{tail}\n{chunk['error'].strip()}")
+    if image_id is None:
+        image_id = client().images.get(tag).id
+    return image_id
+
+
+def image_exists(tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client().images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False

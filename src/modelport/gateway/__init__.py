@@ -1,0 +1,1 @@
+"""The gateway: one published port in front of model services (routing, switching, draining)."""

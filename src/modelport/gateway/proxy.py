@@ -1,0 +1,210 @@
+"""An HTTP reverse proxy for model services whose routes can be switched while it serves.
+
+Each request goes to whichever upstream its route names *now*, so switching a route moves new
+requests at once while requests already on the old upstream finish there (tracked per upstream,
+so the caller can wait for the old one to drain before stopping it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response, read_body
+
+# Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones httpx sets itself.
+HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                         "transfer-encoding", "upgrade", "host", "content-length"})
+REQUEST_ID = "x-request-id"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    url: str
+    version: str | None = None
+
+
+@dataclass
+class PredictionRecord:
+    time: datetime
+    request_id: str
+    key_id: str | None
+    model: str
+    version: str | None
+    inputs: bytes
+    outputs: bytes
+    content_type: str
+    latency_ms: float
+    status: int
+
+
+class GatewayHooks(Protocol):
+    async def authenticate(self, request: Request) -> str | None: ...
+    async def on_prediction(self, record: PredictionRecord) -> None: ...
+
+
+class RouteTable:
+    def __init__(self, upstreams: list[Upstream] | None = None) -> None:
+        self._routes: dict[str, Upstream] = {u.name: u for u in upstreams or []}
+        self._in_flight: Counter[str] = Counter()
+
+    def set(self, name: str, url: str, version: str | None = None) -> Upstream | None:
+        previous = self._routes.get(name)
+        self._routes[name] = Upstream(name, url.rstrip("/"), version)
+        return previous
+
+    def get(self, name: str) -> Upstream:
+        upstream = self._routes.get(name)
+        if upstream is None:
+            raise HTTPError(404, f"Model {name!r} is not served here (served: {', '.join(self._routes) or 'none'})")
+        return upstream
+
+    def names(self) -> list[str]:
+        return list(self._routes)
+
+    def in_flight(self, url: str) -> int:
+        return self._in_flight[url]
+
+    def acquire(self, upstream: Upstream) -> None:
+        self._in_flight[upstream.url] += 1
+
+    def release(self, upstream: Upstream) -> None:
+        self._in_flight[upstream.url] -= 1
+
+    async def drain(self, url: str, timeout: float) -> bool:
+        """Wait until no request is in flight to ``url`` (False if ``timeout`` passed first)."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight[url] > 0:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [{"name": u.name, "url": u.url, "version": u.version, "in_flight": self._in_flight[u.url]}
+                for u in self._routes.values()]
+
+
+def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: GatewayHooks | None = None,
+                       timeout: float = 60.0, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+    client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=3.0),
+                               limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+
+    async def forward(name: str, request: Request, *, prediction: bool) -> Response:
+        start = time.perf_counter()
+        request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+        key_id = await hooks.authenticate(request) if hooks is not None and prediction else None
+        body = await read_body(request, max_body) if request.method in ("POST", "PUT", "PATCH") else b""
+        headers = [(k, v) for k, v in request.headers.items() if k not in HOP_HEADERS]
+        headers.append((REQUEST_ID, request_id))
+        upstream, upstream_response = await _send(name, request, body, headers)
+        # date/server: this server sets its own
+        out_headers = {k: v for k, v in upstream_response.headers.items() if k not in HOP_HEADERS and k not in ("date", "server")}
+        out_headers[REQUEST_ID] = request_id
+        response = Response(upstream_response.content, upstream_response.status_code, out_headers)
+        if hooks is not None and prediction:
+            await hooks.on_prediction(PredictionRecord(
+                time=datetime.now(UTC), request_id=request_id, key_id=key_id, model=name,
+                version=upstream_response.headers.get("x-model-version", upstream.version),
+                inputs=body, outputs=upstream_response.content,
+                content_type=request.headers.get("content-type", ""),
+                latency_ms=(time.perf_counter() - start) * 1000, status=upstream_response.status_code))
+        return response
+
+    async def _send(name: str, request: Request, body: bytes, headers: list[tuple[str, str]]) -> tuple[Upstream, httpx.Response]:
+        # Two tries: a connection refused or dropped before an answer (a service restarting, a
+        # route switched a moment ago) is retried once against the route's current upstream.
+        for attempt in (1, 2):
+            upstream = routes.get(name)
+            routes.acquire(upstream)
+            try:
+                response = await client.request(request.method, upstream.url + request.url.path, content=body,
+                                                headers=headers, params=request.url.query)
+                return upstream, response
+            except httpx.TimeoutException:
+                raise HTTPError(504, f"Model service {name!r} did not answer within {timeout:.0f}s") from None
+            except httpx.TransportError as e:
+                if attempt == 2:
+                    raise HTTPError(503, f"Model service {name!r} is unavailable ({type(e).__name__}); "
+                                         "it may be restarting, try again shortly", {"retry-after": "1"}) from None
+                await asyncio.sleep(0.05)
+            finally:
+                routes.release(upstream)
+        raise AssertionError("unreachable")
+
+    def default_name() -> str:
+        if default is None:
+            raise HTTPError(404, "No default model: use /models/{name}/predict")
+        return default
+
+    async def predict_default(request: Request) -> Response:
+        return await forward(default_name(), request, prediction=True)
+
+    async def predict_named(request: Request) -> Response:
+        return await forward(request.path_params["name"], request, prediction=True)
+
+    async def v2_model(request: Request) -> Response:
+        return await forward(request.path_params["name"], request, prediction=request.method == "POST")
+
+    async def passthrough(request: Request) -> Response:
+        return await forward(default_name(), request, prediction=False)
+
+    async def live(request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def ready(request: Request) -> Response:
+        """Ready when every model service is: the container's healthcheck follows its upstreams."""
+        async def check(u: Upstream) -> bool:
+            try:
+                return (await client.get(u.url + "/v2/health/ready", timeout=2)).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        results = await asyncio.gather(*(check(routes.get(n)) for n in routes.names()))
+        down = [n for n, ok in zip(routes.names(), results, strict=True) if not ok]
+        if down:
+            return error_response(503, f"Model service(s) not ready: {', '.join(down)}")
+        return Response(status_code=200)
+
+    async def gateway_routes(request: Request) -> Response:
+        return json_response({"routes": routes.snapshot(), "default": default})
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPError)
+        return error_response(exc.status, exc.message, exc.headers)
+
+    app = Starlette(
+        routes=[
+            Route("/predict", predict_default, methods=["POST"]),
+            Route("/models/{name}/predict", predict_named, methods=["POST"]),
+            Route("/v2/health/live", live, methods=["GET"]),
+            Route("/v2/health/ready", ready, methods=["GET"]),
+            Route("/v2/models/{name}/{rest:path}", v2_model, methods=["GET", "POST"]),
+            Route("/v2/models/{name}", v2_model, methods=["GET"]),
+            Route("/gateway/routes", gateway_routes, methods=["GET"]),
+            Route("/{path:path}", passthrough, methods=["GET", "POST"]),
+        ],
+        exception_handlers={HTTPError: on_http_error},
+        lifespan=lambda app: _closing(client),
+    )
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _closing(client: httpx.AsyncClient) -> AsyncIterator[None]:
+    yield
+    await client.aclose()
