@@ -34,5 +34,152 @@ def build(
     console.print(f"[green]Built {image.tag}[/] ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}")
 
 
+def _settings(cpus: float | None, memory: str | None, restart: str, env: list[str] | None):
+    from modelport.deploy.containers import RunSettings
+    from modelport.errors import ModelportError
+
+    pairs = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ModelportError(f"Invalid --env {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    if restart not in ("no", "always", "unless-stopped", "on-failure"):
+        raise ModelportError(f"Invalid --restart {restart!r}: no, always, unless-stopped or on-failure")
+    return RunSettings(cpus=cpus, memory=memory, restart=restart, env=pairs)
+
+
+def run(
+    target: str = typer.Argument(..., help="A model (NAME, NAME:3, NAME@alias; built if needed) or a modelport image."),
+    port: int = typer.Option(8080, "--port", "-p", help="Host port to publish."),
+    name: str = typer.Option(None, "--name", help="Service name (default: the model name)."),
+    host_ip: str = typer.Option("127.0.0.1", "--host-ip", help="Host address to publish on (0.0.0.0: every interface)."),
+    cpus: float = typer.Option(None, "--cpus", help="CPU limit, e.g. 1.5."),
+    memory: str = typer.Option(None, "--memory", help="Memory limit, e.g. 512m."),
+    restart: str = typer.Option("unless-stopped", "--restart", help="Restart policy."),
+    env: list[str] = typer.Option(None, "--env", "-e", help="KEY=VALUE for the model container; repeatable."),
+    base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
+    wait: float = typer.Option(120, "--wait", help="Seconds to wait for the service to be healthy."),
+) -> None:
+    """Run a model as a service: builds the image if missing, starts it with limits, waits until healthy."""
+    from modelport.deploy import containers as svc
+
+    info = svc.run(target, port=port, name=name, host_ip=host_ip, settings=_settings(cpus, memory, restart, env),
+                   base_image=base_image, wait=wait, progress=_progress)
+    console.print(f"[green]{info.service}[/] serves {info.model}:{info.version} at {info.url}")
+    console.print(f"  curl -X POST {info.url}/predict -H 'Content-Type: application/json' -d '{{\"features\": [...]}}'")
+
+
+def deploy(
+    target: str = typer.Argument(..., help="The model version to deploy (NAME:3, NAME@alias)."),
+    replace: str = typer.Option(..., "--replace", help="The service whose model to replace."),
+    base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
+    wait: float = typer.Option(120, "--wait"),
+) -> None:
+    """Replace a running service's model with no downtime (the old one serves until the new one is healthy)."""
+    from modelport.deploy import containers as svc
+
+    info = svc.deploy(target, replace=replace, base_image=base_image, wait=wait, progress=_progress)
+    console.print(f"[green]{info.service}[/] now serves {info.model}:{info.version} at {info.url}")
+
+
+def rollback(
+    service: str,
+    to: int = typer.Option(None, "--to", help="Version to go back to (default: the one deployed before)."),
+    base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
+    wait: float = typer.Option(120, "--wait"),
+) -> None:
+    """Go back to an earlier version with no downtime."""
+    from modelport.deploy import containers as svc
+
+    info = svc.rollback(service, to=to, base_image=base_image, wait=wait, progress=_progress)
+    console.print(f"[green]{info.service}[/] rolled back to {info.model}:{info.version}")
+
+
+def ps(all: bool = typer.Option(False, "--all", "-a", help="Include stopped containers."),
+       as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List modelport's containers."""
+    from rich.table import Table
+
+    from modelport.cli.output import ago, print_json
+    from modelport.deploy import containers as svc
+
+    rows = svc.status(all=all)
+    if as_json:
+        return print_json(rows)
+    table = Table("SERVICE", "ROLE", "MODEL", "VERSION", "IMAGE", "STATUS", "HEALTH", "PORTS", "UP SINCE")
+    for r in rows:
+        table.add_row(r["service"], r["role"], r["model"], r["version"], r["image"], r["status"], r["health"],
+                      ", ".join(r["ports"]), ago(r["started_at"]) if r["started_at"] else "-")
+    console.print(table)
+
+
+def logs(service: str, follow: bool = typer.Option(False, "--follow", "-f"),
+         tail: int = typer.Option(None, "--tail", help="Only the last N lines.")) -> None:
+    """Show a service's model container logs."""
+    import sys
+
+    from modelport.deploy import containers as svc
+
+    for chunk in svc.logs(service, tail=tail, follow=follow):
+        sys.stdout.write(chunk.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+def stop(service: str) -> None:
+    """Stop a service (gateway first, so no request reaches a stopping model)."""
+    from modelport.deploy import containers as svc
+
+    console.print(f"Stopped {', '.join(svc.stop(service))}")
+
+
+def start(service: str, wait: float = typer.Option(120, "--wait")) -> None:
+    """Start a stopped service and wait until it is healthy."""
+    from modelport.deploy import containers as svc
+
+    console.print(f"Started {', '.join(svc.start(service, wait))}")
+
+
+def restart(service: str, wait: float = typer.Option(120, "--wait")) -> None:
+    """Restart a service and wait until it is healthy."""
+    from modelport.deploy import containers as svc
+
+    console.print(f"Restarted {', '.join(svc.restart(service, wait))}")
+
+
+def rm(service: str, force: bool = typer.Option(False, "--force", "-f", help="Remove even if running.")) -> None:
+    """Remove a service's containers and network."""
+    from modelport.deploy import containers as svc
+
+    console.print(f"Removed {', '.join(svc.remove(service, force=force))}")
+
+
+def exec_cmd(service: str, command: list[str] = typer.Argument(..., help="The command, after --.")) -> None:
+    """Run a command in a service's model container: modelport exec NAME -- CMD..."""
+    import sys
+
+    from modelport.deploy import containers as svc
+
+    code, output = svc.exec_in(service, command)
+    sys.stdout.write(output.decode(errors="replace"))
+    raise typer.Exit(code)
+
+
+def doctor(port: list[int] = typer.Option([8080], "--port", help="Ports to check; repeatable.")) -> None:
+    """Check the Docker Engine, ports, and explain every modelport container that is not serving."""
+    from modelport.deploy.doctor import diagnose
+
+    report = diagnose(port)
+    for f in report.findings:
+        console.print(("[green]✔[/] " if f.ok else "[red]✘[/] ") + f.title, highlight=False)
+        if f.detail:
+            console.print("    " + f.detail.replace("\n", "\n    "), highlight=False, markup=False)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(build)
+    for command in (run, deploy, rollback, ps, logs, stop, start, restart, rm, doctor):
+        app.command()(command)
+    app.command("exec")(exec_cmd)

@@ -1,0 +1,259 @@
+"""Model images and services on the real Docker Engine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import modelport
+from tests.conftest import TEST_BASE_IMAGE
+from tests.helpers import free_port, run_cli
+
+pytestmark = pytest.mark.docker
+BASE = ["--base-image", TEST_BASE_IMAGE]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A store with two versions of a model (both trained by the CLI), and cleanup of everything
+    this module creates on the engine, whatever happens."""
+    import docker
+    import pandas as pd
+
+    tmp = tmp_path_factory.mktemp("docker")
+    name = f"ct-{uuid.uuid4().hex[:6]}"
+    env = {"MODELPORT_HOME": str(tmp / "home")}
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 8)), columns=[f"f{i}" for i in range(8)])
+    frame["target"] = frame.to_numpy() @ np.arange(1, 9) + 3
+    frame.to_csv(tmp / "data.csv", index=False)
+    run_cli("train", "--data", str(tmp / "data.csv"), "--target", "target", "--name", name, env=env)
+    run_cli("train", "--data", str(tmp / "data.csv"), "--target", "target", "--name", name, "--model", "random-forest", env=env)
+    client = docker.from_env()
+    yield {"env": env, "name": name, "tmp": tmp, "x": frame.iloc[:5, :8].to_numpy(), "client": client}
+    for c in client.containers.list(all=True, filters={"label": "io.modelport.managed=true"}):
+        if c.labels.get("io.modelport.service", "").startswith(name):
+            c.remove(force=True)
+    for net in client.networks.list(names=[f"modelport-{name}"]):
+        net.remove()
+    for image in client.images.list(name=f"modelport/{name}"):
+        client.images.remove(image.id, force=True)
+
+
+def _expected(env: dict, ref: str, x: np.ndarray) -> np.ndarray:
+    import os
+
+    old = os.environ.get("MODELPORT_HOME")
+    os.environ["MODELPORT_HOME"] = env["env"]["MODELPORT_HOME"]
+    try:
+        return modelport.load_model(ref).predict(x)
+    finally:
+        os.environ["MODELPORT_HOME"] = old or ""
+
+
+def _model_container(env: dict, service: str):
+    (c,) = env["client"].containers.list(filters={"label": ["io.modelport.managed=true", f"io.modelport.service={service}",
+                                                            "io.modelport.role=model"]})
+    return c
+
+
+def test_context_only_writes_a_lean_multistage_context(env: dict, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    run_cli("build", f"{env['name']}:1", "--context-only", str(ctx), *BASE, env=env["env"])
+    dockerfile = (ctx / "Dockerfile").read_text()
+    assert dockerfile.count("FROM modelport-test/python:3.11-slim") == 2 and "AS build" in dockerfile
+    assert "--no-index" in dockerfile and "USER 10001:10001" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert "EXPOSE 8080" in dockerfile and "PYTHONDONTWRITEBYTECODE=1" in dockerfile
+    lock = (ctx / "wheels" / "requirements.lock").read_text()
+    assert "scikit-learn==" in lock and "modelport==" in lock and "torch" not in lock
+    assert {p.name for p in (ctx / "wheels").glob("*.whl")} and (ctx / "model" / "registry.db").is_file()
+    assert (ctx / ".dockerignore").read_text().strip().endswith("!model")
+
+
+def test_build_run_predict_and_inspect(env: dict) -> None:
+    name, port = env["name"], free_port()
+    out = run_cli("build", f"{name}:1", *BASE, env=env["env"], timeout=900)
+    assert f"Built modelport/{name}:1" in out.stdout and "Step 1/" in out.stdout  # the engine's progress is shown
+    image = env["client"].images.get(f"modelport/{name}:1")
+    labels = image.labels
+    assert labels["io.modelport.model"] == name and labels["io.modelport.version"] == "1"
+    assert labels["io.modelport.framework"] == "sklearn" and len(labels["io.modelport.sha256"]) == 64
+    assert labels["org.opencontainers.image.created"]
+    out = run_cli("run", f"{name}:1", "--port", str(port), "--name", name, "--cpus", "1", "--memory", "512m", *BASE,
+                  env=env["env"], timeout=600)
+    assert f"http://127.0.0.1:{port}" in out.stdout
+    r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": env["x"][0].tolist()})
+    assert r.status_code == 200 and r.json()["prediction"] == _expected(env, f"{name}:1", env["x"][:1])[0]
+
+    model = _model_container(env, name)
+    deadline = time.monotonic() + 30
+    while model.attrs["State"]["Health"]["Status"] != "healthy" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        model.reload()
+    assert model.attrs["State"]["Health"]["Status"] == "healthy"
+    assert model.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
+    assert model.attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
+    assert model.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert model.attrs["NetworkSettings"]["Ports"] in ({}, {"8080/tcp": None})  # only the gateway publishes
+    assert model.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+    assert model.exec_run(["python3", "-c", "import torch"]).exit_code != 0  # a scikit-learn image carries no torch
+
+
+def test_ps_logs_exec_stop_start_restart_rm(env: dict) -> None:
+    name = env["name"]
+    url = f"http://127.0.0.1:{_published_port(env, name)}"
+    rows = json.loads(run_cli("ps", "--json", env=env["env"]).stdout)
+    mine = [r for r in rows if r["service"] == name]
+    assert {r["role"] for r in mine} == {"gateway", "model"} and all(r["status"] == "running" for r in mine)
+    assert "Application startup complete" in run_cli("logs", name, "--tail", "50", env=env["env"]).stdout
+    assert run_cli("exec", name, "--", "id", "-un", env=env["env"]).stdout.strip() == "modelport"
+
+    run_cli("stop", name, env=env["env"])
+    assert {c.status for c in env["client"].containers.list(all=True, filters={"label": f"io.modelport.service={name}"})} == {"exited"}
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(url + "/predict", json={"features": [0] * 8}, timeout=3)
+    assert "--all" not in run_cli("ps", "--all", env=env["env"]).stderr
+    run_cli("start", name, env=env["env"], timeout=300)
+    assert _wait_ok(url) and httpx.post(url + "/predict", json={"features": [0] * 8}).status_code == 200
+    before = _model_container(env, name).attrs["State"]["StartedAt"]
+    run_cli("restart", name, env=env["env"], timeout=300)
+    assert _model_container(env, name).attrs["State"]["StartedAt"] != before
+    assert _wait_ok(url)
+
+    out = run_cli("rm", name, env=env["env"], check=False)
+    assert out.returncode == 1 and "is running" in out.stderr
+    run_cli("rm", name, "--force", env=env["env"])
+    assert not env["client"].containers.list(all=True, filters={"label": f"io.modelport.service={name}"})
+    assert not env["client"].networks.list(names=[f"modelport-{name}"])
+
+
+def _published_port(env: dict, service: str) -> int:
+    (gw,) = env["client"].containers.list(filters={"label": [f"io.modelport.service={service}", "io.modelport.role=gateway"]})
+    return int(gw.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
+
+
+def _wait_ok(url: str, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+class Load:
+    """Requests in a loop on one keep-alive connection, counting every failure."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.ok, self.failed, self.versions = url, 0, [], set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.post(self.url + "/predict", json={"features": [0.5] * 8})
+                    if r.status_code == 200:
+                        self.ok += 1
+                        self.versions.add(r.headers["x-model-version"])
+                    else:
+                        self.failed.append(f"{r.status_code} {r.text}")
+                except httpx.HTTPError as e:
+                    self.failed.append(repr(e))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_deploy_and_rollback_without_a_failed_request(env: dict) -> None:
+    name, port = env["name"] + "-r", free_port()
+    run_cli("run", f"{env['name']}:1", "--port", str(port), "--name", name, *BASE, env=env["env"], timeout=600)
+    url = f"http://127.0.0.1:{port}"
+    with Load(url) as load:
+        run_cli("deploy", f"{env['name']}:2", "--replace", name, *BASE, env=env["env"], timeout=900)
+        time.sleep(1)
+    assert load.failed == [] and load.ok > 50 and load.versions == {"1", "2"}
+    r = httpx.post(url + "/predict", json={"features": env["x"][0].tolist()})
+    assert r.headers["x-model-version"] == "2"
+    assert r.json()["prediction"] == pytest.approx(_expected(env, f"{env['name']}:2", env["x"][:1])[0])
+    with Load(url) as load:
+        out = run_cli("rollback", name, *BASE, env=env["env"], timeout=900)
+        time.sleep(1)
+    assert "rolled back to" in out.stdout and f"{env['name']}:1" in out.stdout
+    assert load.failed == [] and load.versions == {"1", "2"}
+    r = httpx.post(url + "/predict", json={"features": env["x"][0].tolist()})
+    assert r.headers["x-model-version"] == "1"
+    assert r.json()["prediction"] == _expected(env, f"{env['name']}:1", env["x"][:1])[0]
+    assert len(env["client"].containers.list(filters={"label": [f"io.modelport.service={name}", "io.modelport.role=model"]})) == 1
+
+
+def _broken_image(env: dict, tmp_path: Path) -> str:
+    """An image of version 2 whose artifact was corrupted after the context was written."""
+    from modelport.container import engine
+
+    ctx = tmp_path / "broken"
+    run_cli("build", f"{env['name']}:2", "--context-only", str(ctx), *BASE, env=env["env"], timeout=600)
+    blob = next(p for p in (ctx / "model" / "blobs").rglob("*") if p.is_file())
+    blob.write_bytes(blob.read_bytes()[:-10])
+    tag = f"modelport/{env['name']}:broken"
+    engine.build(ctx, tag)
+    shutil.rmtree(ctx)
+    return tag
+
+
+def test_failed_starts_name_the_cause_and_keep_the_current_version(env: dict, tmp_path: Path) -> None:
+    tag = _broken_image(env, tmp_path)
+    out = run_cli("run", tag, "--name", env["name"] + "-b", "--port", str(free_port()), "--restart", "no", env=env["env"],
+                  check=False, timeout=300)
+    assert out.returncode == 1
+    text = " ".join(out.stderr.split())
+    assert "did not start" in text and "exit code 1" in text and "is corrupted" in text
+    assert not env["client"].containers.list(all=True, filters={"label": f"io.modelport.service={env['name']}-b"})
+
+    name, port = env["name"] + "-k", free_port()
+    run_cli("run", f"{env['name']}:1", "--port", str(port), "--name", name, *BASE, env=env["env"], timeout=600)
+    with Load(f"http://127.0.0.1:{port}") as load:
+        out = run_cli("deploy", tag, "--replace", name, env=env["env"], check=False, timeout=300)
+    assert out.returncode == 1
+    text = " ".join(out.stderr.split())
+    assert "is corrupted" in text and "The current version (1) keeps serving" in text
+    assert load.failed == [] and load.versions == {"1"}
+    run_cli("rm", name, "--force", env=env["env"])
+
+
+def test_doctor_explains_problems(env: dict) -> None:
+    name, port = env["name"] + "-d", free_port()
+    run_cli("run", f"{env['name']}:1", "--port", str(port), "--name", name, *BASE, env=env["env"], timeout=600)
+    out = run_cli("doctor", "--port", str(port), env=env["env"], check=False)
+    assert "Docker Engine" in out.stdout and f"Port {port} is published by container(s) {name}" in out.stdout
+    assert out.returncode == 1
+    _model_container(env, name).kill()
+    out = run_cli("doctor", "--port", str(free_port()), env=env["env"], check=False)
+    assert out.returncode == 1 and "is not serving" in out.stdout and "exit code" in out.stdout
+    run_cli("rm", name, "--force", env=env["env"])
+
+
+def test_build_failure_names_the_step(env: dict) -> None:
+    out = run_cli("build", f"{env['name']}:1", "--tag", f"modelport/{env['name']}:nopython", "--base-image",
+                  "modelport-test/debian:bookworm", env=env["env"], check=False, timeout=600)
+    assert out.returncode == 1
+    text = " ".join(out.stderr.split())
+    assert "Image build failed at Step" in text and "python3 -m venv" in text
