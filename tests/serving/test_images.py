@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -309,13 +310,16 @@ def test_concurrent_uploads_are_batched(served) -> None:
             names = ["chelsea", "coffee"] * 16
             return await asyncio.gather(*(client.post("/predict", files={"image": (f"{n}.jpg", photos[n])}) for n in names))
 
+    time.sleep(1.5)  # let earlier tests' counts reach the metrics before the "before" snapshot
     before = batch_stats()
     responses = asyncio.run(burst())
     assert all(r.status_code == 200 for r in responses)
     for r, name in zip(responses, ["chelsea", "coffee"] * 16, strict=True):
         top = r.json()["prediction"][0]["class"]
         assert top in CAT_NAMES if name == "chelsea" else top == "espresso"
-    after = batch_stats()
+    deadline = time.monotonic() + 5  # each worker flushes its metrics every second
+    while (after := batch_stats())[1] - before[1] < 32 and time.monotonic() < deadline:
+        time.sleep(0.2)
     calls, images = after[0] - before[0], after[1] - before[1]
     assert images == 32 and calls < 32  # several uploads shared a model call
     text = httpx.get(server.url + "/metrics").text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,10 +201,19 @@ def test_metrics_count_requests_per_model_and_version_across_workers(served) -> 
     for _ in range(20):
         httpx.post(server.url + "/models/cls/predict", json={"features": [0, 0, 0]})
     httpx.post(server.url + "/models/cls/predict", json={"features": [0]})
-    text = httpx.get(server.url + "/metrics").text
-    ok = re.search(r'modelport_requests_total\{code="200",model="cls",protocol="simple",version="1"\} (\d+)', text)
+    # Each worker flushes its counts every second: the other worker's show up within that.
+    ok_pattern = r'modelport_requests_total\{code="200",model="cls",protocol="simple",version="1"\} ([\d.]+)'
+    error_pattern = r'modelport_request_errors_total\{code="400",model="cls",protocol="simple",version="1"\} [1-9]'
+    deadline = time.monotonic() + 5
+    while True:
+        text = httpx.get(server.url + "/metrics").text
+        ok = re.search(ok_pattern, text)
+        done = ok and int(float(ok.group(1))) >= 20 and re.search(error_pattern, text)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert ok and int(float(ok.group(1))) >= 20
-    assert re.search(r'modelport_request_errors_total\{code="400",model="cls",protocol="simple",version="1"\} [1-9]', text)
+    assert re.search(error_pattern, text)
     assert 'modelport_request_duration_seconds_bucket{le="0.005",model="cls",protocol="simple",version="1"}' in text
     assert "modelport_requests_in_flight" in text and "modelport_batch_size_bucket" in text
 

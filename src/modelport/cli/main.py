@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from modelport import __version__
-from modelport.cli import containers, gateway, models
+from modelport.cli import containers, gateway, models, predictions, stack
 from modelport.cli.output import console, err
 from modelport.errors import ModelportError
 
@@ -17,6 +17,8 @@ app = typer.Typer(help="modelport: from a trained model to a running, monitored 
 app.add_typer(models.app, name="models")
 containers.register(app)
 gateway.register(app)
+app.add_typer(stack.app, name="stack")
+app.add_typer(predictions.app, name="predictions")
 
 
 def _version(value: bool) -> None:

@@ -36,8 +36,8 @@ BUNDLE = "model.tar.gz"
 RESULT = "result.json"
 
 
-def training_requirements(modelport_requires: list[str]) -> list[str]:
-    """modelport's dependencies and its training extras', each pinned to the version installed here."""
+def pinned_requirements(modelport_requires: list[str], extras: tuple[str, ...]) -> list[str]:
+    """modelport's dependencies and those of ``extras``, each pinned to the version installed here."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -46,10 +46,11 @@ def training_requirements(modelport_requires: list[str]) -> list[str]:
     pins = {}
     for text in modelport_requires:
         req = Requirement(text)
-        if canonicalize_name(req.name) == "modelport":  # modelport[sklearn] inside the train extra
+        if canonicalize_name(req.name) == "modelport":  # an extra naming another (modelport[sklearn])
             continue
-        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *TRAIN_EXTRAS)):
-            pins[canonicalize_name(req.name)] = host_requirement(req.name)
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+            name, _, version = host_requirement(req.name).partition("==")
+            pins[canonicalize_name(req.name)] = f"{name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}=={version}"
     return sorted(pins.values())
 
 
@@ -64,7 +65,7 @@ def training_image(base_image: str = DEFAULT_BASE_IMAGE, progress: Progress = la
     try:
         wheels = ctx / "wheels"
         wheels.mkdir()
-        pins = training_requirements(modelport_wheel(wheels, progress))
+        pins = pinned_requirements(modelport_wheel(wheels, progress), TRAIN_EXTRAS)
         (whl,) = wheels.glob("modelport-*.whl")
         digest = hashlib.sha256("\n".join([base_image, *pins]).encode() + whl.read_bytes()).hexdigest()
         tag = f"modelport-train:{modelport.__version__}-{digest[:12]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -19,6 +20,20 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.headers = headers
+
+
+@dataclass(slots=True)
+class Reply:
+    """A prediction answer as bytes: what the prediction router sends without building a Response."""
+
+    body: bytes
+    status: int = 200
+    content_type: bytes = b"application/json"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def error_reply(status: int, message: str) -> Reply:
+    return Reply(orjson.dumps({"error": message}), status)
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -79,11 +79,11 @@ class Classifier:
         if self.batches:
             scores = await model.predict(x)
         else:
-            model.metrics.rows.inc(len(x))
+            model.metrics.add_rows(len(x))
             loop = asyncio.get_running_loop()
             parts = []
             for row in x:
-                model.metrics.batch_size.observe(1)
+                model.metrics.observe_batch(1)
                 try:
                     parts.append(await loop.run_in_executor(model.executor, model.predictor.predict, row[None]))
                 except Exception as e:

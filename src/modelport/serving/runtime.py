@@ -45,8 +45,9 @@ class ServedModel:
         self.schema = TabularSchema(info.signature) if info.signature.get("kind") == "tabular" else None
         self.metrics = ModelMetrics(name, self.version)
         self.executor = executor
-        self.batcher = Batcher(self._call, batch, executor, self.metrics.batch_size.observe) if batch.enabled else None
+        self.batcher = Batcher(self._call, batch, executor, self.metrics.observe_batch) if batch.enabled else None
         self.headers = {"x-model": name, "x-model-version": self.version}
+        self.raw_headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
         self.labels: list[str] | None = None  # class names of an image classifier (set by load_models)
 
     def _call(self, x: np.ndarray) -> np.ndarray:
@@ -55,11 +56,11 @@ class ServedModel:
     async def predict(self, x: np.ndarray) -> np.ndarray:
         """Predict rows, through the batcher when batching is on, inline otherwise
         (a small model's call costs less than a hop to another thread)."""
-        self.metrics.rows.inc(len(x))
+        self.metrics.add_rows(len(x))
         try:
             if self.batcher is not None:
                 return await self.batcher.submit(x)
-            self.metrics.batch_size.observe(len(x))
+            self.metrics.observe_batch(len(x))
             return self._call(x)
         except HTTPError:
             raise

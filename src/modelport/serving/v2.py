@@ -8,11 +8,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
-from modelport.serving.http import HTTPError, parse_json
+from modelport.serving.http import HTTPError, Reply, parse_json
 from modelport.serving.runtime import ServedModel
 
 DATATYPES = {
@@ -144,7 +142,7 @@ def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], name: s
 
 # -- responses ---------------------------------------------------------------------------------
 
-def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:
+def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[str, np.ndarray]) -> Reply:
     requested = request.get("outputs")
     all_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
     binary_names: set[str] = set()
@@ -175,9 +173,9 @@ def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[s
         body["outputs"].append(entry)
     header = orjson.dumps(body)
     if not chunks:
-        return Response(header, media_type="application/json", headers=model.headers)
-    headers = {**model.headers, "Inference-Header-Content-Length": str(len(header))}
-    return Response(b"".join([header, *chunks]), media_type="application/octet-stream", headers=headers)
+        return Reply(header)
+    return Reply(b"".join([header, *chunks]), content_type=b"application/octet-stream",
+                 headers=[(b"inference-header-content-length", str(len(header)).encode())])
 
 
 def _to_json(arr: np.ndarray, datatype: str) -> list[Any]:
@@ -244,8 +242,8 @@ def tabular_rows(model: ServedModel, tensors: dict[str, np.ndarray]) -> np.ndarr
     return x
 
 
-async def infer(model: ServedModel, request: Request, body: bytes) -> Response:
-    req, tensors = decode_request(body, request.headers.get(HEADER_LENGTH))
+async def infer(model: ServedModel, header_length: str | None, body: bytes) -> Reply:
+    req, tensors = decode_request(body, header_length)
     if model.task == IMAGE_CLASSIFICATION:  # encoded image files in, class scores out: serving/images.py
         from modelport.serving import images
 

@@ -1,0 +1,1 @@
+"""Benchmark suite comparing model-serving stacks; run with ``python -m bench.run``."""

@@ -1,0 +1,102 @@
+"""``modelport predictions list | stats | export``: the prediction log, from its database (a stack's,
+through its gateway, or the one ``modelport serve --log-db`` writes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from modelport.cli.output import console, print_json
+from modelport.cli.stack import DB_URL, DIR, db_url_or_stack, in_gateway_or_exit
+
+app = typer.Typer(help="Query the prediction log: recent predictions, statistics, exports.", no_args_is_help=True)
+
+MODEL = typer.Option(None, "--model", help="Only this model.")
+SINCE = typer.Option(None, "--since", help="Only since then: 30m, 2h, 7d, or an ISO time (UTC).")
+
+
+def _filters(model: str | None, since: str | None) -> list[str]:
+    return [*(["--model", model] if model else []), *(["--since", since] if since else [])]
+
+
+def _engine(url: str):
+    from modelport.gateway.db import make_engine
+
+    return make_engine(url)
+
+
+def _since(since: str | None):
+    from modelport.gateway.queries import parse_since
+
+    return parse_since(since) if since else None
+
+
+def _short(text: str | None, width: int = 48) -> str:
+    text = text or ""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+@app.command("list")
+def list_cmd(model: str = MODEL, since: str = SINCE, limit: int = typer.Option(20, "--limit"),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON."), directory: Path = DIR,
+             db_url: str = DB_URL) -> None:
+    """The most recent predictions, newest first."""
+    url = db_url_or_stack(db_url, directory)
+    if url is None:
+        return in_gateway_or_exit(directory, ["predictions", "list", *_filters(model, since), "--limit", str(limit),
+                                              *(["--json"] if as_json else [])])
+    from modelport.gateway.queries import list_predictions
+
+    rows = list_predictions(_engine(url), model=model, since=_since(since), limit=limit)
+    if as_json:
+        return print_json(rows)
+    table = Table("TIME", "REQUEST", "KEY", "MODEL", "STATUS", "MS", "INPUTS", "OUTPUTS")
+    for r in rows:
+        table.add_row(r["time"].strftime("%Y-%m-%d %H:%M:%S"), _short(r["request_id"], 12), r["key_id"] or "-",
+                      f"{r['model']}:{r['version'] or '?'}", str(r["status"]), f"{r['latency_ms']:.1f}",
+                      _short(r["inputs"]), _short(r["outputs"]))
+    console.print(table)
+
+
+@app.command()
+def stats(model: str = MODEL, since: str = SINCE, as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+          directory: Path = DIR, db_url: str = DB_URL) -> None:
+    """Per model and version: requests, error rate (status ≥ 400), p50/p99 latency."""
+    url = db_url_or_stack(db_url, directory)
+    if url is None:
+        return in_gateway_or_exit(directory, ["predictions", "stats", *_filters(model, since),
+                                              *(["--json"] if as_json else [])])
+    from modelport.gateway.queries import stats as query_stats
+
+    rows = query_stats(_engine(url), model=model, since=_since(since))
+    if as_json:
+        return print_json(rows)
+    table = Table("MODEL", "VERSION", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS")
+    for r in rows:
+        table.add_row(r["model"], r["version"] or "?", str(r["count"]), str(r["errors"]), f"{r['error_rate']:.2%}",
+                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
+    console.print(table)
+
+
+@app.command()
+def export(model: str = MODEL, since: str = SINCE,
+           fmt: str = typer.Option("csv", "--format", help="csv, json (one object a line) or parquet."),
+           output: Path = typer.Option(..., "--output", "-o", help="The file to write ('-': standard output)."),
+           directory: Path = DIR, db_url: str = DB_URL) -> None:
+    """Write the predictions (oldest first) to a file."""
+    url = db_url_or_stack(db_url, directory)
+    if url is None:
+        argv = ["predictions", "export", *_filters(model, since), "--format", fmt, "--output", "-"]
+        return in_gateway_or_exit(directory, argv, output=None if str(output) == "-" else output)
+    from modelport.gateway.queries import export as query_export
+
+    if str(output) == "-":
+        query_export(_engine(url), sys.stdout.buffer, fmt, model=model, since=_since(since))
+        sys.stdout.buffer.flush()
+        return
+    with output.open("wb") as f:
+        n = query_export(_engine(url), f, fmt, model=model, since=_since(since))
+    console.print(f"Wrote {n} predictions to {output}", highlight=False)

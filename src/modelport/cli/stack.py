@@ -1,0 +1,218 @@
+"""``modelport stack ...``: models, a gateway and PostgreSQL as one Compose stack."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from modelport.cli.output import console, print_json
+from modelport.errors import ModelportError
+
+app = typer.Typer(help="Run models behind a gateway with API keys and a prediction log (Docker Compose).",
+                  no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for the gateway: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DB_URL_ENV = "MODELPORT_PREDICTIONS_DB_URL"
+DIR = typer.Option(Path("."), "--dir", "-C", help="The stack's directory.")
+WAIT = typer.Option(300.0, "--wait", help="Seconds to wait for the services to be healthy.")
+
+
+def _progress(line: str) -> None:
+    console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _stack(directory: Path):
+    from modelport.deploy.stack import Stack
+
+    return Stack.load(directory)
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(..., help="A new (or empty) directory for the stack."),
+    model: list[str] = typer.Option(..., "--model", help="A model to serve: NAME, NAME:3 or NAME@alias; repeat for each."),
+    db: str = typer.Option("postgres", "--db", help="The prediction log's database: postgres."),
+    db_image: str = typer.Option("postgres:16", "--db-image", help="PostgreSQL image."),
+    gateway_port: int = typer.Option(8080, "--gateway-port", help="The one published port."),
+    gateway_host: str = typer.Option("127.0.0.1", "--gateway-host", help="Address to publish it on (0.0.0.0: every interface)."),
+    base_image: str = typer.Option("python:3.11-slim", "--base-image", help="Base image with Python 3.11 for the images built."),
+    name: str = typer.Option(None, "--name", help="Stack (Compose project) name; default: the directory's name."),
+    cpus: float = typer.Option(1.0, "--cpus", help="CPU limit of each model service."),
+    memory: str = typer.Option("1g", "--memory", help="Memory limit of each model service."),
+) -> None:
+    """Write a stack: compose.yaml, .env with generated secrets, and the build contexts."""
+    from modelport.deploy.stack import init as init_stack
+
+    stack = init_stack(directory, model, name=name, db=db, db_image=db_image, gateway_host=gateway_host,
+                       gateway_port=gateway_port, base_image=base_image, cpus=cpus, memory=memory, progress=_progress)
+    console.print(f"[green]Stack {stack.state.name} written to {stack.directory}[/]. Next:\n"
+                  f"  cd {directory} && modelport stack up\n  modelport stack keys create my-client")
+
+
+@app.command()
+def up(directory: Path = DIR, wait: float = WAIT) -> None:
+    """Build missing images, start every service, wait until all are healthy."""
+    from modelport.deploy.stack import up as stack_up
+
+    stack = _stack(directory)
+    stack_up(stack, wait=wait, progress=_progress)
+    s = stack.state
+    console.print(f"[green]Stack {s.name} is up[/]: http://{s.gateway_host}:{s.gateway_port} "
+                  f"(models: {', '.join(m.name + ':' + str(m.version) for m in s.models)})")
+
+
+@app.command()
+def down(directory: Path = DIR,
+         volumes: bool = typer.Option(False, "--volumes", help="Also delete the database and spool volumes.")) -> None:
+    """Stop and remove the stack's containers and networks (the data stays unless --volumes)."""
+    from modelport.deploy.stack import down as stack_down
+
+    stack = _stack(directory)
+    stack_down(stack, volumes=volumes)
+    console.print(f"Stack {stack.state.name} is down" + (" and its volumes deleted" if volumes else ""))
+
+
+@app.command()
+def ps(directory: Path = DIR, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The stack's containers, their health and published ports."""
+    from modelport.deploy.stack import ps as stack_ps
+
+    rows = stack_ps(_stack(directory))
+    if as_json:
+        return print_json(rows)
+    table = Table("SERVICE", "CONTAINER", "IMAGE", "STATE", "PORTS")
+    for r in rows:
+        table.add_row(r["service"], r["container"], r["image"], r["state"], r["ports"])
+    console.print(table)
+
+
+@app.command()
+def logs(service: str = typer.Argument(None, help="One service (default: all)."), directory: Path = DIR,
+         follow: bool = typer.Option(False, "--follow", "-f"), tail: int = typer.Option(None, "--tail")) -> None:
+    """Show the services' logs."""
+    from modelport.deploy.stack import logs as stack_logs
+
+    stack_logs(_stack(directory), service, follow=follow, tail=tail)
+
+
+@app.command()
+def restart(service: str, directory: Path = DIR, wait: float = WAIT) -> None:
+    """Restart one service and wait until it is healthy again."""
+    from modelport.deploy.stack import restart as stack_restart
+
+    stack_restart(_stack(directory), service, wait=wait)
+    console.print(f"{service} restarted and healthy")
+
+
+@app.command()
+def deploy(target: str = typer.Argument(..., help="MODEL=REF (e.g. iris=iris:2, iris=2) or REF."),
+           directory: Path = DIR, wait: float = WAIT) -> None:
+    """Serve another version of a model with no downtime: start it, wait healthy, switch, stop the old."""
+    from modelport.deploy.stack import deploy as stack_deploy
+
+    model, sep, ref = target.partition("=")
+    if sep:
+        ref = f"{model}:{ref}" if ref.isdigit() else ref
+        if ref.split(":")[0].split("@")[0] != model:
+            raise ModelportError(f"{target}: {ref} is not a version of {model}")
+    else:
+        ref = target
+    new = stack_deploy(_stack(directory), ref, wait=wait, progress=_progress)
+    console.print(f"[green]Now serving {new.name}:{new.version}[/] (rollback: modelport stack rollback {new.name})")
+
+
+@app.command()
+def rollback(model: str, directory: Path = DIR, wait: float = WAIT) -> None:
+    """Serve the version a model had before its last deploy, with no downtime."""
+    from modelport.deploy.stack import rollback as stack_rollback
+
+    new = stack_rollback(_stack(directory), model, wait=wait, progress=_progress)
+    console.print(f"[green]Rolled back: now serving {new.name}:{new.version}[/]")
+
+
+# -- keys: straight to the database when its URL is known (inside the gateway), else through the gateway
+
+DB_URL = typer.Option(None, "--db-url", envvar=DB_URL_ENV, show_envvar=False,
+                      help=f"The predictions database (default: ${DB_URL_ENV}, else the stack's, through its gateway).")
+
+
+def db_url_or_stack(db_url: str | None, directory: Path) -> str | None:
+    """The database URL to use here, or None when the stack's gateway must run the command."""
+    if db_url:
+        return db_url
+    if (directory / "stack.json").is_file():
+        return None
+    raise ModelportError(f"No predictions database: pass --db-url, set {DB_URL_ENV}, or run this in a stack's "
+                         "directory (or with --dir DIR)")
+
+
+def in_gateway_or_exit(directory: Path, argv: list[str], output: Path | None = None) -> None:
+    """Run ``modelport ARGV`` in the stack's gateway; its standard output into ``output`` when given."""
+    from modelport.deploy.stack import exec_in_gateway
+
+    stack = _stack(directory)
+    if output is None:
+        status = exec_in_gateway(stack, argv)
+    else:
+        tmp = output.with_name(f".{output.name}.{os.getpid()}")
+        try:
+            with tmp.open("wb") as f:
+                status = exec_in_gateway(stack, argv, stdout=f)
+            if status == 0:
+                tmp.replace(output)
+        finally:
+            tmp.unlink(missing_ok=True)
+    if status:
+        raise typer.Exit(status)
+
+
+def _key_store(url: str):
+    from modelport.gateway.db import make_engine
+    from modelport.gateway.keys import KeyStore
+
+    return KeyStore(make_engine(url))
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Argument(..., help="Who or what will use the key."), directory: Path = DIR,
+                db_url: str = DB_URL) -> None:
+    """Create a key. It is shown once: only its hash is stored."""
+    url = db_url_or_stack(db_url, directory)
+    if url is None:
+        return in_gateway_or_exit(directory, ["stack", "keys", "create", name])
+    key, token = _key_store(url).create(name)
+    console.print(f"Created {key.id} ({name}). The key, shown only now:", highlight=False)
+    print(token, flush=True)
+    console.print("Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.", highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(directory: Path = DIR, db_url: str = DB_URL,
+              as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List keys (their ids and first characters; never the keys)."""
+    url = db_url_or_stack(db_url, directory)
+    if url is None:
+        return in_gateway_or_exit(directory, ["stack", "keys", "list", *(["--json"] if as_json else [])])
+    keys = _key_store(url).list()
+    if as_json:
+        return print_json([k.__dict__ for k in keys])
+    table = Table("ID", "NAME", "PREFIX", "CREATED", "REVOKED")
+    for k in keys:
+        table.add_row(k.id, k.name, k.prefix + "…", k.created_at.strftime("%Y-%m-%d %H:%M"),
+                      k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "-")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: str = typer.Argument(..., help="Key id (key_…) or the prefix `keys list` shows."),
+                directory: Path = DIR, db_url: str = DB_URL) -> None:
+    """Revoke a key (the gateway refuses it within seconds)."""
+    url = db_url_or_stack(db_url, directory)
+    if url is None:
+        return in_gateway_or_exit(directory, ["stack", "keys", "revoke", key])
+    revoked = _key_store(url).revoke(key)
+    console.print(f"Revoked {revoked.id} ({revoked.name})")

@@ -1,0 +1,180 @@
+"""The prediction endpoints as a small ASGI router in front of the Starlette app.
+
+Predictions are the hot path: here they are handled on raw ASGI messages (bytes in, bytes out),
+without Starlette's Request/Response objects and middleware layers, which cost more than the
+model itself for a small model. Every other path goes to the Starlette app.
+
+    POST /predict                                 the default model, simple JSON (or an image)
+    POST /models/{name}/predict                   a named model, simple JSON (or an image)
+    POST /v2/models/{name}[/versions/{v}]/infer   Open Inference Protocol v2
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelport.frameworks.base import IMAGE_CLASSIFICATION
+from modelport.serving import v2
+from modelport.serving.http import HTTPError, Reply, error_reply, parse_json
+from modelport.serving.runtime import ModelSet, ServedModel
+
+log = logging.getLogger("modelport.server")
+SIMPLE, V2 = "simple", "v2"
+
+
+def match(path: str) -> tuple[str | None, str | None, str] | None:
+    """→ (model name or None for the default, version or None, protocol), or None if not a prediction path."""
+    if path == "/predict":
+        return None, None, SIMPLE
+    parts = path.split("/")
+    n = len(parts)
+    if n == 4 and parts[1] == "models" and parts[3] == "predict":
+        return parts[2], None, SIMPLE
+    if n >= 5 and parts[1] == "v2" and parts[2] == "models" and parts[-1] == "infer":
+        if n == 5:
+            return parts[3], None, V2
+        if n == 7 and parts[4] == "versions":
+            return parts[3], parts[5], V2
+    return None
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    declared = header(scope, b"content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if not declared.isdigit():
+            raise HTTPError(400, "Invalid Content-Length header")
+        raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"Request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if not body:
+        raise HTTPError(400, "Request body is empty: send a JSON object")
+    return body
+
+
+async def simple_predict(model: ServedModel, body: bytes) -> Reply:
+    import orjson
+
+    if model.schema is None:
+        raise HTTPError(400, f"Model {model.name!r} takes named tensors: use POST /v2/models/{model.name}/infer")
+    payload = parse_json(body)
+    x, single = model.schema.parse(payload)
+    model.schema.check_finite(x)
+    y = (await model.predict(x)).tolist()
+    out: dict[str, Any] = {"prediction": y[0]} if single else {"predictions": y}
+    if payload.get("probabilities") is True:
+        if model.schema.classes is None:
+            raise HTTPError(400, f"Model {model.name!r} is a {model.task} model: it has no class probabilities")
+        probs = model.schema.probabilities(await model.predict_proba(x))
+        out["probabilities"] = probs[0] if single else probs
+    return Reply(orjson.dumps(out))
+
+
+class PredictionRouter:
+    def __init__(self, models: ModelSet, app: ASGIApp, max_body: int) -> None:
+        self.models = models
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = match(scope["path"]) if scope["type"] == "http" else None
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        name, version, protocol = target
+        if scope["method"] != "POST":
+            await self._send(send, error_reply(405, f"Method {scope['method']} is not allowed on {scope['path']}; use POST"),
+                             [(b"allow", b"POST")])
+            return
+        try:
+            model = self.models.default if name is None else self.models.get(name, version)
+        except HTTPError as e:
+            await self._send(send, error_reply(e.status, e.message), [])
+            return
+        start = time.perf_counter()
+        model.metrics.in_flight += 1
+        try:
+            if protocol == SIMPLE and model.task == IMAGE_CLASSIFICATION:
+                await self._image(model, scope, receive, send)  # multipart parsing: Starlette's request
+                status = 200
+            else:
+                reply = await self._predict(model, protocol, scope, receive)
+                await self._send(send, reply, model.raw_headers)
+                status = reply.status
+        except ClientGone:
+            return
+        except _Answered as e:
+            status = e.status
+        finally:
+            model.metrics.in_flight -= 1
+        model.metrics.observe(protocol, status, time.perf_counter() - start)
+
+    async def _predict(self, model: ServedModel, protocol: str, scope: Scope, receive: Receive) -> Reply:
+        try:
+            body = await read_body(scope, receive, self.max_body)
+            if protocol == SIMPLE:
+                return await simple_predict(model, body)
+            return await v2.infer(model, header(scope, b"inference-header-content-length"), body)
+        except HTTPError as e:
+            return self._error(model, e)
+        except ClientGone:
+            raise
+        except Exception as e:
+            log.exception("prediction failed", extra={"model": model.name, "version": model.version})
+            return error_reply(500, f"Internal server error ({type(e).__name__}); see the server log")
+
+    async def _image(self, model: ServedModel, scope: Scope, receive: Receive, send: Send) -> None:
+        from modelport.serving import images
+
+        try:
+            response = await images.predict(model, Request(scope, receive), self.max_body)
+        except HTTPError as e:
+            reply = self._error(model, e)
+            await self._send(send, reply, model.raw_headers + [(k.encode(), v.encode()) for k, v in (e.headers or {}).items()])
+            raise _Answered(reply.status) from None
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _error(model: ServedModel, e: HTTPError) -> Reply:
+        if e.status >= 500:
+            log.error("prediction failed: %s", e.message, extra={"model": model.name, "version": model.version})
+        reply = error_reply(e.status, e.message)
+        reply.headers = [(k.encode(), v.encode()) for k, v in (e.headers or {}).items()]
+        return reply
+
+    @staticmethod
+    async def _send(send: Send, reply: Reply, extra: list[tuple[bytes, bytes]]) -> None:
+        headers = [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *extra, *reply.headers]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+
+class _Answered(Exception):  # noqa: N818 (control flow: the error reply was sent already)
+    def __init__(self, status: int) -> None:
+        self.status = status
