@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from modelport.errors import ModelportError
+from tests.conftest import TEST_BASE_IMAGE
 
 docker = pytest.importorskip("docker")
 
 pytestmark = pytest.mark.docker
-
-BASE_IMAGE = "modelport-test/python:3.11-slim"  # built by scripts/test-env.sh
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def test_metrics_and_predictions_equal_a_local_run(model: str, store, regression
     path, x, _ = regression_csv
     local = train(path, "target", "local", model=model, seed=7, store=store)
     lines: list[str] = []
-    boxed = train_in_container(path, "target", "boxed", model=model, seed=7, base_image=BASE_IMAGE, store=store,
+    boxed = train_in_container(path, "target", "boxed", model=model, seed=7, base_image=TEST_BASE_IMAGE, store=store,
                                progress=lines.append)
     assert any("Fitting" in line for line in lines)  # the container's own progress came through
     assert (boxed.n_train, boxed.n_test) == (local.n_train, local.n_test)
@@ -55,7 +54,7 @@ def test_errors_inside_the_container_reach_the_caller(store, regression_csv, cle
 
     path, _, _ = regression_csv
     with pytest.raises(ModelportError, match="Target column 'nope' not found in data.csv"):
-        train_in_container(path, "nope", "boxed", base_image=BASE_IMAGE, store=store)
+        train_in_container(path, "nope", "boxed", base_image=TEST_BASE_IMAGE, store=store)
     assert store.list_models() == []
     client = docker.from_env()
     assert client.containers.list(all=True, filters={"label": "io.modelport.role=train"}) == []

@@ -280,3 +280,18 @@ def test_quickstart_trains_serves_and_prints_a_working_curl(home: Path, tmp_path
 
     first = load_diabetes().data[0]
     assert prediction == pytest.approx(modelport.load_model("diabetes").predict([first])[0], rel=1e-5)
+
+
+def test_a_model_that_only_fails_inside_the_workers_stops_serve(home: Path) -> None:
+    """Intact artifact, refused by the framework at load: with several workers the parent's cheap
+    check passes, a worker fails to load, and serve stops with the reason instead of looping."""
+    from fractions import Fraction
+
+    import skops.io as sio
+
+    store = modelport.get_store()
+    store.save("unsafe", {"model.skops": sio.dumps({"x": Fraction(1, 3)})}, framework="sklearn", task="regression",
+               signature={"kind": "tabular", "features": ["a"], "dtype": "float64", "output": {"dtype": "float64"}})
+    out = run_cli("serve", "unsafe", "--port", str(free_port()), "--workers", "2", check=False, timeout=120)
+    assert out.returncode == 1
+    assert "Refusing to load a scikit-learn model that contains types outside" in " ".join(out.stderr.split())

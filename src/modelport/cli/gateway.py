@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from modelport.cli.output import print_json
@@ -26,12 +28,18 @@ def gateway(
     default: str = typer.Option(None, "--default", help="Model for /predict (default: the first route)."),
     admin_port: int = typer.Option(DEFAULT_ADMIN_PORT, "--admin-port", help="Loopback port of the admin API."),
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
+    db_url: str = typer.Option(None, "--db-url", envvar="MODELPORT_PREDICTIONS_DB_URL", show_envvar=False,
+                               help="Log every prediction to this database (PostgreSQL or SQLite URL)."),
+    require_keys: bool = typer.Option(False, "--require-keys", help="Refuse predictions without a valid API key (keys live in --db-url)."),
+    spool_dir: Path = typer.Option(None, "--spool-dir", help="Where prediction records wait while the database is unavailable."),
 ) -> None:
     """Serve one published port in front of model services, with switchable routes."""
+    from modelport.gateway.hooks import hooks_from_options
     from modelport.gateway.server import run_gateway
 
     upstreams = [_parse_route(r) for r in route]
-    run_gateway(upstreams, host=host, port=port, default=default, admin_port=admin_port, log_format=log_format)
+    hooks = hooks_from_options(db_url, require_keys, spool_dir)
+    run_gateway(upstreams, host=host, port=port, default=default, admin_port=admin_port, log_format=log_format, hooks=hooks)
 
 
 admin_app = typer.Typer(help="Change a running gateway's routes (run inside its container).", no_args_is_help=True)

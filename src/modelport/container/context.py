@@ -14,14 +14,16 @@ from pathlib import Path
 import jinja2
 
 import modelport
-from modelport.container.wheelhouse import build_wheelhouse
+from modelport.container.wheelhouse import build_wheelhouse, cached_wheelhouse
 from modelport.errors import ModelportError
 from modelport.frameworks import get_adapter
+from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.store import ModelStore, ModelVersion
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.container", "templates"),
                                keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+IMAGE_REQUIREMENTS = ("pillow", "python-multipart")  # what image classifiers need beyond their framework
 LOCK_FILE = "requirements.lock"
 
 Progress = Callable[[str], None]
@@ -54,7 +56,8 @@ def requirements_for(mv: ModelVersion, modelport_requires: list[str], extra: lis
         if req.marker is None or req.marker.evaluate({"extra": ""}):
             extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
             pins[canonicalize_name(req.name)] = f"{req.name}{extras}=={_installed(req.name)}"
-    for dist in get_adapter(mv.framework).requirements:
+    task_needs = IMAGE_REQUIREMENTS if mv.task == IMAGE_CLASSIFICATION else ()
+    for dist in (*get_adapter(mv.framework).requirements, *task_needs):
         pins[canonicalize_name(dist)] = f"{dist}=={mv.libraries.get(dist) or _installed(dist)}"
     for line in extra:
         pins[canonicalize_name(Requirement(line).name)] = line
@@ -121,7 +124,8 @@ def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path) -> None:
     copy = ModelStore(dest)
     try:
         copy.save(mv.name, files, framework=mv.framework, task=mv.task, signature=mv.signature, metrics=mv.metrics,
-                  tags=mv.tags, libraries=mv.libraries, extra=mv.extra, description=mv.description, version=mv.version)
+                  tags=mv.tags, libraries=mv.libraries, extra=mv.extra, description=mv.description, version=mv.version,
+                  created_at=mv.created_at)  # the same bytes every build: Docker's layer cache holds
     finally:
         copy.close()
     # The image opens it immutable: no WAL, no journal files next to it.
@@ -142,7 +146,7 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     wheels.mkdir()
     requirements = requirements_for(mv, modelport_wheel(wheels, progress), extra_requirements or [])
     progress(f"Downloading wheels for Python 3.11 / linux x86_64: {', '.join(requirements)}")
-    build_wheelhouse(requirements, wheels, progress=progress)
+    cached_wheelhouse(requirements, wheels, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(

@@ -46,6 +46,7 @@ class Predictor:
 
 class Adapter(Protocol):
     name: str
+    module: str  # the Python module the framework's models need at load time
     # Distributions a server needs to load this framework's models (pinned at build time).
     requirements: tuple[str, ...]
 

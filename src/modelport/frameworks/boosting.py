@@ -28,6 +28,7 @@ class EstimatorPredictor(Predictor):
 
 class XGBoostAdapter:
     name = "xgboost"
+    module = "xgboost"
     requirements = ("xgboost", "numpy", "scipy")
     FILE = "model.ubj"
 
@@ -93,6 +94,7 @@ class LightGBMPredictor(Predictor):
 
 class LightGBMAdapter:
     name = "lightgbm"
+    module = "lightgbm"
     requirements = ("lightgbm", "numpy", "scipy")
     FILE = "model.txt"
 

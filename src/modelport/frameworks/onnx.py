@@ -63,6 +63,7 @@ class OnnxPredictor(Predictor):
 
 class OnnxAdapter:
     name = "onnx"
+    module = "onnxruntime"
     requirements = ("onnxruntime", "numpy")
 
     def accepts(self, obj: Any) -> bool:

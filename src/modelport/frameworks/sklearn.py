@@ -45,6 +45,7 @@ def _linear_weights(model: Any) -> tuple[np.ndarray, Any] | None:
 
 class SklearnAdapter:
     name = "sklearn"
+    module = "sklearn"
     requirements = ("scikit-learn", "skops", "numpy", "scipy")
 
     def accepts(self, obj: Any) -> bool:

@@ -36,6 +36,7 @@ class TorchPredictor(Predictor):
 
 class TorchAdapter:
     name = "torch"
+    module = "torch"
     requirements = ("torch", "numpy")
 
     def accepts(self, obj: Any) -> bool:

@@ -164,7 +164,10 @@ class PredictionLog:
                 self._cond.notify()
                 return
         # The memory budget is spent (the database is slow and the queue full): straight to disk.
-        self.spool.append([row], sync_within=0.05)
+        try:
+            self.spool.append([row], sync_within=0.05)
+        except OSError as e:  # the disk fails too: lose the record, never the prediction
+            log.error("prediction log: cannot spool record %s: %s", row["record_id"], e)
         with self._cond:
             self._done += 1
             self._cond.notify_all()
@@ -202,13 +205,18 @@ class PredictionLog:
         self._check()
         while True:
             rows = self._take()
+            try:
+                if rows:
+                    self._write(rows)
+                if time.monotonic() >= self._next_check or (self._up and self.spool.dirty):
+                    self._check()
+            except Exception:  # a full disk, a bug: say so, and keep the writer alive for what comes next
+                log.exception("prediction log: writing %d record(s) failed", len(rows))
+                time.sleep(self.retry_interval)
             if rows:
-                self._write(rows)
                 with self._cond:
                     self._done += len(rows)
                     self._cond.notify_all()
-            if time.monotonic() >= self._next_check or (self._up and self.spool.dirty):
-                self._check()
             with self._cond:
                 if self._closing and not self._queue:
                     break

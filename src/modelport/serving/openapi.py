@@ -29,15 +29,22 @@ def _tabular_request(model: ServedModel) -> dict[str, Any]:
 
 
 def _predict_operation(model: ServedModel) -> dict[str, Any]:
+    params: list[dict[str, Any]] = []
     if model.task == "image-classification":
+        top_k = {"type": "integer", "minimum": 1, "default": 3, "description": "How many classes to return, best first"}
         body = {"content": {
             "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "image": {"type": "string", "format": "binary"}, "top_k": {"type": "integer", "minimum": 1}}, "required": ["image"]}},
+                "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, GIF, WebP, BMP or TIFF"},
+                "top_k": top_k}, "required": ["image"]}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             "image/png": {"schema": {"type": "string", "format": "binary"}},
         }}
-        result = {"type": "object", "properties": {"prediction": {"type": "array", "items": {
-            "type": "object", "properties": {"class": {"type": "string"}, "confidence": {"type": "number"}}}}}}
+        params = [{"name": "top_k", "in": "query", "required": False, "schema": top_k}]
+        result = {"type": "object", "required": ["prediction"], "properties": {"prediction": {"type": "array", "items": {
+            "type": "object", "required": ["class", "confidence"],
+            "properties": {"class": {"type": "string"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}}},
+            "example": {"prediction": [{"class": "Egyptian cat", "confidence": 0.67}, {"class": "tabby", "confidence": 0.16},
+                                       {"class": "tiger cat", "confidence": 0.14}]}}
     elif model.schema is not None:
         body = {"content": {"application/json": {"schema": _tabular_request(model)}}}
         result = {"type": "object", "properties": {"prediction": {}, "predictions": {"type": "array"}, "probabilities": {}}}
@@ -46,6 +53,7 @@ def _predict_operation(model: ServedModel) -> dict[str, Any]:
     return {
         "summary": f"Predict with {model.name} v{model.version} ({model.info.framework}, {model.task})",
         "description": model.info.description,
+        **({"parameters": params} if params else {}),
         "requestBody": {"required": True, **body},
         "responses": {
             "200": {"description": "Prediction", "content": {"application/json": {"schema": result}}},

@@ -131,6 +131,25 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
     return ModelSet(models)
 
 
+def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> None:
+    """What can be checked without importing any framework: each reference resolves, its artifact
+    files match their sha256, and its framework's library is installed."""
+    import importlib.util
+
+    from modelport.frameworks import get_adapter
+
+    store = store or ModelStore()
+    for spec in specs:
+        try:
+            info = store.resolve(spec.ref)
+            store.read_files(info)
+            module = get_adapter(info.framework).module
+        except ModelportError as e:
+            raise ModelportError(f"Cannot serve {spec.ref}: {e}") from None
+        if importlib.util.find_spec(module) is None:
+            raise ModelportError(f"Cannot serve {spec.ref}: it needs {module}, which is not installed")
+
+
 def describe(models: ModelSet) -> list[dict[str, Any]]:
     return [{"name": m.name, "version": m.version, "framework": m.info.framework, "task": m.task,
              "sha256": m.info.digest} for m in models]

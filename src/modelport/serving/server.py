@@ -5,18 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from modelport.errors import ModelportError
 from modelport.serving.batching import BatchConfig
 from modelport.serving.http import DEFAULT_MAX_BODY
 from modelport.serving.logs import log_config
-from modelport.serving.runtime import ServeSpec, load_models
+from modelport.serving.runtime import ServeSpec, check_models, load_models
 
 _CONFIG_ENV = "MODELPORT_SERVE_CONFIG"
 
@@ -56,29 +57,53 @@ def check_port(host: str, port: int) -> None:
 def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
           max_body: int = DEFAULT_MAX_BODY, log_format: str = "text", log_level: str = "info",
           access_log: bool = False, on_ready: str | None = None) -> None:
-    """Serve ``specs`` until interrupted. Every model is loaded once here first, so a model that
-    cannot load stops the command with its reason instead of a crash loop of workers."""
+    """Serve ``specs`` until interrupted. A model that cannot load stops the command with its reason.
+
+    One worker: the models are loaded here, once, and served from this process. Several: this
+    process checks them cheaply (found, artifacts intact, framework installed) and the workers load
+    them in parallel; a worker that still cannot load one reports why and stops the server."""
     import uvicorn
 
     workers = workers or default_workers()
-    load_models(list(specs))
-    check_port(host, port)
-    os.environ[_CONFIG_ENV] = json.dumps({"specs": [dataclasses.asdict(s) for s in specs], "max_body": max_body})
+    options = {"host": host, "port": port, "http": "httptools", "loop": "uvloop", "access_log": access_log,
+               "log_config": log_config(log_format, log_level), "timeout_graceful_shutdown": 10,
+               "server_header": False, "proxy_headers": False}
     os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
-    if workers > 1:
-        # Workers are separate processes: prometheus-client sums their metrics through files here.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelport-metrics-")
+    if workers == 1:
+        from modelport.serving.app import create_app
+
+        app = create_app(load_models(list(specs)), max_body=max_body)
+        check_port(host, port)
+        if on_ready:
+            print(on_ready, flush=True)
+        uvicorn.run(app, **options)
+        return
+    check_models(list(specs))
+    check_port(host, port)
+    state = Path(tempfile.mkdtemp(prefix="modelport-serve-"))
+    os.environ[_CONFIG_ENV] = json.dumps({"specs": [dataclasses.asdict(s) for s in specs], "max_body": max_body,
+                                          "error_file": str(state / "startup-error")})
+    # Workers are separate processes: prometheus-client sums their metrics through files here.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
+    (state / "metrics").mkdir()
     if on_ready:
         print(on_ready, flush=True)
-    uvicorn.run("modelport.serving.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                http="httptools", loop="uvloop", access_log=access_log, log_config=log_config(log_format, log_level),
-                timeout_graceful_shutdown=10, server_header=False)
+    uvicorn.run("modelport.serving.server:app_from_env", factory=True, workers=workers, **options)
+    if (state / "startup-error").exists():
+        raise ModelportError((state / "startup-error").read_text())
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ASGIApp:
     """The app factory each uvicorn worker calls: the config comes through the environment."""
     from modelport.serving.app import create_app
 
     config = json.loads(os.environ[_CONFIG_ENV])
     specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"])) for s in config["specs"]]
-    return create_app(load_models(specs), max_body=config["max_body"])
+    try:
+        models = load_models(specs)
+    except ModelportError as e:
+        # Tell the supervisor (our parent) why, and stop it, rather than start a crash loop of workers.
+        Path(config["error_file"]).write_text(str(e))
+        os.kill(os.getppid(), signal.SIGTERM)
+        raise SystemExit(1) from None
+    return create_app(models, max_body=config["max_body"])

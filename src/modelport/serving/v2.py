@@ -18,7 +18,8 @@ DATATYPES = {
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
     "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
 }
-_NUMPY_TO_V2 = {np.dtype(v).name: k for k, v in DATATYPES.items() if k != "BYTES"}
+_DTYPE_TO_V2 = {np.dtype(v): k for k, v in DATATYPES.items() if k != "BYTES"}  # keyed by dtype: .name is slow
+_NUMPY_TO_V2 = {dtype.name: k for dtype, k in _DTYPE_TO_V2.items()}
 _SIG_TO_V2 = {**_NUMPY_TO_V2, "string": "BYTES", "object": "BYTES"}
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -162,7 +163,7 @@ def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[s
     chunks = []
     for name, arr in outputs.items():
         arr = np.asarray(arr)
-        datatype = "BYTES" if arr.dtype.kind in "OSU" else _NUMPY_TO_V2.get(arr.dtype.name, "FP64")
+        datatype = "BYTES" if arr.dtype.kind in "OSU" else _DTYPE_TO_V2.get(arr.dtype, "FP64")
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if name in binary_names:
             raw = _to_binary(arr, datatype)

@@ -109,6 +109,7 @@ class ModelStore:
         extra: dict[str, Any] | None = None,
         description: str = "",
         version: int | None = None,
+        created_at: datetime | None = None,
     ) -> ModelVersion:
         """Register a new version (``version``: that exact number, for copies of a store). Blobs are written first; the version exists only once its
         row commits, so an interrupted save leaves no half version behind."""
@@ -120,7 +121,7 @@ class ModelStore:
         for attempt in range(20):
             try:
                 with self._write.begin() as s:
-                    model = self._get_or_create_model(s, name)
+                    model = self._get_or_create_model(s, name, created_at)
                     number = version or (s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0) + 1
                     row = VersionRow(
                         model=model,
@@ -135,7 +136,7 @@ class ModelStore:
                         libraries=libraries or {},
                         extra=extra or {},
                         description=description,
-                        created_at=datetime.now(UTC),
+                        created_at=created_at or datetime.now(UTC),
                     )
                     s.add(row)
                     s.flush()
@@ -148,10 +149,10 @@ class ModelStore:
                     raise
         raise AssertionError("unreachable")
 
-    def _get_or_create_model(self, s: Session, name: str) -> ModelRow:
+    def _get_or_create_model(self, s: Session, name: str, created_at: datetime | None = None) -> ModelRow:
         model = s.scalar(select(ModelRow).where(ModelRow.name == name))
         if model is None:
-            model = ModelRow(name=name, created_at=datetime.now(UTC))
+            model = ModelRow(name=name, created_at=created_at or datetime.now(UTC))
             s.add(model)
             s.flush()
         return model

@@ -1,0 +1,391 @@
+"""A whole stack for real: two model services, the gateway and PostgreSQL under Docker Compose.
+
+One stack serves the module; the tests run in file order against it (deploy and rollback near the
+end, restart and down/up last). Everything it creates carries its stack's label and is removed
+afterwards, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import TEST_BASE_IMAGE
+from tests.helpers import free_port, run_cli
+
+docker = pytest.importorskip("docker")
+
+pytestmark = pytest.mark.docker
+
+POSTGRES_IMAGE = os.environ.get("MODELPORT_TEST_POSTGRES_IMAGE", "modelport-test/postgres:15")
+FEATURES = [f"f{i}" for i in range(6)]
+
+
+@dataclass
+class RunningStack:
+    name: str
+    directory: Path
+    env: dict[str, str]
+    url: str
+    key: str
+    x: np.ndarray
+    client: object
+    sent: list[str] = field(default_factory=list)  # request ids of every prediction a model answered
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"}
+
+    def cli(self, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--dir", str(self.directory), env=self.env, **kwargs)
+
+    def container(self, service: str):
+        (c,) = self.client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={self.name}",
+                                                                         f"com.docker.compose.service={service}"]})
+        return c
+
+    def predict(self, model: str, rows: np.ndarray, client: httpx.Client | None = None, timeout: float = 10) -> httpx.Response:
+        request_id = uuid.uuid4().hex
+        r = (client or httpx).post(f"{self.url}/models/{model}/predict", timeout=timeout,
+                                   json={"instances": rows.tolist()} if rows.ndim == 2 else {"features": rows.tolist()},
+                                   headers={**self.auth, "x-request-id": request_id})
+        if r.status_code not in (401, 503, 504):  # refused or unanswered by the gateway itself: no prediction
+            self.sent.append(request_id)
+        return r
+
+    def psql(self, query: str) -> str:
+        result = self.container("db").exec_run(["psql", "-U", "modelport", "-d", "predictions", "-At", "-c", query])
+        assert result.exit_code == 0, result.output.decode()
+        return result.output.decode().strip()
+
+
+def remove_everything(client, name: str) -> None:
+    for label in (f"io.modelport.stack={name}", f"com.docker.compose.project={name}"):
+        for c in client.containers.list(all=True, filters={"label": label}):
+            c.remove(force=True, v=True)
+    for label in (f"io.modelport.stack={name}", f"com.docker.compose.project={name}"):
+        for net in client.networks.list(filters={"label": label}):
+            net.remove()
+        for volume in client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
+    for image in client.images.list(filters={"label": f"io.modelport.stack={name}"}):
+        client.images.remove(image.id, force=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    import pandas as pd
+
+    tmp = tmp_path_factory.mktemp("stack")
+    name = f"mpt-{uuid.uuid4().hex[:6]}"
+    env = {"MODELPORT_HOME": str(tmp / "home")}
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(300, len(FEATURES))), columns=FEATURES)
+    frame["target"] = frame.to_numpy() @ np.arange(1, len(FEATURES) + 1) + rng.normal(scale=0.5, size=300)
+    frame.to_csv(tmp / "data.csv", index=False)
+    frame.iloc[:150].to_csv(tmp / "half.csv", index=False)
+    for model, data, kind in (("lin", "data.csv", "linear-regression"), ("ridge", "data.csv", "ridge"),
+                              ("lin", "half.csv", "linear-regression")):  # lin:2 for deploy
+        run_cli("train", "--data", str(tmp / data), "--target", "target", "--name", model, "--model", kind, env=env)
+    client = docker.from_env()
+    directory = tmp / name
+    port = free_port()
+    try:
+        run_cli("stack", "init", str(directory), "--model", "lin:1", "--model", "ridge", "--gateway-port", str(port),
+                "--base-image", TEST_BASE_IMAGE, "--db-image", POSTGRES_IMAGE, "--memory", "512m", env=env)
+        run_cli("stack", "up", "--dir", str(directory), env=env, timeout=900)
+        out = run_cli("stack", "keys", "create", "ci", "--dir", str(directory), env=env).stdout
+        key = re.search(r"^(mpk_\S+)$", out, re.M)[1]
+        yield RunningStack(name, directory, env, f"http://127.0.0.1:{port}", key, frame[FEATURES].to_numpy()[:8], client)
+    finally:
+        if directory.exists():
+            run_cli("stack", "down", "--volumes", "--dir", str(directory), env=env, check=False)
+        remove_everything(client, name)
+        client.close()
+
+
+def expected(stack: RunningStack, ref: str, x: np.ndarray) -> np.ndarray:
+    from modelport.api import load_model
+    from modelport.store import ModelStore
+
+    store = ModelStore(Path(stack.env["MODELPORT_HOME"]))
+    try:
+        return load_model(ref, store=store).predict(x)
+    finally:
+        store.close()
+
+
+def stored_request_ids(stack: RunningStack, expected_count: int, timeout: float = 60) -> list[str]:
+    """Request ids in the prediction log, once it holds ``expected_count`` (records are written
+    asynchronously, and after an outage replayed from the spool)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ids = stack.psql("SELECT request_id FROM mp_predictions").split()
+        if len(ids) >= expected_count or time.monotonic() > deadline:
+            return ids
+        time.sleep(0.5)
+
+
+def test_stack_files_hold_no_secret(stack: RunningStack) -> None:
+    env_file = stack.directory / ".env"
+    password = re.search(r"^POSTGRES_PASSWORD=(\S+)$", env_file.read_text(), re.M)[1]
+    assert len(password) >= 32 and env_file.stat().st_mode & 0o777 == 0o600
+    for path in (stack.directory / "compose.yaml", stack.directory / "stack.json"):
+        assert password not in path.read_text()
+    logs = run_cli("stack", "logs", "--dir", str(stack.directory), env=stack.env).stdout
+    assert "gateway" in logs and password not in logs
+
+
+def test_only_the_gateway_port_is_published(stack: RunningStack) -> None:
+    containers = stack.client.containers.list(filters={"label": f"com.docker.compose.project={stack.name}"})
+    published = {c.labels["com.docker.compose.service"]: [b for bs in (c.attrs["NetworkSettings"]["Ports"] or {}).values()
+                                                          for b in bs or []] for c in containers}
+    assert set(published) == {"db", "lin", "ridge", "gateway"}
+    assert {s for s, bindings in published.items() if bindings} == {"gateway"}
+    assert {b["HostIp"] for b in published["gateway"]} == {"127.0.0.1"}
+    backend = stack.client.networks.get(f"{stack.name}_backend")
+    assert backend.attrs["Internal"] is True
+    for model in ("lin", "ridge"):
+        c = stack.container(model)
+        assert list(c.attrs["NetworkSettings"]["Networks"]) == [f"{stack.name}_backend"]
+        assert c.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
+        assert c.attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
+        assert c.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+
+def test_requests_without_a_valid_key_get_401(stack: RunningStack) -> None:
+    body = {"features": stack.x[0].tolist()}
+    for headers in ({}, {"authorization": "Bearer mpk_not-a-key"}, {"x-api-key": "nope"}):
+        r = httpx.post(f"{stack.url}/predict", json=body, headers=headers, timeout=10)
+        assert r.status_code == 401, r.text
+        assert "API key" in r.json()["error"]
+    assert httpx.post(f"{stack.url}/predict", json=body, headers={"x-api-key": stack.key}, timeout=10).status_code == 200
+
+
+def test_predictions_through_the_gateway_equal_the_models_own(stack: RunningStack) -> None:
+    for model, ref in (("lin", "lin:1"), ("ridge", "ridge:1")):
+        r = stack.predict(model, stack.x)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["predictions"], expected(stack, ref, stack.x), rtol=1e-9)
+        assert r.headers["x-model-version"] == "1" and r.headers["x-request-id"] == stack.sent[-1]
+    r = httpx.post(f"{stack.url}/predict", json={"features": stack.x[0].tolist()}, headers=stack.auth, timeout=10)
+    assert r.json()["prediction"] == pytest.approx(expected(stack, "lin:1", stack.x[:1])[0], rel=1e-9)  # the default
+    v2 = {"inputs": [{"name": "input", "shape": list(stack.x.shape), "datatype": "FP64", "data": stack.x.ravel().tolist()}]}
+    r = httpx.post(f"{stack.url}/v2/models/ridge/infer", json=v2, headers=stack.auth, timeout=10)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["outputs"][0]["data"], expected(stack, "ridge:1", stack.x), rtol=1e-9)
+
+
+def test_every_prediction_is_in_postgres(stack: RunningStack, tmp_path: Path) -> None:
+    with httpx.Client() as client:
+        for i in range(40):
+            assert stack.predict(("lin", "ridge")[i % 2], stack.x[i % len(stack.x)], client).status_code == 200
+    ids = stored_request_ids(stack, len(stack.sent))
+    assert set(stack.sent) <= set(ids) and len(ids) == len(set(ids))
+
+    out = tmp_path / "export.json"
+    stack.cli("predictions", "export", "--format", "json", "--output", str(out))
+    records = {r["request_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    last = records[stack.sent[-1]]
+    assert (last["model"], last["version"], last["status"], last["key_id"][:4]) == ("ridge", "1", 200, "key_")
+    assert json.loads(last["inputs"]) == {"features": stack.x[39 % len(stack.x)].tolist()}
+    assert "prediction" in json.loads(last["outputs"]) and last["latency_ms"] > 0
+
+    stats = {(s["model"], s["version"]): s for s in json.loads(stack.cli("predictions", "stats", "--json").stdout)}
+    assert stats[("lin", "1")]["count"] >= 20 and stats[("ridge", "1")]["count"] >= 20
+    keys = json.loads(stack.cli("stack", "keys", "list", "--json").stdout)
+    assert [k["name"] for k in keys] == ["ci"] and all(stack.key not in json.dumps(k) for k in keys)
+
+
+def test_a_killed_model_is_restarted_and_the_gateway_answers_503_meanwhile(stack: RunningStack) -> None:
+    lin = stack.container("lin")
+    restarts = lin.attrs["RestartCount"]
+    # SIGKILL to its process from outside, as a crash or the OOM killer would (`docker kill`
+    # counts as a deliberate stop, which restart policies respect).
+    os.kill(lin.attrs["State"]["Pid"], signal.SIGKILL)
+    statuses: list[int] = []
+    deadline = time.monotonic() + 90
+    with httpx.Client() as client:
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            r = stack.predict("lin", stack.x[:1], client, timeout=30)
+            assert time.monotonic() - started < 10, "the gateway hung instead of answering"
+            statuses.append(r.status_code)
+            if r.status_code == 503:
+                assert "unavailable" in r.json()["error"] and "lin" in r.json()["error"]
+            else:
+                assert r.status_code == 200, r.text
+                if 503 in statuses:
+                    break
+            time.sleep(0.05)
+    assert 503 in statuses and statuses[-1] == 200, statuses
+    lin.reload()
+    assert lin.attrs["RestartCount"] == restarts + 1  # Docker restarted it, by its restart policy
+
+
+def test_stopping_and_starting_the_database_under_load_loses_no_record(stack: RunningStack) -> None:
+    failures: list[str] = []
+    sent_here: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set() and len(sent_here) < 3000:
+                r = stack.predict(("lin", "ridge")[len(sent_here) % 2], stack.x[0], client)
+                sent_here.append(r.headers.get("x-request-id", ""))
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text}")
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        db = stack.container("db")
+        db.stop(timeout=10)
+        time.sleep(4)  # predictions go on, their records into the gateway's spool
+        during_outage = len(sent_here)
+        db.start()
+        time.sleep(4)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures, failures[:5]
+    assert len(sent_here) > during_outage > 0
+    ids = stored_request_ids(stack, len(stack.sent), timeout=90)
+    missing = set(stack.sent) - set(ids)
+    assert not missing, f"{len(missing)} of {len(stack.sent)} records missing"
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} records stored twice"
+
+
+def test_deploy_and_rollback_under_a_client_loop_fail_no_request(stack: RunningStack) -> None:
+    v1, v2 = expected(stack, "lin:1", stack.x[:1])[0], expected(stack, "lin:2", stack.x[:1])[0]
+    assert v1 != pytest.approx(v2)
+    seen: list[tuple[int, str | None, float | None]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                r = stack.predict("lin", stack.x[0], client, timeout=30)
+                seen.append((r.status_code, r.headers.get("x-model-version"),
+                             r.json().get("prediction") if r.status_code == 200 else None))
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        time.sleep(1)
+        stack.cli("stack", "deploy", "lin=2", timeout=600)
+        after_deploy = len(seen)
+        time.sleep(1)
+        assert 'image: "modelport/lin:2"' in (stack.directory / "compose.yaml").read_text()
+        stack.cli("stack", "rollback", "lin", timeout=600)
+        time.sleep(1)
+    finally:
+        stop.set()
+        thread.join()
+    failed = [s for s in seen if s[0] != 200]
+    assert not failed, f"{len(failed)} of {len(seen)} requests failed: {failed[:5]}"
+    versions = [v for _, v, _ in seen]
+    assert versions[0] == "1" and "2" in versions[:after_deploy + 1] and versions[-1] == "1"
+    for _, version, prediction in seen:
+        assert prediction == pytest.approx(v1 if version == "1" else v2, rel=1e-9)
+    assert 'image: "modelport/lin:1"' in (stack.directory / "compose.yaml").read_text()
+    assert stack.container("lin").attrs["Config"]["Image"] == "modelport/lin:1"
+    assert not stack.client.containers.list(all=True, filters={"label": [f"io.modelport.stack={stack.name}",
+                                                                         "io.modelport.role=next"]})
+
+
+def test_gateway_overhead(stack: RunningStack) -> None:
+    """p50/p99 through the gateway vs. straight to a container of the same model image (same
+    limits, published on loopback for the measurement), under the same load."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (scripts/test-env.sh installs it)")
+    port = free_port()
+    direct = stack.client.containers.run("modelport/lin:1", detach=True, ports={"8080/tcp": ("127.0.0.1", port)},
+                                         nano_cpus=1_000_000_000, mem_limit="512m",
+                                         labels={"io.modelport.stack": stack.name, "io.modelport.role": "measure"})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        results = {path: wrk(url, stack.key, stack.x[0]) for path, url in
+                   (("direct", f"http://127.0.0.1:{port}"), ("gateway", stack.url))}
+    finally:
+        direct.remove(force=True)
+    print(f"\ngateway overhead ({WRK_ARGS}): " + "; ".join(
+        f"{path}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, {r['rps']:.0f} req/s" for path, r in results.items()))
+    assert results["gateway"]["errors"] == 0 and results["direct"]["errors"] == 0
+    assert results["gateway"]["p50"] < results["direct"]["p50"] + 50
+
+
+WRK_ARGS = "wrk -t2 -c8 -d10s, POST /models/lin/predict, one row"
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %f %f %d %d %f\\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.requests, summary.requests / (summary.duration / 1e6)))
+end
+"""
+
+
+def wrk(url: str, key: str, row: np.ndarray) -> dict[str, float]:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT.format(body=json.dumps({"features": row.tolist()}), key=key))
+        script.flush()
+        out = subprocess.run(["wrk", "-t2", "-c8", "-d10s", "-s", script.name, f"{url}/models/lin/predict"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    p50, p99, errors, requests, rps = re.search(r"^RESULT (\S+) (\S+) (\d+) (\d+) (\S+)$", out, re.M).groups()
+    return {"p50": float(p50), "p99": float(p99), "errors": int(errors), "requests": int(requests), "rps": float(rps)}
+
+
+def test_data_survives_down_and_up(stack: RunningStack) -> None:
+    before = int(stack.psql("SELECT count(*) FROM mp_predictions"))
+    stack.cli("stack", "down")
+    assert not stack.client.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack.name}"})
+    stack.cli("stack", "up", timeout=600)
+    assert int(stack.psql("SELECT count(*) FROM mp_predictions")) >= before
+    assert stack.predict("ridge", stack.x[:2]).status_code == 200  # the key is in the database too
+    ps = json.loads(stack.cli("stack", "ps", "--json").stdout)
+    assert {(r["service"], r["state"]) for r in ps} == {("db", "healthy"), ("lin", "healthy"), ("ridge", "healthy"),
+                                                        ("gateway", "healthy")}
+
+
+def test_up_names_the_service_that_is_not_healthy_and_why(stack: RunningStack, tmp_path: Path) -> None:
+    """A second stack whose model services get far too little memory: up fails naming one, with the cause."""
+    name = f"mpt-{uuid.uuid4().hex[:6]}"
+    directory = tmp_path / name
+    try:
+        run_cli("stack", "init", str(directory), "--model", "lin:1", "--gateway-port", str(free_port()),
+                "--base-image", TEST_BASE_IMAGE, "--db-image", POSTGRES_IMAGE, "--memory", "24m", env=stack.env)
+        proc = run_cli("stack", "up", "--dir", str(directory), "--wait", "120", env=stack.env, check=False, timeout=300)
+        assert proc.returncode == 1
+        assert "Service 'lin' is not healthy" in proc.stderr and "OOMKilled" in proc.stderr, proc.stderr
+    finally:
+        run_cli("stack", "down", "--volumes", "--dir", str(directory), env=stack.env, check=False)
+        remove_everything(stack.client, name)

@@ -1,0 +1,63 @@
+"""The hooks in the gateway's app, in process, in front of a real model server: keys and the log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelport.errors import ModelportError
+from modelport.gateway.db import make_engine
+from modelport.gateway.hooks import hooks_from_options, serving_logger
+from modelport.gateway.keys import KeyStore
+from modelport.gateway.proxy import RouteTable, Upstream, create_gateway_app
+from modelport.gateway.queries import list_predictions
+from tests.gateway.conftest import record
+
+
+def test_keys_and_prediction_log_through_the_gateway(store, regression_csv, serve, db_url: str, tmp_path: Path) -> None:
+    from modelport.training.trainer import train
+
+    path, x, _ = regression_csv
+    train(path, "target", "lin", store=store)
+    server = serve("lin")
+    key, token = KeyStore(make_engine(db_url)).create("test")
+    hooks = hooks_from_options(db_url, True, tmp_path / "spool")
+    app = create_gateway_app(RouteTable([Upstream("lin", server.url)]), default="lin", hooks=hooks)
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client:
+            body = {"features": x[0].tolist()}
+            return [await client.post("/predict", json=body),
+                    await client.post("/predict", json=body, headers={"authorization": f"Bearer {token}"}),
+                    await client.post("/models/lin/predict", json={"instances": x[:3].tolist()},
+                                      headers={"x-api-key": token, "x-request-id": "mine"})]
+
+    anonymous, single, batch = asyncio.run(scenario())
+    assert anonymous.status_code == 401 and single.status_code == 200 and batch.status_code == 200
+    assert hooks.predictions.flush(10)
+    hooks.close()
+    rows = list_predictions(make_engine(db_url), model="lin")
+    assert len(rows) == 2  # the refused request is no prediction
+    newest = rows[0]
+    assert (newest["request_id"], newest["key_id"], newest["version"], newest["status"]) == ("mine", key.id, "1", 200)
+    assert json.loads(newest["inputs"]) == {"instances": x[:3].tolist()}
+    assert json.loads(newest["outputs"]) == batch.json()
+
+
+def test_options() -> None:
+    assert hooks_from_options(None, False, None) is None
+    with pytest.raises(ModelportError, match="--require-keys needs --db-url"):
+        hooks_from_options(None, True, None)
+
+
+def test_serving_logger_writes_in_the_background(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = serving_logger(url, tmp_path / "spool")
+    for n in range(5):
+        log(record(n, key_id=None))
+    log.__self__.close()  # a bound PredictionLog.submit: close() flushes
+    assert len(list_predictions(make_engine(url))) == 5
