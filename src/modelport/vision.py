@@ -143,17 +143,22 @@ def parse_labels(data: bytes, source: str = "labels") -> list[str]:
             obj = [v[-1] if isinstance(v, list) and v else v for _, v in items]
         if not isinstance(obj, list) or not all(isinstance(v, str) for v in obj):
             raise ModelportError(f"{source}: JSON labels must be a list of strings")
-        labels = [v.strip() for v in obj]
-    else:
-        labels = [line.strip() for line in text.splitlines()]
-        while labels and not labels[-1]:
-            labels.pop()
+        return check_labels(obj, source)
+    labels = text.splitlines()
+    while labels and not labels[-1].strip():
+        labels.pop()
+    return check_labels(labels, source)
+
+
+def check_labels(labels: list[str], source: str = "labels") -> list[str]:
+    """Stripped class names; none may be empty or span lines (labels.txt stores one per line)."""
+    labels = [v.strip() for v in labels]
     if not labels:
         raise ModelportError(f"{source} has no labels")
     empty = [i for i, v in enumerate(labels) if not v]
     if empty:
         raise ModelportError(f"{source}: label {empty[0]} (line {empty[0] + 1}) is empty")
-    if any("\n" in v or "\r" in v for v in labels):
+    if any(len(v.splitlines()) > 1 for v in labels):
         raise ModelportError(f"{source}: a label contains a line break")
     return labels
 
@@ -187,7 +192,7 @@ def import_image_classifier(name: str, model_file: str | Path | bytes, *, labels
     if labels is None:
         raise ModelportError("An image classifier needs its class names: pass --labels FILE (one name per line)")
     if isinstance(labels, list):
-        names = parse_labels("\n".join(labels).encode())
+        names = check_labels(labels)
     else:
         lpath = Path(labels)
         if not lpath.is_file():

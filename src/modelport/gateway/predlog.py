@@ -161,7 +161,8 @@ class PredictionLog:
             if self._queued_bytes + size <= self.max_queue_bytes or not self._queue:
                 self._queue.append((row, size))
                 self._queued_bytes += size
-                self._cond.notify()
+                if len(self._queue) == self.batch_size:  # else the writer wakes on its own: one insert per interval
+                    self._cond.notify()
                 return
         # The memory budget is spent (the database is slow and the queue full): straight to disk.
         try:
@@ -226,7 +227,7 @@ class PredictionLog:
 
     def _take(self) -> Rows:
         with self._cond:
-            if not self._queue and not self._closing:
+            if len(self._queue) < self.batch_size and not self._closing:
                 self._cond.wait(self.flush_interval)
             batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
             self._queued_bytes -= sum(size for _, size in batch)
