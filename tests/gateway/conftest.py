@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from modelport.gateway import keys, predlog
 from modelport.gateway.db import make_engine
-from modelport.gateway.proxy import PredictionRecord
+from modelport.records import PredictionRecord
 
 
 @pytest.fixture

@@ -295,3 +295,29 @@ def test_a_model_that_only_fails_inside_the_workers_stops_serve(home: Path) -> N
     out = run_cli("serve", "unsafe", "--port", str(free_port()), "--workers", "2", check=False, timeout=120)
     assert out.returncode == 1
     assert "Refusing to load a scikit-learn model that contains types outside" in " ".join(out.stderr.split())
+
+
+def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve, tmp_path: Path) -> None:
+    path, x, _ = regression_csv
+    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    db = f"sqlite:///{tmp_path / 'predictions.db'}"
+    server = serve("house", "--log-db", db, workers=2)
+    for i in range(10):
+        httpx.post(server.url + "/predict", json={"features": x[i].tolist()}, headers={"x-request-id": f"req-{i}"})
+    httpx.post(server.url + "/predict", json={"features": [1]})
+    deadline = time.monotonic() + 10
+    while True:  # the log writes in the background, every 100 ms
+        rows = json.loads(run_cli("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout)
+        if len(rows) >= 11 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert len(rows) == 11
+    ok = {r["request_id"]: r for r in rows if r["status"] == 200}
+    assert set(ok) == {f"req-{i}" for i in range(10)}
+    assert json.loads(ok["req-3"]["inputs"]) == {"features": x[3].tolist()}
+    assert json.loads(ok["req-3"]["outputs"])["prediction"] == pytest.approx(modelport.load_model("house").predict(x[3:4])[0])
+    stats = run_cli("predictions", "stats", "--db-url", db).stdout
+    assert "house" in stats
+    out = tmp_path / "export.csv"
+    run_cli("predictions", "export", "--db-url", db, "--format", "csv", "--output", str(out))
+    assert len(out.read_text().strip().splitlines()) == 12  # header + 11 records

@@ -120,6 +120,7 @@ def serve(
     max_body_mb: float = typer.Option(16, "--max-body-mb", help="Largest request body accepted."),
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+    log_db: str = typer.Option(None, "--log-db", help="Record every prediction in this database (e.g. sqlite:///predictions.db); query it with `modelport predictions`."),
 ) -> None:
     """Serve models over HTTP: /predict, the Open Inference Protocol v2, /metrics, /docs."""
     from modelport.serving.runtime import ServeSpec
@@ -128,7 +129,7 @@ def serve(
     batch = _batch_options(max_batch_size, max_latency_ms)
     specs = [ServeSpec.parse(r, batch) for r in refs]
     run_server(specs, host=host, port=port, workers=workers, max_body=int(max_body_mb * 1024 * 1024),
-               log_format=log_format, access_log=access_log,
+               log_format=log_format, access_log=access_log, log_db=log_db,
                on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
 
 

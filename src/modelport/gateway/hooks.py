@@ -11,7 +11,8 @@ from modelport import config
 from modelport.errors import ModelportError
 from modelport.gateway.db import make_engine
 from modelport.gateway.keys import KeyCache, KeyStore
-from modelport.gateway.predlog import PredictionLog, Record
+from modelport.gateway.predlog import PredictionLog
+from modelport.records import PredictionRecord
 
 
 class DatabaseHooks:
@@ -25,7 +26,7 @@ class DatabaseHooks:
     async def authenticate(self, request: Request) -> str | None:
         return await self.keys.authenticate(request.headers) if self.keys is not None else None
 
-    async def on_prediction(self, record: Record) -> None:
+    async def on_prediction(self, record: PredictionRecord) -> None:
         if self.predictions is not None:
             self.predictions.submit(record)
 
@@ -51,7 +52,7 @@ def hooks_from_options(db_url: str | None, require_keys: bool, spool_dir: Path |
     return DatabaseHooks(keys, PredictionLog(db_url, spool_dir or default_spool_dir()))
 
 
-def serving_logger(db_url: str, spool_dir: Path | None = None) -> Callable[[Record], None]:
+def serving_logger(db_url: str, spool_dir: Path | None = None) -> Callable[[PredictionRecord], None]:
     """For ``modelport serve --log-db URL``: a function to call with each prediction's record
     (it returns at once; writing happens in the background)."""
     return PredictionLog(db_url, spool_dir or default_spool_dir()).submit

@@ -18,7 +18,7 @@ import uuid
 from collections import deque
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -40,6 +40,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from modelport.errors import ModelportError
 from modelport.gateway.db import make_engine, safe_url
 from modelport.gateway.spool import Rows, Spool
+from modelport.records import PredictionRecord
 
 log = logging.getLogger("modelport.gateway.predlog")
 
@@ -68,21 +69,6 @@ predictions = Table(
 COLUMNS = [str(c.name) for c in predictions.columns if c.name != "id"]  # plain str: orjson refuses subclasses as keys
 
 
-class Record(Protocol):
-    """What the gateway hands over (``modelport.gateway.proxy.PredictionRecord``)."""
-
-    time: datetime
-    request_id: str
-    key_id: str | None
-    model: str
-    version: str | None
-    inputs: bytes
-    outputs: bytes
-    content_type: str
-    latency_ms: float
-    status: int
-
-
 def body_text(body: bytes) -> str:
     """A body as stored: its text when it is text, ``base64:…`` when not (PostgreSQL text cannot
     hold NUL either), and only its size and sha256 when it is very large."""
@@ -95,7 +81,7 @@ def body_text(body: bytes) -> str:
     return "base64:" + base64.b64encode(body).decode() if "\0" in decoded else decoded
 
 
-def to_row(record: Record) -> dict[str, Any]:
+def to_row(record: PredictionRecord) -> dict[str, Any]:
     return {"record_id": uuid.uuid4().hex, "time": record.time, "request_id": record.request_id[:128],
             "key_id": record.key_id, "model": record.model, "version": record.version,
             "inputs": body_text(record.inputs), "outputs": body_text(record.outputs),
@@ -153,7 +139,7 @@ class PredictionLog:
 
     # -- the caller's side: never waits for the database -----------------------------------------
 
-    def submit(self, record: Record) -> None:
+    def submit(self, record: PredictionRecord) -> None:
         row = to_row(record)
         size = len(row["inputs"]) + len(row["outputs"]) + 256
         with self._cond:

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from modelport.gateway.upstream import UpstreamClient, UpstreamReply, UpstreamTimeout, UpstreamUnavailable
+from modelport.records import PredictionRecord
 from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response, read_body
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones httpx sets itself.
@@ -36,20 +37,6 @@ class Upstream:
     name: str
     url: str
     version: str | None = None
-
-
-@dataclass
-class PredictionRecord:
-    time: datetime
-    request_id: str
-    key_id: str | None
-    model: str
-    version: str | None
-    inputs: bytes
-    outputs: bytes
-    content_type: str
-    latency_ms: float
-    status: int
 
 
 class GatewayHooks(Protocol):
@@ -101,8 +88,7 @@ class RouteTable:
 
 def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: GatewayHooks | None = None,
                        timeout: float = 60.0, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=3.0),
-                               limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+    client = UpstreamClient(timeout)
 
     async def forward(name: str, request: Request, *, prediction: bool) -> Response:
         start = time.perf_counter()
@@ -125,21 +111,21 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
                 latency_ms=(time.perf_counter() - start) * 1000, status=upstream_response.status_code))
         return response
 
-    async def _send(name: str, request: Request, body: bytes, headers: list[tuple[str, str]]) -> tuple[Upstream, httpx.Response]:
+    async def _send(name: str, request: Request, body: bytes, headers: list[tuple[str, str]]) -> tuple[Upstream, UpstreamReply]:
         # Two tries: a connection refused or dropped before an answer (a service restarting, a
         # route switched a moment ago) is retried once against the route's current upstream.
         for attempt in (1, 2):
             upstream = routes.get(name)
             routes.acquire(upstream)
+            query = request.url.query
+            url = upstream.url + request.url.path + (f"?{query}" if query else "")
             try:
-                response = await client.request(request.method, upstream.url + request.url.path, content=body,
-                                                headers=headers, params=request.url.query)
-                return upstream, response
-            except httpx.TimeoutException:
+                return upstream, await client.request(request.method, url, body, headers)
+            except UpstreamTimeout:
                 raise HTTPError(504, f"Model service {name!r} did not answer within {timeout:.0f}s") from None
-            except httpx.TransportError as e:
+            except UpstreamUnavailable as e:
                 if attempt == 2:
-                    raise HTTPError(503, f"Model service {name!r} is unavailable ({type(e).__name__}); "
+                    raise HTTPError(503, f"Model service {name!r} is unavailable ({e}); "
                                          "it may be restarting, try again shortly", {"retry-after": "1"}) from None
                 await asyncio.sleep(0.05)
             finally:
@@ -169,10 +155,7 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
     async def ready(request: Request) -> Response:
         """Ready when every model service is: the container's healthcheck follows its upstreams."""
         async def check(u: Upstream) -> bool:
-            try:
-                return (await client.get(u.url + "/v2/health/ready", timeout=2)).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return await client.status(u.url + "/v2/health/ready", timeout=2) == 200
 
         results = await asyncio.gather(*(check(routes.get(n)) for n in routes.names()))
         down = [n for n, ok in zip(routes.names(), results, strict=True) if not ok]
@@ -205,6 +188,6 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
 
 
 @contextlib.asynccontextmanager
-async def _closing(client: httpx.AsyncClient) -> AsyncIterator[None]:
+async def _closing(client: UpstreamClient) -> AsyncIterator[None]:
     yield
-    await client.aclose()
+    await client.close()

@@ -25,7 +25,7 @@ from modelport.serving.runtime import ModelSet, describe
 log = logging.getLogger("modelport.server")
 
 
-def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY) -> ASGIApp:
+def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: str | None = None) -> ASGIApp:
     """The Starlette app for everything but predictions, behind the prediction router."""
     spec = openapi.build_spec(models)
     flusher = MetricsFlusher([m.metrics for m in models])
@@ -103,4 +103,9 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY) -> ASGIApp
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_unexpected})
-    return PredictionRouter(models, app, max_body)
+    prediction_log = None
+    if log_db:
+        from modelport.gateway.hooks import serving_logger
+
+        prediction_log = serving_logger(log_db)
+    return PredictionRouter(models, app, max_body, prediction_log)

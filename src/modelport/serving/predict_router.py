@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
+from modelport.records import PredictionRecord
 from modelport.serving import v2
 from modelport.serving.http import HTTPError, Reply, error_reply, parse_json
 from modelport.serving.runtime import ModelSet, ServedModel
@@ -98,10 +102,12 @@ async def simple_predict(model: ServedModel, body: bytes) -> Reply:
 
 
 class PredictionRouter:
-    def __init__(self, models: ModelSet, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, models: ModelSet, app: ASGIApp, max_body: int,
+                 log: Callable[[PredictionRecord], None] | None = None) -> None:
         self.models = models
         self.app = app
         self.max_body = max_body
+        self.log = log  # the prediction log (serve --log-db): returns at once, writes in the background
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = match(scope["path"]) if scope["type"] == "http" else None
@@ -125,9 +131,11 @@ class PredictionRouter:
                 await self._image(model, scope, receive, send)  # multipart parsing: Starlette's request
                 status = 200
             else:
-                reply = await self._predict(model, protocol, scope, receive)
+                body, reply = await self._predict(model, protocol, scope, receive)
                 await self._send(send, reply, model.raw_headers)
                 status = reply.status
+                if self.log is not None:
+                    self._log(model, scope, body, reply, start)
         except ClientGone:
             return
         except _Answered as e:
@@ -136,19 +144,28 @@ class PredictionRouter:
             model.metrics.in_flight -= 1
         model.metrics.observe(protocol, status, time.perf_counter() - start)
 
-    async def _predict(self, model: ServedModel, protocol: str, scope: Scope, receive: Receive) -> Reply:
+    async def _predict(self, model: ServedModel, protocol: str, scope: Scope, receive: Receive) -> tuple[bytes, Reply]:
+        body = b""
         try:
             body = await read_body(scope, receive, self.max_body)
             if protocol == SIMPLE:
-                return await simple_predict(model, body)
-            return await v2.infer(model, header(scope, b"inference-header-content-length"), body)
+                return body, await simple_predict(model, body)
+            return body, await v2.infer(model, header(scope, b"inference-header-content-length"), body)
         except HTTPError as e:
-            return self._error(model, e)
+            return body, self._error(model, e)
         except ClientGone:
             raise
         except Exception as e:
             log.exception("prediction failed", extra={"model": model.name, "version": model.version})
-            return error_reply(500, f"Internal server error ({type(e).__name__}); see the server log")
+            return body, error_reply(500, f"Internal server error ({type(e).__name__}); see the server log")
+
+    def _log(self, model: ServedModel, scope: Scope, body: bytes, reply: Reply, start: float) -> None:
+        assert self.log is not None
+        self.log(PredictionRecord(
+            time=datetime.now(UTC), request_id=header(scope, b"x-request-id") or uuid.uuid4().hex, key_id=None,
+            model=model.name, version=model.version, inputs=body, outputs=reply.body,
+            content_type=header(scope, b"content-type") or "", latency_ms=(time.perf_counter() - start) * 1000,
+            status=reply.status))
 
     async def _image(self, model: ServedModel, scope: Scope, receive: Receive, send: Send) -> None:
         from modelport.serving import images
