@@ -129,7 +129,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # same cleanup path as Ctrl-C: context managers stop the servers
 
 
+IMAGES = "images"  # the image-classification table: bench/images.py, run after the tables above
+
+
 def run(args: argparse.Namespace) -> int:
+    """Both tables, one command: the serving stacks (SUITES), then image classification."""
     quick = args.quick
     opts = Options(
         connections=sorted(args.connections),
@@ -138,7 +142,24 @@ def run(args: argparse.Namespace) -> int:
         rounds=args.rounds or (1 if quick else 2),
     )
     output = args.output or (WORK / "RESULTS-quick.md" if quick else BENCH / "RESULTS.md")
-    chosen = select(_names(args.only), _names(args.skip))
+    requested, skip = _names(args.only), _names(args.skip)
+    images = IMAGES not in skip and (not requested or IMAGES in requested)
+    only = requested - {IMAGES}
+    status = run_tables(args, opts, only, skip - {IMAGES}, output) if not requested or only else 0
+    if images:
+        from bench.images import run_image_bench, table
+
+        rows = run_image_bench(opts.duration, opts.rounds, warmup=opts.warmup)
+        section = ("\n## Image classification: MobileNetV2 (ONNX), 32 concurrent JPEG uploads\n\n"
+                   "See `python -m bench.images --help` for what each row measures.\n\n" + table(rows) + "\n")
+        print(section, flush=True)
+        with output.open("a" if output.exists() and (not requested or only) else "w") as f:
+            f.write(section)
+    return status
+
+
+def run_tables(args: argparse.Namespace, opts: Options, only: set[str], skip: set[str], output: Path) -> int:
+    chosen = select(only, skip)
     suites = [s for s in SUITES if s.key in chosen]
 
     # Everything that can fail for a reason the user must fix, before minutes of work.
