@@ -172,7 +172,10 @@ class PredictionRouter:
 
         try:
             response = await images.predict(model, Request(scope, receive), self.max_body)
-        except HTTPError as e:
+        except (HTTPError, Exception) as e:
+            if not isinstance(e, HTTPError):
+                log.exception("prediction failed", extra={"model": model.name, "version": model.version})
+                e = HTTPError(500, f"Internal server error ({type(e).__name__}); see the server log")
             reply = self._error(model, e)
             await self._send(send, reply, model.raw_headers + [(k.encode(), v.encode()) for k, v in (e.headers or {}).items()])
             raise _Answered(reply.status) from None

@@ -143,11 +143,15 @@ def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Non
         try:
             info = store.resolve(spec.ref)
             store.read_files(info)
-            module = get_adapter(info.framework).module
+            modules = [get_adapter(info.framework).module]
         except ModelportError as e:
             raise ModelportError(f"Cannot serve {spec.ref}: {e}") from None
-        if importlib.util.find_spec(module) is None:
-            raise ModelportError(f"Cannot serve {spec.ref}: it needs {module}, which is not installed")
+        if info.task == IMAGE_CLASSIFICATION:
+            modules += ["PIL", "python_multipart"]  # decoding uploads, parsing forms
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ModelportError(f"Cannot serve {spec.ref}: it needs {', '.join(missing)}, not installed here "
+                                 "(pip install 'modelport[image]' for image models)")
 
 
 def describe(models: ModelSet) -> list[dict[str, Any]]:

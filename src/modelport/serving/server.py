@@ -69,6 +69,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
                "log_config": log_config(log_format, log_level), "timeout_graceful_shutdown": 10,
                "server_header": False, "proxy_headers": False}
     os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
+    check_models(list(specs))
     if workers == 1:
         from modelport.serving.app import create_app
 
@@ -78,7 +79,6 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             print(on_ready, flush=True)
         uvicorn.run(app, **options)
         return
-    check_models(list(specs))
     check_port(host, port)
     state = Path(tempfile.mkdtemp(prefix="modelport-serve-"))
     os.environ[_CONFIG_ENV] = json.dumps({"specs": [dataclasses.asdict(s) for s in specs], "max_body": max_body, "log_db": log_db,
