@@ -38,6 +38,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ LONG_SIDE = 1800
 MODEL = "bench-mobilenet"
 CATS = range(281, 286)  # ImageNet's domestic cat classes
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+BUSY = 0.25  # cores used by other processes during a measurement that make it worth repeating
 BOUNDARY = "modelportbench0b7c1e"
 
 LUA = """\
@@ -235,7 +237,7 @@ def wait_quiet(max_wait: float, threshold: float = 0.2) -> None:
         time.sleep(1)
         quiet = quiet + 1 if machine_busy() - before < threshold else 0
     if max_wait > 0 and quiet < 2:
-        print(f"[images] the machine is still busy after {max_wait:.0f} s; measuring anyway", flush=True)
+        print("[images] the machine is still busy; measuring anyway", flush=True)
 
 
 class CpuMeter:
@@ -484,6 +486,35 @@ def bench_ort_decode(onnx_path: Path, files: list[Path], seconds: float) -> dict
 SYSTEMS = ("modelport", "modelport-1w", "flask", "ort-batch", "ort-decode")
 
 
+@dataclass(frozen=True)
+class Setup:
+    files: list[Path]  # the JPEG uploads
+    onnx_path: Path
+    labels: Path
+    env: dict[str, str]  # points modelport at the store holding the model
+    connections: int
+    duration: float
+    warmup: float
+
+
+def measure(name: str, setup: Setup) -> dict:
+    """One row: start the system if it is a server, load it, stop it."""
+    if name in ("ort-batch", "ort-decode"):
+        if name == "ort-batch":
+            return bench_ort(setup.onnx_path, setup.files, max(1.0, setup.duration / 4))[0]
+        return bench_ort_decode(setup.onnx_path, setup.files, max(1.0, setup.duration / 2))
+    port = free_port()
+    if name == "flask":
+        argv = [sys.executable, "flask_app.py", "127.0.0.1", str(port)]
+        env = {"MODEL_PATH": str(setup.onnx_path), "LABELS_PATH": str(setup.labels)}
+    else:
+        argv = [sys.executable, "-m", "modelport", "serve", MODEL, "--port", str(port)]
+        argv += ["--workers", "1"] if name == "modelport-1w" else []  # plain "modelport": its defaults
+        env = setup.env
+    url = f"http://127.0.0.1:{port}/predict"
+    return bench_http(name, argv, env, url, WORK, setup.files, setup.connections, setup.duration, setup.warmup)
+
+
 def run_image_bench(
     duration: float = 10.0,
     rounds: int = 1,
@@ -497,37 +528,27 @@ def run_image_bench(
     Rows: {round, system, images_per_s, p50_ms, p99_ms, errors, cpu_ms_per_image, other_load}; the last two are
     the CPU time the system used per image and the cores other processes kept busy meanwhile (0 on a quiet machine).
     """
-    selected = [name for name in SYSTEMS if only is None or name in only]
     WORK.mkdir(parents=True, exist_ok=True)
     files = photos(WORK)
     onnx_path, labels = model_files(WORK)
-    env = register(WORK, onnx_path, labels)
+    setup = Setup(files, onnx_path, labels, register(WORK, onnx_path, labels), connections, duration, warmup)
     print("[images] uploads: " + ", ".join(f"{f.name} {f.stat().st_size / 1e3:.0f} KB" for f in files), flush=True)
     (WORK / "flask_app.py").write_text(FLASK_APP)
     rows = []
     for r in range(1, rounds + 1):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/predict"
-        mp = [sys.executable, "-m", "modelport", "serve", MODEL, "--port", str(port)]
-        http = {
-            "modelport": (mp, env),  # its defaults for an image model
-            "modelport-1w": ([*mp, "--workers", "1"], env),
-            "flask": (
-                [sys.executable, "flask_app.py", "127.0.0.1", str(port)],
-                {"MODEL_PATH": str(onnx_path), "LABELS_PATH": str(labels)},
-            ),
-        }
-        for name in selected:
-            wait_quiet(wait_quiet_s)
-            print(f"[images] round {r}: {name}", flush=True)
-            if name in http:
-                argv, system_env = http[name]
-                row = bench_http(name, argv, system_env, url, WORK, files, connections, duration, warmup)
-            elif name == "ort-batch":
-                row = bench_ort(onnx_path, files, max(1.0, duration / 4))[0]
-            else:
-                row = bench_ort_decode(onnx_path, files, max(1.0, duration / 2))
-            rows.append({"round": r, **row})
+        for name in [name for name in SYSTEMS if only is None or name in only]:
+            # On a shared machine: measure again (within the wait budget) while other processes took CPU
+            # during the run, and keep the least disturbed measurement.
+            deadline, best = time.monotonic() + wait_quiet_s, None
+            while True:
+                wait_quiet(max(0.0, deadline - time.monotonic()))
+                print(f"[images] round {r}: {name}", flush=True)
+                row = measure(name, setup)
+                best = row if best is None or row["other_load"] < best["other_load"] else best
+                if best["other_load"] <= BUSY or time.monotonic() >= deadline:
+                    break
+                print(f"[images]   other processes used {row['other_load']:.2f} cores meanwhile: again", flush=True)
+            rows.append({"round": r, **best})
     return rows
 
 
@@ -560,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.0,
         metavar="S",
-        help="before each row, wait up to S seconds for other processes to leave the CPU idle",
+        help="shared machine: per row, wait up to S seconds for idle CPUs, re-measuring while others used CPU",
     )
     args = p.parse_args(argv)
     only = {n.strip() for n in args.only.split(",") if n.strip()} or None
