@@ -129,7 +129,8 @@ def wait_healthy(container: Any, timeout: float) -> None:
         container.reload()
         state = container.attrs["State"]
         health = (state.get("Health") or {}).get("Status")
-        if state["Status"] == "running" and health in ("healthy", None) and (health or _no_healthcheck(container)):
+        healthy = health == "healthy" or (health is None and _no_healthcheck(container))
+        if state["Status"] == "running" and healthy:
             return
         if state["Status"] in ("exited", "dead") or state.get("Restarting") or container.attrs.get("RestartCount", 0) > 0:
             raise ModelportError(f"{container.name} did not start: {explain(container)}")

@@ -60,9 +60,9 @@ class ClientGone(Exception):
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = header(scope, b"content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        if not declared.isdigit():
-            raise HTTPError(400, "Invalid Content-Length header")
+    if declared is not None and not declared.isdigit():
+        raise HTTPError(400, "Invalid Content-Length header")
+    if declared is not None and int(declared) > limit:
         raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")
     chunks, size = [], 0
     while True:
@@ -172,7 +172,7 @@ class PredictionRouter:
 
         try:
             response = await images.predict(model, Request(scope, receive), self.max_body)
-        except (HTTPError, Exception) as e:
+        except Exception as e:
             if not isinstance(e, HTTPError):
                 log.exception("prediction failed", extra={"model": model.name, "version": model.version})
                 e = HTTPError(500, f"Internal server error ({type(e).__name__}); see the server log")

@@ -121,7 +121,8 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
         except Exception as e:
             raise ModelportError(f"Cannot serve {spec.ref}: loading failed with {type(e).__name__}: {e}") from None
         name = spec.name or parse_ref(spec.ref).name
-        batch = spec.batch if spec.batch.enabled else BatchConfig(**model.info.extra.get("batching", {})) if model.info.extra.get("batching") else spec.batch
+        stored = model.info.extra.get("batching")  # the model's own default (image models have one)
+        batch = spec.batch if spec.batch.enabled or not stored else BatchConfig(**stored)
         served = ServedModel(name, model.info, model.predictor, batch, executor)
         if served.task == IMAGE_CLASSIFICATION:
             from modelport.vision import read_labels  # Pillow only where images are served
