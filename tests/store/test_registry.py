@@ -145,6 +145,16 @@ def test_concurrent_saves_get_distinct_versions(home: Path, tmp_path: Path) -> N
     assert [v.version for v in store.list_versions("race")] == versions
 
 
+def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
+    """The first open creates the tables; racing openers wait for it instead of failing "database is locked"."""
+    code = "import sys; from pathlib import Path; from modelport.store.registry import ModelStore; ModelStore(Path(sys.argv[1])).list_models()"
+    for attempt in range(4):
+        home = tmp_path / f"home{attempt}"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(home)], stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 8, "\n".join(errors)
+
+
 def test_a_save_killed_midway_leaves_no_half_version(home: Path, tmp_path: Path) -> None:
     """SIGKILL a process while it saves large models: every version that exists is complete."""
     script = tmp_path / "saver.py"

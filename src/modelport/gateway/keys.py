@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from modelport.errors import ModelportError, NotFoundError
 from modelport.serving.http import HTTPError
+from modelport.store.schema import create_tables
 
 log = logging.getLogger("modelport.gateway.keys")
 
@@ -65,7 +66,7 @@ class KeyStore:
 
     def _ensure_schema(self) -> None:
         if not self._schema:
-            metadata.create_all(self.engine)
+            create_tables(self.engine, metadata)
             self._schema = True
 
     def create(self, name: str) -> tuple[ApiKey, str]:

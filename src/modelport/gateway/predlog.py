@@ -41,6 +41,7 @@ from modelport.errors import ModelportError
 from modelport.gateway.db import make_engine, safe_url
 from modelport.gateway.spool import Rows, Spool
 from modelport.records import PredictionRecord
+from modelport.store.schema import create_tables
 
 log = logging.getLogger("modelport.gateway.predlog")
 
@@ -94,7 +95,7 @@ def _from_spool(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
+    create_tables(engine, metadata)
 
 
 def insert_rows(engine: Engine, rows: Rows) -> None:

@@ -18,7 +18,7 @@ from modelport import config
 from modelport.errors import ModelportError, NotFoundError
 from modelport.store.blobs import BlobStore
 from modelport.store.refs import Ref, check_alias, check_name, parse_ref
-from modelport.store.schema import AliasRow, Base, ModelRow, VersionRow, make_engine
+from modelport.store.schema import AliasRow, Base, ModelRow, VersionRow, create_tables, make_engine
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class ModelStore:
         self._engine = make_engine(url)
         try:
             if "mode=ro" not in url:
-                Base.metadata.create_all(self._engine)
+                create_tables(self._engine, Base.metadata)
         except OperationalError as e:
             raise ModelportError(f"Cannot open the model registry database {_safe_url(url)}: {e.orig}") from None
         self._session = sessionmaker(self._engine, expire_on_commit=False)

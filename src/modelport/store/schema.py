@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+)
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -75,3 +88,22 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create the tables that are missing, safely when several processes open a new database at once.
+
+    A plain ``create_all`` reads the catalogue in a deferred transaction and then writes; on SQLite
+    in WAL mode a writer that committed in between makes that upgrade fail at once with "database
+    is locked" (the busy timeout does not apply). So: look first without locking, and create under
+    the write lock taken up front (BEGIN IMMEDIATE on SQLite). Another server creating the same
+    table at the same moment (PostgreSQL) is fine as long as the tables exist afterwards."""
+    wanted = set(metadata.tables)
+    if wanted <= set(inspect(engine).get_table_names()):
+        return
+    try:
+        with engine.execution_options(immediate=True).begin() as conn:
+            metadata.create_all(conn)
+    except DBAPIError:
+        if not wanted <= set(inspect(engine).get_table_names()):
+            raise
