@@ -158,6 +158,10 @@ def test_v2_protocol_json(served) -> None:
     ({"inputs": [{"name": "input", "shape": [1, 7], "datatype": "FP64", "data": [0] * 7}]}, "expects [N, 8]"),
     ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": ["a"] * 8}]}, "not FP64 numbers"),
     ({"inputs": [{"name": "input", "shape": "1x8", "datatype": "FP64", "data": [0] * 8}]}, "needs a shape"),
+    ({"inputs": [{"name": "input", "shape": [1, -8], "datatype": "FP64", "data": [0] * 8}]}, "needs a shape"),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": [[0] * 4, [0] * 3 + ["1"]]}]}, "not FP64 numbers"),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "INT8", "data": [300] * 8}]}, "out of the range of INT8"),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32", "data": [1e39] * 8}]}, "NaN or infinite"),
     ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": [0] * 8}], "outputs": [{"name": "zz"}]}, "Unknown output 'zz'"),
 ])
 def test_v2_bad_requests(served, body: dict, message: str) -> None:
@@ -190,6 +194,12 @@ def test_tritonclient_gets_the_same_prediction(served) -> None:
     inp.set_data_from_numpy(rows[:1, :3])
     result = client.infer("cls", [inp])  # no outputs named: the client asks for all of them in binary
     assert result.as_numpy("predictions")[0].decode() == models["cls"].predict(rows[:1, :3])[0]
+    nan = rows[:1].copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(triton.InferenceServerException, match="NaN or infinite"):  # binary tensors are checked
+        inp = triton.InferInput("input", [1, 8], "FP64")
+        inp.set_data_from_numpy(nan, binary_data=True)
+        client.infer("reg", [inp])
     with pytest.raises(triton.InferenceServerException, match="expects"):
         bad = triton.InferInput("input", [1, 2], "FP64")
         bad.set_data_from_numpy(rows[:1, :2])
