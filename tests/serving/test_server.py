@@ -151,6 +151,25 @@ def test_v2_protocol_json(served) -> None:
     assert out["outputs"][1]["shape"] == [1, 2]
 
 
+def test_v2_plain_requests_answer_as_the_general_path_does(served) -> None:
+    """The one-pass path for the usual tabular request must give exactly what the general path gives."""
+    server, models = served
+    rows = models["frame"].iloc[:4, :8].to_numpy()
+    cases = [
+        ("reg", {"inputs": [{"name": "input", "shape": [4, 8], "datatype": "FP64", "data": rows.ravel().tolist()}]}),
+        ("reg", {"id": 7, "inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}),
+        ("cls", {"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP64", "data": rows[:2, :3].ravel().tolist()}]}),
+    ]
+    for model, plain in cases:
+        general = {**plain, "parameters": {}}  # any extra key takes the general path
+        a = httpx.post(f"{server.url}/v2/models/{model}/infer", json=plain)
+        b = httpx.post(f"{server.url}/v2/models/{model}/infer", json=general)
+        assert a.status_code == b.status_code == 200
+        assert a.json() == b.json()
+    expected = models["reg"].predict(rows)
+    np.testing.assert_allclose(httpx.post(server.url + "/v2/models/reg/infer", json=cases[0][1]).json()["outputs"][0]["data"], expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ({"inputs": []}, 'non-empty "inputs"'),
     ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP99", "data": [0] * 8}]}, "datatype 'FP99'"),
@@ -159,6 +178,10 @@ def test_v2_protocol_json(served) -> None:
     ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": ["a"] * 8}]}, "not FP64 numbers"),
     ({"inputs": [{"name": "input", "shape": "1x8", "datatype": "FP64", "data": [0] * 8}]}, "needs a shape"),
     ({"inputs": [{"name": "input", "shape": [1, -8], "datatype": "FP64", "data": [0] * 8}]}, "needs a shape"),
+    ({"inputs": [{"name": "input", "shape": [True, 8], "datatype": "FP64", "data": [0] * 8}]}, "needs a shape"),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": [True] * 8}]}, "not FP64 numbers"),
+    ({"inputs": [{"name": "", "shape": [1, 8], "datatype": "FP64", "data": [0] * 8}]}, "has no name"),
+    ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": [0] * 7 + [None]}]}, "not FP64 numbers"),
     ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": [[0] * 4, [0] * 3 + ["1"]]}]}, "not FP64 numbers"),
     ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "INT8", "data": [300] * 8}]}, "out of the range of INT8"),
     ({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32", "data": [1e39] * 8}]}, "NaN or infinite"),

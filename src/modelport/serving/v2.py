@@ -22,7 +22,8 @@ _DTYPE_TO_V2 = {np.dtype(v): k for k, v in DATATYPES.items() if k != "BYTES"}  #
 _NUMPY_TO_V2 = {dtype.name: k for dtype, k in _DTYPE_TO_V2.items()}
 _SIG_TO_V2 = {**_NUMPY_TO_V2, "string": "BYTES", "object": "BYTES"}
 HEADER_LENGTH = "inference-header-content-length"
-_PLAIN_NUMBERS = {int, float, bool}
+_NUMBERS = {int, float}
+_NUMBER_OR_BOOL = {int, float, bool}
 _INT = {int}
 
 
@@ -32,19 +33,22 @@ def v2_datatype(dtype: str) -> str:
 
 # -- requests ----------------------------------------------------------------------------------
 
-def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str]]:
-    """→ (the request JSON, its input tensors by name, the names of those that may hold NaN or infinity).
+def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
+    """→ (the request JSON, the binary tensor data after it: Triton's binary extension)."""
+    if header_length is None:
+        return parse_json(body), memoryview(b"")
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise HTTPError(400, "Inference-Header-Content-Length does not fit the request body")
+    split = int(header_length)
+    return parse_json(body[:split]), memoryview(body)[split:]
+
+
+def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarray], list[str]]:
+    """→ (the input tensors by name, the names of those that may hold NaN or infinity).
 
     Tensors sent as JSON numbers in FP64 or an integer type are finite: orjson refuses NaN,
     Infinity and numbers that overflow. Binary tensors and narrower floats may not be, so models
     that refuse NaN check just those."""
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise HTTPError(400, "Inference-Header-Content-Length does not fit the request body")
-        split = int(header_length)
-        request, binary = parse_json(body[:split]), memoryview(body)[split:]
-    else:
-        request, binary = parse_json(body), memoryview(b"")
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise HTTPError(400, 'An inference request must be a JSON object with a non-empty "inputs" list')
     tensors: dict[str, np.ndarray] = {}
@@ -73,7 +77,7 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
             tensors[name] = _from_json(spec["data"], datatype, shape, name)
             if datatype in ("FP16", "FP32"):
                 unchecked.append(name)
-    return request, tensors, unchecked
+    return tensors, unchecked
 
 
 def _shape(shape: Any, name: str) -> tuple[int, ...]:
@@ -99,23 +103,24 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
         raise HTTPError(400, f"Input {name!r} has values out of the range of {datatype}") from None
     except (ValueError, TypeError):
         raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers") from None
-    if _has_non_numbers(data):
+    if _has_non_numbers(data, _NUMBER_OR_BOOL if datatype == "BOOL" else _NUMBERS):
         raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers")
     if arr.size != count:
         raise HTTPError(400, f"Input {name!r} has {arr.size} elements but its shape {list(shape)} needs {count}")
     return arr if arr.shape == shape else arr.reshape(shape)
 
 
-def _has_non_numbers(data: Any) -> bool:
-    # numpy would quietly turn "1.5" or true into numbers; the protocol says data is numbers.
-    if type(data) is list and set(map(type, data)) <= _PLAIN_NUMBERS:  # the usual flat list, at C speed
+def _has_non_numbers(data: Any, allowed: set[type]) -> bool:
+    # numpy would quietly turn "1.5" or true into numbers; the protocol says data is numbers
+    # (or true/false for BOOL).
+    if type(data) is list and set(map(type, data)) <= allowed:  # the usual flat list, at C speed
         return False
     stack = [data]
     while stack:
         v = stack.pop()
-        if isinstance(v, list):
+        if type(v) is list:
             stack.extend(v)
-        elif type(v) not in (int, float) and type(v) is not bool:
+        elif type(v) not in allowed:
             return True
     return False
 
@@ -171,26 +176,37 @@ def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[s
         binary_names = {o["name"] for o in requested if (o.get("parameters") or {}).get("binary_data", all_binary)}
     elif all_binary:
         binary_names = set(outputs)
-    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": []}
-    if "id" in request:
-        body["id"] = request["id"]
-    chunks = []
+    entries, chunks = [], []
     for name, arr in outputs.items():
         arr = np.asarray(arr)
-        datatype = "BYTES" if arr.dtype.kind in "OSU" else _DTYPE_TO_V2.get(arr.dtype, "FP64")
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if name in binary_names:
+            datatype = _datatype(arr)
             raw = _to_binary(arr, datatype)
-            entry["parameters"] = {"binary_data_size": len(raw)}
+            entries.append({"name": name, "datatype": datatype, "shape": list(arr.shape), "parameters": {"binary_data_size": len(raw)}})
             chunks.append(raw)
         else:
-            entry["data"] = _to_json(arr, datatype)
-        body["outputs"].append(entry)
-    header = orjson.dumps(body)
+            entries.append(_json_entry(name, arr))
+    header = orjson.dumps(_response_body(model, request, entries))
     if not chunks:
         return Reply(header)
     return Reply(b"".join([header, *chunks]), content_type=b"application/octet-stream",
                  headers=[(b"inference-header-content-length", str(len(header)).encode())])
+
+
+def _response_body(model: ServedModel, request: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+    if "id" in request:
+        body["id"] = request["id"]
+    return body
+
+
+def _datatype(arr: np.ndarray) -> str:
+    return "BYTES" if arr.dtype.kind in "OSU" else _DTYPE_TO_V2.get(arr.dtype, "FP64")
+
+
+def _json_entry(name: str, arr: np.ndarray) -> dict[str, Any]:
+    datatype = _datatype(arr)
+    return {"name": name, "datatype": datatype, "shape": list(arr.shape), "data": _to_json(arr, datatype)}
 
 
 def _to_json(arr: np.ndarray, datatype: str) -> list[Any]:
@@ -258,8 +274,44 @@ def tabular_rows(model: ServedModel, tensors: dict[str, np.ndarray], unchecked: 
     return x
 
 
+_PLAIN_KEYS = ({"inputs"}, {"inputs", "id"})
+_PLAIN_SPEC_KEYS = {"name", "shape", "datatype", "data"}
+
+
+def plain_tabular_rows(model: ServedModel, request: Any) -> np.ndarray | None:
+    """The usual request to a tabular model in one pass, or None to take the general path.
+
+    Usual means: one FP64 tensor of JSON numbers, flat data, shape [N, n_features], no outputs or
+    parameters. Anything else, valid or not, goes through ``decode_inputs`` and ``tabular_rows``,
+    which give the same answer slower and explain what is wrong."""
+    if type(request) is not dict or request.keys() not in _PLAIN_KEYS:
+        return None
+    inputs = request["inputs"]
+    if type(inputs) is not list or len(inputs) != 1:
+        return None
+    spec = inputs[0]
+    if type(spec) is not dict or spec.keys() != _PLAIN_SPEC_KEYS or spec["datatype"] != "FP64" or not spec["name"]:
+        return None
+    data, shape, n = spec["data"], spec["shape"], model.schema.n if model.schema is not None else 0
+    if type(data) is not list or not data or not n or len(data) % n or shape != [len(data) // n, n] or type(shape[0]) is not int:
+        return None
+    if not set(map(type, data)) <= _NUMBERS:  # bools, strings, nulls, nested lists: the general path
+        return None
+    # JSON numbers are finite (orjson refuses NaN, Infinity and overflow): no finiteness check.
+    return np.array(data, dtype=np.float64).reshape(shape)
+
+
+def plain_tabular_reply(model: ServedModel, request: dict[str, Any], y: np.ndarray) -> Reply:
+    return Reply(orjson.dumps(_response_body(model, request, [_json_entry("predictions", y)])))
+
+
 async def infer(model: ServedModel, header_length: str | None, body: bytes) -> Reply:
-    req, tensors, unchecked = decode_request(body, header_length)
+    req, binary = split_body(body, header_length)
+    if not binary and model.schema is not None:
+        x = plain_tabular_rows(model, req)
+        if x is not None:
+            return plain_tabular_reply(model, req, await model.predict(x))
+    tensors, unchecked = decode_inputs(req, binary)
     if model.task == IMAGE_CLASSIFICATION:  # encoded image files in, class scores out: serving/images.py
         from modelport.serving import images
 
