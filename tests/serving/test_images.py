@@ -293,37 +293,55 @@ def test_v2_plain_json_with_base64(served) -> None:
 # --- concurrency, metrics, docs -----------------------------------------------------------------
 
 @pytest.mark.torch
-def test_concurrent_uploads_are_batched(served) -> None:
-    server, _ = served
-    photos = {"chelsea": photo_jpeg("chelsea"), "coffee": photo_jpeg("coffee")}
+def batch_stats(server: Server, model: str = "mnv2") -> tuple[float, float]:
+    """(model calls, images) counted so far by the batch-size histogram."""
+    text = httpx.get(server.url + "/metrics").text
+    count = re.search(rf'modelport_batch_size_count\{{model="{model}",version="1"\}} ([0-9.e+]+)', text)
+    total = re.search(rf'modelport_batch_size_sum\{{model="{model}",version="1"\}} ([0-9.e+]+)', text)
+    assert count and total, text
+    return float(count[1]), float(total[1])
 
-    def batch_stats() -> tuple[float, float]:
-        text = httpx.get(server.url + "/metrics").text
-        count = re.search(r'modelport_batch_size_count\{model="mnv2",version="1"\} ([0-9.e+]+)', text)
-        total = re.search(r'modelport_batch_size_sum\{model="mnv2",version="1"\} ([0-9.e+]+)', text)
-        assert count and total, text
-        return float(count[1]), float(total[1])
+
+def upload_burst(server: Server, n: int = 32) -> tuple[list[httpx.Response], float, float]:
+    """``n`` concurrent uploads → (responses, model calls they took, images counted)."""
+    photos = {"chelsea": photo_jpeg("chelsea"), "coffee": photo_jpeg("coffee")}
+    names = ["chelsea", "coffee"] * (n // 2)
 
     async def burst() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=32)
-        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
-            names = ["chelsea", "coffee"] * 16
-            return await asyncio.gather(*(client.post("/predict", files={"image": (f"{n}.jpg", photos[n])}) for n in names))
+        async with httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=n), timeout=60) as client:
+            return await asyncio.gather(*(client.post("/predict", files={"image": (f"{m}.jpg", photos[m])}) for m in names))
 
-    time.sleep(1.5)  # let earlier tests' counts reach the metrics before the "before" snapshot
-    before = batch_stats()
+    time.sleep(1.5)  # let earlier requests' counts reach the metrics before the "before" snapshot
+    before = batch_stats(server)
     responses = asyncio.run(burst())
     assert all(r.status_code == 200 for r in responses)
-    for r, name in zip(responses, ["chelsea", "coffee"] * 16, strict=True):
+    for r, name in zip(responses, names, strict=True):
         top = r.json()["prediction"][0]["class"]
         assert top in CAT_NAMES if name == "chelsea" else top == "espresso"
     deadline = time.monotonic() + 5  # each worker flushes its metrics every second
-    while (after := batch_stats())[1] - before[1] < 32 and time.monotonic() < deadline:
+    while (after := batch_stats(server))[1] - before[1] < len(names) and time.monotonic() < deadline:
         time.sleep(0.2)
-    calls, images = after[0] - before[0], after[1] - before[1]
+    return responses, after[0] - before[0], after[1] - before[1]
+
+
+def test_concurrent_uploads_are_batched(served) -> None:
+    server, _ = served
+    _, calls, images = upload_burst(server)
     assert images == 32 and calls < 32  # several uploads shared a model call
     text = httpx.get(server.url + "/metrics").text
     assert 'modelport_batch_size_bucket{le="1.0",model="mnv2",version="1"}' in text
+    (model,) = httpx.get(server.url + "/models").json()["models"]
+    assert model["batching"] == {"max_batch_size": 8, "max_latency_ms": 2.0}  # the model's own default
+
+
+def test_max_batch_size_1_turns_batching_off(mobilenet_onnx, home, serve) -> None:
+    onnx_path, labels = mobilenet_onnx
+    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels), "--preprocess", "imagenet")
+    server = serve("mnv2", "--max-batch-size", "1")
+    (model,) = httpx.get(server.url + "/models").json()["models"]
+    assert model["batching"] == {"max_batch_size": 1, "max_latency_ms": 2.0}  # latency still the model's own
+    _, calls, images = upload_burst(server, 16)
+    assert images == calls == 16  # one model call per upload
 
 
 @pytest.mark.torch

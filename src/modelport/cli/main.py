@@ -103,7 +103,7 @@ def pretrained_cmd(
     console.print(f"[green]Registered {mv.ref}[/] ({mv.framework}, {mv.task}). Serve it: modelport serve {mv.name}")
 
 
-def _batch_options(max_batch_size: int, max_latency_ms: float):
+def _batch_options(max_batch_size: int | None, max_latency_ms: float | None):
     from modelport.serving.batching import BatchConfig
 
     return BatchConfig(max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
@@ -115,8 +115,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8080, "--port"),
     workers: int = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
-    max_batch_size: int = typer.Option(1, "--max-batch-size", help="Adaptive batching: rows per model call (1: off)."),
-    max_latency_ms: float = typer.Option(0.0, "--max-latency-ms", help="Adaptive batching: how long a batch may wait to fill."),
+    max_batch_size: int = typer.Option(None, "--max-batch-size", min=1, help="Adaptive batching: rows per model call (1: off; default: the model's own, off for tabular models)."),
+    max_latency_ms: float = typer.Option(None, "--max-latency-ms", min=0, help="Adaptive batching: how long a batch may wait to fill (default: the model's own, else 0)."),
     max_body_mb: float = typer.Option(16, "--max-body-mb", help="Largest request body accepted."),
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),

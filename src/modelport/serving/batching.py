@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class BatchConfig:
-    max_batch_size: int = 1  # 1 turns batching off: the model is called inline, per request
-    max_latency_ms: float = 0.0  # how long a batch may wait for more rows once the model is free
+    """Batching settings; a field left as None takes the model's own default (see ``over``)."""
+
+    max_batch_size: int | None = None  # 1 turns batching off: the model is called inline, per request
+    max_latency_ms: float | None = None  # how long a batch may wait for more rows once the model is free
 
     @property
     def enabled(self) -> bool:
-        return self.max_batch_size > 1
+        return (self.max_batch_size or 1) > 1
+
+    def over(self, default: Mapping[str, Any] | None) -> BatchConfig:
+        """These settings where they are given, else the model's stored default (image models
+        have one), else off."""
+        default = default or {}
+        return BatchConfig(
+            max_batch_size=self.max_batch_size if self.max_batch_size is not None else default.get("max_batch_size", 1),
+            max_latency_ms=self.max_latency_ms if self.max_latency_ms is not None else default.get("max_latency_ms", 0.0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_batch_size": self.max_batch_size, "max_latency_ms": self.max_latency_ms}
 
 
 class Batcher:

@@ -45,6 +45,7 @@ class ServedModel:
         self.schema = TabularSchema(info.signature) if info.signature.get("kind") == "tabular" else None
         self.metrics = ModelMetrics(name, self.version)
         self.executor = executor
+        self.batch = batch
         self.batcher = Batcher(self._call, batch, executor, self.metrics.observe_batch) if batch.enabled else None
         self.headers = {"x-model": name, "x-model-version": self.version}
         self.raw_headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
@@ -121,8 +122,7 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
         except Exception as e:
             raise ModelportError(f"Cannot serve {spec.ref}: loading failed with {type(e).__name__}: {e}") from None
         name = spec.name or parse_ref(spec.ref).name
-        stored = model.info.extra.get("batching")  # the model's own default (image models have one)
-        batch = spec.batch if spec.batch.enabled or not stored else BatchConfig(**stored)
+        batch = spec.batch.over(model.info.extra.get("batching"))
         served = ServedModel(name, model.info, model.predictor, batch, executor)
         if served.task == IMAGE_CLASSIFICATION:
             from modelport.vision import read_labels  # Pillow only where images are served
@@ -157,4 +157,4 @@ def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Non
 
 def describe(models: ModelSet) -> list[dict[str, Any]]:
     return [{"name": m.name, "version": m.version, "framework": m.info.framework, "task": m.task,
-             "sha256": m.info.digest} for m in models]
+             "sha256": m.info.digest, "batching": m.batch.to_dict()} for m in models]
