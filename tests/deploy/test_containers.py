@@ -257,3 +257,25 @@ def test_build_failure_names_the_step(env: dict) -> None:
     assert out.returncode == 1
     text = " ".join(out.stderr.split())
     assert "Image build failed at Step" in text and "python3 -m venv" in text
+
+
+def test_run_rebuilds_an_image_that_holds_another_stores_model(env: dict, tmp_path: Path) -> None:
+    """Another store with a model of the same name and version: `run` must not serve the image of the first."""
+    import pandas as pd
+
+    name, port = env["name"], free_port()
+    other = {"MODELPORT_HOME": str(tmp_path / "other-home")}
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.normal(size=(100, 8)), columns=[f"f{i}" for i in range(8)])
+    frame["target"] = frame.to_numpy() @ -np.arange(1, 9)
+    frame.to_csv(tmp_path / "other.csv", index=False)
+    run_cli("train", "--data", str(tmp_path / "other.csv"), "--target", "target", "--name", name, env=other)
+    assert env["client"].images.get(f"modelport/{name}:1")  # built earlier from the module's store
+    out = run_cli("run", f"{name}:1", "--port", str(port), "--name", f"{name}-other", *BASE, env=other, timeout=600)
+    assert "another model of that name and version" in out.stdout + out.stderr
+    try:
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": env["x"][0].tolist()})
+        assert r.status_code == 200
+        assert r.json()["prediction"] == pytest.approx(float(env["x"][0] @ -np.arange(1, 9)), rel=1e-6)
+    finally:
+        run_cli("rm", f"{name}-other", "--force", env=other)

@@ -99,6 +99,26 @@ def test_xgboost_roundtrip(store, tmp_path: Path) -> None:
     np.testing.assert_allclose(modelport.load_model("xgbfile", store=store).predict(X), reg.predict(X), rtol=1e-6)
 
 
+def test_xgboost_serves_from_the_booster_as_the_wrappers_predict(store) -> None:
+    """Loaded without scikit-learn's wrappers (images carry no scikit-learn): same answers, multi-class and
+    DataFrame-trained models included; objectives whose output means something else are refused at save time."""
+    import pandas as pd
+    import xgboost as xgb
+
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    y3 = np.digitize(Y_REG, np.quantile(Y_REG, [0.33, 0.66]))
+    for est, y in ((xgb.XGBRegressor(n_estimators=8), Y_REG), (xgb.XGBClassifier(n_estimators=8), Y_CLS),
+                   (xgb.XGBClassifier(n_estimators=8), y3), (xgb.XGBRegressor(n_estimators=8, objective="count:poisson"), np.abs(Y_REG))):
+        est.fit(frame, y)
+        loaded = modelport.load_model(modelport.save_model(est, "xgbb", store=store).ref, store=store)
+        np.testing.assert_allclose(loaded.predict(X), est.predict(frame), rtol=1e-6)
+        if isinstance(est, xgb.XGBClassifier):
+            np.testing.assert_allclose(loaded.predict_proba(X), est.predict_proba(frame), rtol=1e-6)
+    softmax = xgb.XGBClassifier(n_estimators=4, objective="multi:softmax").fit(X, y3)
+    with pytest.raises(FrameworkError, match="objective 'multi:softmax' are not supported"):
+        modelport.save_model(softmax, "xgbs", store=store)
+
+
 def test_lightgbm_roundtrip(store, tmp_path: Path) -> None:
     import lightgbm as lgb
 

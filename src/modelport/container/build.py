@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import modelport
 from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.context import (
@@ -31,6 +32,21 @@ class BuiltImage:
 
 def default_tag(mv: ModelVersion) -> str:
     return f"modelport/{mv.name}:{mv.version}"
+
+
+def stale_image(tag: str, digest: str) -> str | None:
+    """Why the image ``tag`` cannot serve the model with this sha256 as it is (so it must be
+    built), or None when it can: a tag names a model and version, but another store may hold
+    another model under the same name and version, and another modelport may have built it."""
+    labels = engine.image_labels(tag)
+    if labels is None:
+        return "there is no image yet"
+    if labels.get("io.modelport.sha256") != digest:
+        return "the image holds another model of that name and version (another store's)"
+    built_by = labels.get("io.modelport.modelport-version")
+    if built_by != modelport.__version__:
+        return f"the image was built by modelport {built_by}, this is {modelport.__version__}"
+    return None
 
 
 def build_image(ref: str, *, tag: str | None = None, base_image: str = DEFAULT_BASE_IMAGE,

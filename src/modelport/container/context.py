@@ -58,10 +58,23 @@ def requirements_for(mv: ModelVersion, modelport_requires: list[str], extra: lis
             pins[canonicalize_name(req.name)] = f"{req.name}{extras}=={_installed(req.name)}"
     task_needs = IMAGE_REQUIREMENTS if mv.task == IMAGE_CLASSIFICATION else ()
     for dist in (*get_adapter(mv.framework).requirements, *task_needs):
-        pins[canonicalize_name(dist)] = f"{dist}=={mv.libraries.get(dist) or _installed(dist)}"
+        version = mv.libraries.get(dist) or _installed(dist)
+        pins[canonicalize_name(dist)] = f"{cpu_build(dist, version)}=={version}"
     for line in extra:
         pins[canonicalize_name(Requirement(line).name)] = line
     return sorted(pins.values())
+
+
+# Images serve on CPU: where a library has a CPU-only build on PyPI, the image gets that one, with
+# the same import name (xgboost's manylinux wheel pulls nvidia-nccl-cu12, about 300 MB).
+CPU_BUILDS = {"xgboost": ("xgboost-cpu", "2.1.1")}  # → (the CPU build, its first version)
+
+
+def cpu_build(dist: str, version: str) -> str:
+    from packaging.version import Version
+
+    build = CPU_BUILDS.get(dist)
+    return build[0] if build and Version(version) >= Version(build[1]) else dist
 
 
 def _installed(dist: str) -> str:

@@ -77,11 +77,15 @@ def build(context: Path, tag: str, *, labels: dict[str, str] | None = None, noca
     return image_id
 
 
-def image_exists(tag: str) -> bool:
+def image_labels(tag: str) -> dict[str, str] | None:
+    """The image's labels, or None when there is no such image."""
     import docker.errors
 
     try:
-        client().images.get(tag)
-        return True
+        return client().images.get(tag).labels or {}
     except docker.errors.ImageNotFound:
-        return False
+        return None
+
+
+def image_exists(tag: str) -> bool:
+    return image_labels(tag) is not None

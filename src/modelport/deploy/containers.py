@@ -18,7 +18,7 @@ from typing import Any
 
 from modelport.api import get_store
 from modelport.container import engine
-from modelport.container.build import build_image, default_tag
+from modelport.container.build import build_image, default_tag, stale_image
 from modelport.container.context import DEFAULT_BASE_IMAGE
 from modelport.errors import ModelportError, NotFoundError
 from modelport.store import ModelStore, parse_ref
@@ -97,24 +97,22 @@ def network_name(service: str) -> str:
 # -- images ----------------------------------------------------------------------------------
 
 def resolve_image(target: str, *, base_image: str, store: ModelStore, progress: Progress) -> tuple[str, str, str]:
-    """``target`` is a model reference (built if its image is missing) or a local image.
+    """``target`` is a model reference (its image built when missing or stale) or a local image.
     → (image tag, model name, model version)."""
-    import docker.errors
-
     try:
         mv = store.resolve(parse_ref(target))
     except (NotFoundError, ModelportError):
         mv = None
     if mv is not None:
         tag = default_tag(mv)
-        if not engine.image_exists(tag):
-            progress(f"No image for {mv.ref} yet: building {tag}")
+        why = stale_image(tag, mv.digest)
+        if why is not None:
+            progress(f"Building {tag} for {mv.ref}: {why}")
             build_image(mv.ref, tag=tag, base_image=base_image, store=store, progress=progress)
         return tag, mv.name, str(mv.version)
-    try:
-        labels = engine.client().images.get(target).labels or {}
-    except docker.errors.ImageNotFound:
-        raise NotFoundError(f"{target!r} is neither a model in the store nor a local image") from None
+    labels = engine.image_labels(target)
+    if labels is None:
+        raise NotFoundError(f"{target!r} is neither a model in the store nor a local image")
     if "io.modelport.model" not in labels:
         raise ModelportError(f"Image {target!r} was not built by modelport (it has no io.modelport.model label)")
     return target, labels["io.modelport.model"], labels["io.modelport.version"]

@@ -30,7 +30,7 @@ import jinja2
 import modelport
 from modelport.api import get_store
 from modelport.container import engine
-from modelport.container.build import default_tag, write_build_context
+from modelport.container.build import default_tag, stale_image, write_build_context
 from modelport.container.context import DEFAULT_BASE_IMAGE, Progress, build_time_labels, lock, modelport_wheel
 from modelport.deploy.compose import Project, wait_container, wait_healthy
 from modelport.errors import ModelportError, NotFoundError
@@ -229,33 +229,24 @@ def write_gateway_context(dest: Path, base_image: str, progress: Progress) -> st
 
 # -- images -----------------------------------------------------------------------------------
 
-def _image_labels(image: str) -> dict[str, str] | None:
-    import docker.errors
-
-    try:
-        return engine.client().images.get(image).labels or {}
-    except docker.errors.ImageNotFound:
-        return None
-
-
 def ensure_model_image(stack: Stack, m: ModelService, store: ModelStore | None, progress: Progress) -> None:
-    """Build the model's image unless an image of that tag holds this very model (same sha256)."""
-    labels = _image_labels(m.image)
-    if labels is not None and labels.get("io.modelport.sha256") == m.digest:
+    """Build the model's image unless an image of that tag holds this very model (see stale_image)."""
+    why = stale_image(m.image, m.digest)
+    if why is None:
         return
     context = stack.directory / "build" / m.context
     if not (context / "Dockerfile").is_file():
         shutil.rmtree(context, ignore_errors=True)
         write_build_context(f"{m.name}:{m.version}", context, base_image=stack.state.base_image, store=store,
                             progress=progress)
-    progress(f"Building {m.image}")
+    progress(f"Building {m.image}: {why}")
     engine.build(context, m.image, labels={**build_time_labels(), STACK: stack.state.name}, progress=progress)
 
 
 def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progress = lambda _: None) -> None:
     for m in stack.state.models:
         ensure_model_image(stack, m, store, progress)
-    if _image_labels(stack.state.gateway_image) is None:
+    if not engine.image_exists(stack.state.gateway_image):
         progress(f"Building {stack.state.gateway_image}")
         engine.build(stack.directory / "build" / "gateway", stack.state.gateway_image,
                      labels={**build_time_labels(), STACK: stack.state.name}, progress=progress)

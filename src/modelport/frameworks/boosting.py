@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +13,26 @@ from modelport.errors import FrameworkError
 from modelport.frameworks.base import CLASSIFICATION, REGRESSION, Packed, Predictor, tabular_signature, versions_of
 
 
-class EstimatorPredictor(Predictor):
-    """Any object with sklearn's predict / predict_proba methods."""
+class BoosterPredictor(Predictor):
+    """A gradient-boosting booster's outputs → labels and probabilities, as the libraries'
+    scikit-learn wrappers compute them, without needing scikit-learn to serve."""
 
-    def __init__(self, model: Any, classes: list[Any] | None) -> None:
-        self.model = model
+    def __init__(self, scores: Callable[[np.ndarray], np.ndarray], classes: list[Any] | None) -> None:
+        self.scores = scores  # rows → predictions (regression) or class probabilities
         self.classes = classes
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(x))
+        out = np.asarray(self.scores(x))
+        if self.classes is None:
+            return out
+        idx = (out > 0.5).astype(int) if out.ndim == 1 else out.argmax(axis=1)
+        return np.asarray(self.classes)[idx]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict_proba(x))
+        if self.classes is None:
+            raise FrameworkError("A regression model has no class probabilities")
+        out = np.asarray(self.scores(x))
+        return np.column_stack([1 - out, out]) if out.ndim == 1 else out
 
 
 class XGBoostAdapter:
@@ -43,6 +52,7 @@ class XGBoostAdapter:
             raise FrameworkError("Save the scikit-learn wrapper (XGBRegressor / XGBClassifier), not a raw Booster")
         task = CLASSIFICATION if isinstance(obj, xgb.XGBClassifier) else REGRESSION
         booster = obj.get_booster()
+        check_objective(booster, classifier=task == CLASSIFICATION)
         n = booster.num_features()
         names = feature_names or booster.feature_names
         classes = [c.item() if isinstance(c, np.generic) else c for c in obj.classes_] if task == CLASSIFICATION else None
@@ -70,26 +80,27 @@ class XGBoostAdapter:
     def load(self, files: dict[str, bytes], signature: dict[str, Any], extra: dict[str, Any]) -> Predictor:
         import xgboost as xgb
 
-        est = xgb.XGBClassifier() if extra.get("estimator") == "XGBClassifier" else xgb.XGBRegressor()
-        est.load_model(bytearray(files[self.FILE]))
-        return EstimatorPredictor(est, signature.get("classes"))
+        booster = xgb.Booster()
+        booster.load_model(bytearray(files[self.FILE]))
+        check_objective(booster, classifier=extra.get("estimator") == "XGBClassifier")
+        return BoosterPredictor(booster.inplace_predict, signature.get("classes"))
 
 
-class LightGBMPredictor(Predictor):
-    def __init__(self, booster: Any, classes: list[Any] | None) -> None:
-        self.booster = booster
-        self.classes = classes
+def check_objective(booster: Any, *, classifier: bool) -> None:
+    objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    if objective not in _XGB_OBJECTIVES[classifier]:
+        kind = "classifiers" if classifier else "regressors"
+        raise FrameworkError(f"XGBoost {kind} with objective {objective!r} are not supported; "
+                             f"supported: {', '.join(sorted(_XGB_OBJECTIVES[classifier]))}")
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        out = self.booster.predict(x)
-        if self.classes is None:
-            return out
-        idx = (out > 0.5).astype(int) if out.ndim == 1 else out.argmax(axis=1)
-        return np.asarray(self.classes)[idx]
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        out = self.booster.predict(x)
-        return np.column_stack([1 - out, out]) if out.ndim == 1 else out
+# Objectives whose booster output is what the wrapper's predict (regressors) or predict_proba
+# (classifiers: the probability of class 1, or one per class) returns.
+_XGB_OBJECTIVES = {
+    False: {"reg:squarederror", "reg:squaredlogerror", "reg:pseudohubererror", "reg:absoluteerror", "reg:quantileerror",
+            "reg:logistic", "reg:gamma", "reg:tweedie", "count:poisson"},
+    True: {"binary:logistic", "multi:softprob"},
+}
 
 
 class LightGBMAdapter:
@@ -128,4 +139,4 @@ class LightGBMAdapter:
     def load(self, files: dict[str, bytes], signature: dict[str, Any], extra: dict[str, Any]) -> Predictor:
         import lightgbm as lgb
 
-        return LightGBMPredictor(lgb.Booster(model_str=files[self.FILE].decode()), signature.get("classes"))
+        return BoosterPredictor(lgb.Booster(model_str=files[self.FILE].decode()).predict, signature.get("classes"))

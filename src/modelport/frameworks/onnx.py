@@ -30,6 +30,9 @@ def session(data: bytes) -> Any:
     threads = int(os.environ.get("MODELPORT_THREADS_PER_WORKER", "0"))
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if threads != 1:
+        # Idle pool threads would spin on the cores that decode the next requests' inputs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:
