@@ -44,7 +44,7 @@ class RunningStack:
     key: str
     x: np.ndarray
     client: object
-    sent: list[str] = field(default_factory=list)  # request ids of every prediction a model answered
+    sent: list[str] = field(default_factory=list)  # request ids of every prediction asked for with a key
 
     @property
     def auth(self) -> dict[str, str]:
@@ -63,7 +63,7 @@ class RunningStack:
         r = (client or httpx).post(f"{self.url}/models/{model}/predict", timeout=timeout,
                                    json={"instances": rows.tolist()} if rows.ndim == 2 else {"features": rows.tolist()},
                                    headers={**self.auth, "x-request-id": request_id})
-        if r.status_code not in (401, 503, 504):  # refused or unanswered by the gateway itself: no prediction
+        if r.status_code != 401:  # refused without a key: no prediction; unanswered ones (503/504) are logged too
             self.sent.append(request_id)
         return r
 

@@ -16,6 +16,7 @@ from modelport.gateway.keys import KeyStore
 from modelport.gateway.proxy import RouteTable, Upstream, create_gateway_app
 from modelport.gateway.queries import list_predictions
 from tests.gateway.conftest import record
+from tests.helpers import free_port
 
 
 def test_keys_and_prediction_log_through_the_gateway(store, regression_csv, serve, db_url: str, tmp_path: Path) -> None:
@@ -46,6 +47,27 @@ def test_keys_and_prediction_log_through_the_gateway(store, regression_csv, serv
     assert (newest["request_id"], newest["key_id"], newest["version"], newest["status"]) == ("mine", key.id, "1", 200)
     assert json.loads(newest["inputs"]) == {"instances": x[:3].tolist()}
     assert json.loads(newest["outputs"]) == batch.json()
+
+
+def test_a_model_service_that_does_not_answer_is_logged_as_a_failed_prediction(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    hooks = hooks_from_options(url, False, tmp_path / "spool")
+    routes = RouteTable([Upstream("lin", f"http://127.0.0.1:{free_port()}", "3")])  # nothing listens there
+    app = create_gateway_app(routes, default="lin", hooks=hooks)
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client:
+            return await client.post("/predict", json={"features": [1.0, 2.0]}, headers={"x-request-id": "down-1"})
+
+    reply = asyncio.run(scenario())
+    assert reply.status_code == 503 and "'lin' is unavailable" in reply.json()["error"]
+    assert reply.headers["x-request-id"] == "down-1" and reply.headers["retry-after"] == "1"
+    assert hooks.predictions.flush(10)
+    hooks.close()
+    (row,) = list_predictions(make_engine(url), model="lin")
+    assert (row["request_id"], row["version"], row["status"]) == ("down-1", "3", 503)
+    assert json.loads(row["inputs"]) == {"features": [1.0, 2.0]}
+    assert json.loads(row["outputs"]) == reply.json()
 
 
 def test_options() -> None:

@@ -292,7 +292,6 @@ def test_v2_plain_json_with_base64(served) -> None:
 
 # --- concurrency, metrics, docs -----------------------------------------------------------------
 
-@pytest.mark.torch
 def batch_stats(server: Server, model: str = "mnv2") -> tuple[float, float]:
     """(model calls, images) counted so far by the batch-size histogram."""
     text = httpx.get(server.url + "/metrics").text
@@ -324,6 +323,7 @@ def upload_burst(server: Server, n: int = 32) -> tuple[list[httpx.Response], flo
     return responses, after[0] - before[0], after[1] - before[1]
 
 
+@pytest.mark.torch
 def test_concurrent_uploads_are_batched(served) -> None:
     server, _ = served
     _, calls, images = upload_burst(server)
@@ -334,6 +334,7 @@ def test_concurrent_uploads_are_batched(served) -> None:
     assert model["batching"] == {"max_batch_size": 8, "max_latency_ms": 2.0}  # the model's own default
 
 
+@pytest.mark.torch
 def test_max_batch_size_1_turns_batching_off(mobilenet_onnx, home, serve) -> None:
     onnx_path, labels = mobilenet_onnx
     run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels), "--preprocess", "imagenet")
@@ -342,6 +343,32 @@ def test_max_batch_size_1_turns_batching_off(mobilenet_onnx, home, serve) -> Non
     assert model["batching"] == {"max_batch_size": 1, "max_latency_ms": 2.0}  # latency still the model's own
     _, calls, images = upload_burst(server, 16)
     assert images == calls == 16  # one model call per upload
+
+
+@pytest.mark.torch
+def test_log_db_records_uploads_like_any_prediction(mobilenet_onnx, home, serve, tmp_path: Path) -> None:
+    from modelport.gateway.db import make_engine
+    from modelport.gateway.queries import list_predictions
+
+    onnx_path, labels = mobilenet_onnx
+    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels), "--preprocess", "imagenet")
+    db = f"sqlite:///{tmp_path / 'predictions.db'}"
+    server = serve("mnv2", "--log-db", db)
+    image = photo_jpeg("coffee")
+    good = httpx.post(server.url + "/predict", content=image, headers={"content-type": "image/jpeg", "x-request-id": "raw"})
+    form = upload(server.url + "/predict?top_k=1", image, headers={"x-request-id": "form"})
+    bad = upload(server.url + "/predict", b"not an image", headers={"x-request-id": "bad"})
+    assert (good.status_code, form.status_code, bad.status_code) == (200, 200, 400)
+    deadline = time.monotonic() + 10
+    while len(rows := list_predictions(make_engine(db), model="mnv2")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)  # written in the background every 100 ms
+    by_id = {r["request_id"]: r for r in rows}
+    assert {k: r["status"] for k, r in by_id.items()} == {"raw": 200, "form": 200, "bad": 400}
+    assert by_id["raw"]["inputs"] == "base64:" + base64.b64encode(image).decode()  # the upload itself, not lost
+    assert b"filename=" in base64.b64decode(by_id["form"]["inputs"].removeprefix("base64:"))
+    for key, reply in (("raw", good), ("form", form), ("bad", bad)):
+        assert json.loads(by_id[key]["outputs"]) == reply.json()
+    assert by_id["raw"]["version"] == "1" and by_id["raw"]["content_type"] == "image/jpeg"
 
 
 @pytest.mark.torch

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -97,19 +98,29 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
         body = await read_body(request, max_body) if request.method in ("POST", "PUT", "PATCH") else b""
         headers = [(k, v) for k, v in request.headers.items() if k not in HOP_HEADERS]
         headers.append((REQUEST_ID, request_id))
-        upstream, upstream_response = await _send(name, request, body, headers)
+
+        async def log(version: str | None, outputs: bytes, status: int) -> None:
+            if hooks is not None and prediction:
+                await hooks.on_prediction(PredictionRecord(
+                    time=datetime.now(UTC), request_id=request_id, key_id=key_id, model=name, version=version,
+                    inputs=body, outputs=outputs, content_type=request.headers.get("content-type", ""),
+                    latency_ms=(time.perf_counter() - start) * 1000, status=status))
+
+        try:
+            upstream, upstream_response = await _send(name, request, body, headers)
+        except HTTPError as e:
+            # The model service did not answer (503/504): still a prediction asked for and not
+            # given, so the log's error rate and the client's request id both show it.
+            if e.status in (503, 504):
+                await log(routes.get(name).version, orjson.dumps({"error": e.message}), e.status)
+                e.headers = {**(e.headers or {}), REQUEST_ID: request_id}
+            raise
         # date/server: this server sets its own
         out_headers = {k: v for k, v in upstream_response.headers.items() if k not in HOP_HEADERS and k not in ("date", "server")}
         out_headers[REQUEST_ID] = request_id
-        response = Response(upstream_response.content, upstream_response.status_code, out_headers)
-        if hooks is not None and prediction:
-            await hooks.on_prediction(PredictionRecord(
-                time=datetime.now(UTC), request_id=request_id, key_id=key_id, model=name,
-                version=upstream_response.headers.get("x-model-version", upstream.version),
-                inputs=body, outputs=upstream_response.content,
-                content_type=request.headers.get("content-type", ""),
-                latency_ms=(time.perf_counter() - start) * 1000, status=upstream_response.status_code))
-        return response
+        await log(upstream_response.headers.get("x-model-version", upstream.version), upstream_response.content,
+                  upstream_response.status_code)
+        return Response(upstream_response.content, upstream_response.status_code, out_headers)
 
     async def _send(name: str, request: Request, body: bytes, headers: list[tuple[str, str]]) -> tuple[Upstream, UpstreamReply]:
         # Two tries: a connection refused or dropped before an answer (a service restarting, a

@@ -23,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import orjson
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Scope
 
 from modelport.imaging import ImageInputError
-from modelport.serving.http import HTTPError, json_response, read_body
+from modelport.serving.http import HTTPError, Reply
 from modelport.serving.runtime import ServedModel
 from modelport.vision import Preprocessor
 
@@ -121,14 +122,11 @@ class Classifier:
 
 # -- POST /predict -----------------------------------------------------------------------------
 
-async def predict(model: ServedModel, request: Request, max_body: int) -> Response:
+async def predict(model: ServedModel, scope: Scope, body: bytes) -> Reply:
+    """One image (raw bytes or a multipart ``image`` field) → its top-k classes (``top_k`` in the
+    form or the query string)."""
     clf = Classifier.of(model)
-    try:
-        body = await read_body(request, max_body)
-    except HTTPError as e:
-        if e.status == 400 and e.message.startswith("Request body is empty"):
-            raise HTTPError(400, NO_IMAGE) from None
-        raise
+    request = Request(scope)  # headers and query string only: the body is read already
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     top_k: Any = request.query_params.get("top_k")
     if media_type == "multipart/form-data":
@@ -143,7 +141,7 @@ async def predict(model: ServedModel, request: Request, max_body: int) -> Respon
     probs = await clf.probabilities(model, x[None])
     (best,) = clf.best(probs, k)
     prediction = [{"class": clf.labels[i], "confidence": float(probs[0, i])} for i in best]
-    return json_response({"prediction": prediction}, headers=model.headers)
+    return Reply(orjson.dumps({"prediction": prediction}))
 
 
 def _looks_binary(body: bytes) -> bool:

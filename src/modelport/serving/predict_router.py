@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
@@ -58,7 +57,7 @@ class ClientGone(Exception):
     pass
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, empty: str = "Request body is empty: send a JSON object") -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None and not declared.isdigit():
         raise HTTPError(400, "Invalid Content-Length header")
@@ -78,7 +77,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not body:
-        raise HTTPError(400, "Request body is empty: send a JSON object")
+        raise HTTPError(400, empty)
     return body
 
 
@@ -127,19 +126,13 @@ class PredictionRouter:
         start = time.perf_counter()
         model.metrics.in_flight += 1
         try:
-            if protocol == SIMPLE and model.task == IMAGE_CLASSIFICATION:
-                await self._image(model, scope, receive, send)  # multipart parsing: Starlette's request
-                status = 200
-            else:
-                body, reply = await self._predict(model, protocol, scope, receive)
-                await self._send(send, reply, model.raw_headers)
-                status = reply.status
-                if self.log is not None:
-                    self._log(model, scope, body, reply, start)
+            body, reply = await self._predict(model, protocol, scope, receive)
+            await self._send(send, reply, model.raw_headers)
+            status = reply.status
+            if self.log is not None:
+                self._log(model, scope, body, reply, start)
         except ClientGone:
             return
-        except _Answered as e:
-            status = e.status
         finally:
             model.metrics.in_flight -= 1
         model.metrics.observe(protocol, status, time.perf_counter() - start)
@@ -147,10 +140,16 @@ class PredictionRouter:
     async def _predict(self, model: ServedModel, protocol: str, scope: Scope, receive: Receive) -> tuple[bytes, Reply]:
         body = b""
         try:
+            if protocol == V2:
+                body = await read_body(scope, receive, self.max_body)
+                return body, await v2.infer(model, header(scope, b"inference-header-content-length"), body)
+            if model.task == IMAGE_CLASSIFICATION:
+                from modelport.serving import images  # Pillow: imported by image servers only
+
+                body = await read_body(scope, receive, self.max_body, empty=images.NO_IMAGE)
+                return body, await images.predict(model, scope, body)
             body = await read_body(scope, receive, self.max_body)
-            if protocol == SIMPLE:
-                return body, await simple_predict(model, body)
-            return body, await v2.infer(model, header(scope, b"inference-header-content-length"), body)
+            return body, await simple_predict(model, body)
         except HTTPError as e:
             return body, self._error(model, e)
         except ClientGone:
@@ -167,20 +166,6 @@ class PredictionRouter:
             content_type=header(scope, b"content-type") or "", latency_ms=(time.perf_counter() - start) * 1000,
             status=reply.status))
 
-    async def _image(self, model: ServedModel, scope: Scope, receive: Receive, send: Send) -> None:
-        from modelport.serving import images
-
-        try:
-            response = await images.predict(model, Request(scope, receive), self.max_body)
-        except Exception as e:
-            if not isinstance(e, HTTPError):
-                log.exception("prediction failed", extra={"model": model.name, "version": model.version})
-                e = HTTPError(500, f"Internal server error ({type(e).__name__}); see the server log")
-            reply = self._error(model, e)
-            await self._send(send, reply, model.raw_headers + [(k.encode(), v.encode()) for k, v in (e.headers or {}).items()])
-            raise _Answered(reply.status) from None
-        await response(scope, receive, send)
-
     @staticmethod
     def _error(model: ServedModel, e: HTTPError) -> Reply:
         if e.status >= 500:
@@ -194,8 +179,3 @@ class PredictionRouter:
         headers = [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *extra, *reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
-
-
-class _Answered(Exception):  # noqa: N818 (control flow: the error reply was sent already)
-    def __init__(self, status: int) -> None:
-        self.status = status
