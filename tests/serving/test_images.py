@@ -49,19 +49,24 @@ class Expected:
         np.testing.assert_allclose([p["confidence"] for p in prediction], probs[top], atol=1e-5)
 
 
+def import_mobilenet(mobilenet_onnx: tuple[Path, Path], env: dict[str, str] | None = None) -> None:
+    """Register the exported MobileNetV2 as ``mnv2`` with the CLI, as a user would."""
+    onnx_path, labels = mobilenet_onnx
+    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels),
+            "--preprocess", "imagenet", env=env)
+
+
 @pytest.fixture(scope="module")
 def served(mobilenet_onnx, tmp_path_factory) -> Iterator[tuple[Server, Expected]]:
     """MobileNetV2 imported with the CLI, served by 2 workers with a 1 MB body limit."""
-    onnx_path, labels = mobilenet_onnx
     tmp = tmp_path_factory.mktemp("images")
     env = {"MODELPORT_HOME": str(tmp / "home")}
-    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels),
-            "--preprocess", "imagenet", env=env)
+    import_mobilenet(mobilenet_onnx, env)
     port = free_port()
     server = Server(["serve", "mnv2", "--port", str(port), "--workers", "2", "--max-body-mb", "1"], port,
                     tmp / "server.log", env=env)
     try:
-        yield server.wait_ready(), Expected(onnx_path)
+        yield server.wait_ready(), Expected(mobilenet_onnx[0])
     finally:
         server.stop()
 
@@ -336,8 +341,7 @@ def test_concurrent_uploads_are_batched(served) -> None:
 
 @pytest.mark.torch
 def test_max_batch_size_1_turns_batching_off(mobilenet_onnx, home, serve) -> None:
-    onnx_path, labels = mobilenet_onnx
-    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels), "--preprocess", "imagenet")
+    import_mobilenet(mobilenet_onnx)
     server = serve("mnv2", "--max-batch-size", "1")
     (model,) = httpx.get(server.url + "/models").json()["models"]
     assert model["batching"] == {"max_batch_size": 1, "max_latency_ms": 2.0}  # latency still the model's own
@@ -350,8 +354,7 @@ def test_log_db_records_uploads_like_any_prediction(mobilenet_onnx, home, serve,
     from modelport.gateway.db import make_engine
     from modelport.gateway.queries import list_predictions
 
-    onnx_path, labels = mobilenet_onnx
-    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels), "--preprocess", "imagenet")
+    import_mobilenet(mobilenet_onnx)
     db = f"sqlite:///{tmp_path / 'predictions.db'}"
     server = serve("mnv2", "--log-db", db)
     image = photo_jpeg("coffee")

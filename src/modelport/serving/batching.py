@@ -31,9 +31,6 @@ class BatchConfig:
             max_latency_ms=self.max_latency_ms if self.max_latency_ms is not None else default.get("max_latency_ms", 0.0),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"max_batch_size": self.max_batch_size, "max_latency_ms": self.max_latency_ms}
-
 
 class Batcher:
     """Queues row blocks, runs ``fn`` on their concatenation in ``executor``, splits the result.

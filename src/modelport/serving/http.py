@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+NO_JSON = "Request body is empty: send a JSON object"
+NO_IMAGE = "No image provided"  # the tutorial's message for image models, kept word for word
 
 
 class HTTPError(Exception):
@@ -62,7 +64,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             chunks.append(chunk)
         body = b"".join(chunks)
     if not body:
-        raise HTTPError(400, "Request body is empty: send a JSON object")
+        raise HTTPError(400, NO_JSON)
     return body
 
 

@@ -30,11 +30,10 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from modelport.imaging import ImageInputError
-from modelport.serving.http import HTTPError, Reply
+from modelport.serving.http import NO_IMAGE, HTTPError, Reply
 from modelport.serving.runtime import ServedModel
 from modelport.vision import Preprocessor
 
-NO_IMAGE = "No image provided"  # the tutorial's message, kept word for word
 HOW_TO_SEND = ("send a multipart/form-data upload with the file in the field 'image', "
                "or the image itself as the body with Content-Type image/jpeg or image/png")
 DEFAULT_TOP_K = 3

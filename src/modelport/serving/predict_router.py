@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.records import PredictionRecord
 from modelport.serving import v2
-from modelport.serving.http import HTTPError, Reply, error_reply, parse_json
+from modelport.serving.http import NO_IMAGE, NO_JSON, HTTPError, Reply, error_reply, parse_json
 from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
@@ -57,7 +57,7 @@ class ClientGone(Exception):
     pass
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, empty: str = "Request body is empty: send a JSON object") -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, empty: str = NO_JSON) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None and not declared.isdigit():
         raise HTTPError(400, "Invalid Content-Length header")
@@ -140,15 +140,14 @@ class PredictionRouter:
     async def _predict(self, model: ServedModel, protocol: str, scope: Scope, receive: Receive) -> tuple[bytes, Reply]:
         body = b""
         try:
+            image = protocol == SIMPLE and model.task == IMAGE_CLASSIFICATION
+            body = await read_body(scope, receive, self.max_body, NO_IMAGE if image else NO_JSON)
             if protocol == V2:
-                body = await read_body(scope, receive, self.max_body)
                 return body, await v2.infer(model, header(scope, b"inference-header-content-length"), body)
-            if model.task == IMAGE_CLASSIFICATION:
+            if image:
                 from modelport.serving import images  # Pillow: imported by image servers only
 
-                body = await read_body(scope, receive, self.max_body, empty=images.NO_IMAGE)
                 return body, await images.predict(model, scope, body)
-            body = await read_body(scope, receive, self.max_body)
             return body, await simple_predict(model, body)
         except HTTPError as e:
             return body, self._error(model, e)

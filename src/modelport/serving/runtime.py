@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -157,4 +157,4 @@ def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Non
 
 def describe(models: ModelSet) -> list[dict[str, Any]]:
     return [{"name": m.name, "version": m.version, "framework": m.info.framework, "task": m.task,
-             "sha256": m.info.digest, "batching": m.batch.to_dict()} for m in models]
+             "sha256": m.info.digest, "batching": asdict(m.batch)} for m in models]
