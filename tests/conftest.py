@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers import Server, free_port
 
+pytest_plugins = ["tests.fixtures_db"]
+
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -8,15 +8,33 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until(probe: Callable[[], T], done: Callable[[T], bool], *, timeout: float, interval: float = 0.2,
+               what: Callable[[T], str] = repr) -> T:
+    """Call ``probe`` until ``done(result)`` holds, and return that result; after ``timeout``
+    seconds fail with ``what(last result)``: what is still missing, not just "timed out"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if done(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done after {timeout:.0f}s: {what(result)}")
+        time.sleep(interval)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True,

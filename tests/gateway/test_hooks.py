@@ -10,12 +10,13 @@ import httpx
 import pytest
 
 from modelport.errors import ModelportError
-from modelport.gateway.db import make_engine
-from modelport.gateway.hooks import hooks_from_options, serving_logger
+from modelport.gateway.hooks import hooks_from_options
 from modelport.gateway.keys import KeyStore
 from modelport.gateway.proxy import RouteTable, Upstream, create_gateway_app
-from modelport.gateway.queries import list_predictions
-from tests.gateway.conftest import record
+from modelport.predlog import open_log
+from modelport.predlog.db import make_engine
+from modelport.predlog.queries import list_predictions
+from tests.fixtures_db import record
 from tests.helpers import free_port
 
 
@@ -76,10 +77,10 @@ def test_options() -> None:
         hooks_from_options(None, True, None)
 
 
-def test_serving_logger_writes_in_the_background(tmp_path: Path) -> None:
+def test_open_log_writes_in_the_background(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
-    log = serving_logger(url, tmp_path / "spool")
+    log = open_log(url, tmp_path / "spool")
     for n in range(5):
-        log(record(n, key_id=None))
-    log.__self__.close()  # a bound PredictionLog.submit: close() flushes
+        log.submit(record(n, key_id=None))
+    log.close()  # writes what is queued
     assert len(list_predictions(make_engine(url))) == 5

@@ -351,8 +351,8 @@ def test_max_batch_size_1_turns_batching_off(mobilenet_onnx, home, serve) -> Non
 
 @pytest.mark.torch
 def test_log_db_records_uploads_like_any_prediction(mobilenet_onnx, home, serve, tmp_path: Path) -> None:
-    from modelport.gateway.db import make_engine
-    from modelport.gateway.queries import list_predictions
+    from modelport.predlog.db import make_engine
+    from modelport.predlog.queries import list_predictions
 
     import_mobilenet(mobilenet_onnx)
     db = f"sqlite:///{tmp_path / 'predictions.db'}"

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import modelport
-from tests.helpers import Server, free_port, run_cli
+from tests.helpers import Server, free_port, run_cli, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -338,12 +338,11 @@ def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve
     for i in range(10):
         httpx.post(server.url + "/predict", json={"features": x[i].tolist()}, headers={"x-request-id": f"req-{i}"})
     httpx.post(server.url + "/predict", json={"features": [1]})
-    deadline = time.monotonic() + 10
-    while True:  # the log writes in the background, every 100 ms
-        rows = json.loads(run_cli("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout)
-        if len(rows) >= 11 or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    wanted = {f"req-{i}" for i in range(10)}
+    # The log writes in the background: wait for these requests' records (the bad request's id is generated).
+    rows = wait_until(lambda: json.loads(run_cli("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout),
+                      lambda rows: wanted <= {r["request_id"] for r in rows} and any(r["status"] == 400 for r in rows),
+                      timeout=10, interval=0.3, what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
     assert len(rows) == 11
     ok = {r["request_id"]: r for r in rows if r["status"] == 200}
     assert set(ok) == {f"req-{i}" for i in range(10)}

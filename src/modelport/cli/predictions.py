@@ -23,13 +23,13 @@ def _filters(model: str | None, since: str | None) -> list[str]:
 
 
 def _engine(url: str):
-    from modelport.gateway.db import make_engine
+    from modelport.predlog.db import make_engine
 
     return make_engine(url)
 
 
 def _since(since: str | None):
-    from modelport.gateway.queries import parse_since
+    from modelport.predlog.queries import parse_since
 
     return parse_since(since) if since else None
 
@@ -48,7 +48,7 @@ def list_cmd(model: str = MODEL, since: str = SINCE, limit: int = typer.Option(2
     if url is None:
         return in_gateway_or_exit(directory, ["predictions", "list", *_filters(model, since), "--limit", str(limit),
                                               *(["--json"] if as_json else [])])
-    from modelport.gateway.queries import list_predictions
+    from modelport.predlog.queries import list_predictions
 
     rows = list_predictions(_engine(url), model=model, since=_since(since), limit=limit)
     if as_json:
@@ -69,7 +69,7 @@ def stats(model: str = MODEL, since: str = SINCE, as_json: bool = typer.Option(F
     if url is None:
         return in_gateway_or_exit(directory, ["predictions", "stats", *_filters(model, since),
                                               *(["--json"] if as_json else [])])
-    from modelport.gateway.queries import stats as query_stats
+    from modelport.predlog.queries import stats as query_stats
 
     rows = query_stats(_engine(url), model=model, since=_since(since))
     if as_json:
@@ -91,7 +91,7 @@ def export(model: str = MODEL, since: str = SINCE,
     if url is None:
         argv = ["predictions", "export", *_filters(model, since), "--format", fmt, "--output", "-"]
         return in_gateway_or_exit(directory, argv, output=None if str(output) == "-" else output)
-    from modelport.gateway.queries import export as query_export
+    from modelport.predlog.queries import export as query_export
 
     if str(output) == "-":
         query_export(_engine(url), sys.stdout.buffer, fmt, model=model, since=_since(since))

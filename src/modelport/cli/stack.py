@@ -171,8 +171,8 @@ def in_gateway_or_exit(directory: Path, argv: list[str], output: Path | None = N
 
 
 def _key_store(url: str):
-    from modelport.gateway.db import make_engine
     from modelport.gateway.keys import KeyStore
+    from modelport.predlog.db import make_engine
 
     return KeyStore(make_engine(url))
 

@@ -12,10 +12,12 @@ import modelport
 from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.context import (
+    BUILD_LABEL,
     DEFAULT_BASE_IMAGE,
     Progress,
     build_time_labels,
     read_requirements_file,
+    source_digest,
     write_context,
 )
 from modelport.store import ModelStore, ModelVersion
@@ -46,6 +48,8 @@ def stale_image(tag: str, digest: str) -> str | None:
     built_by = labels.get("io.modelport.modelport-version")
     if built_by != modelport.__version__:
         return f"the image was built by modelport {built_by}, this is {modelport.__version__}"
+    if labels.get(BUILD_LABEL) != source_digest():
+        return f"the image was built by another build of modelport {built_by} (changed or another checkout)"
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -170,4 +172,19 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
 
 
 def build_time_labels() -> dict[str, str]:
-    return {"org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {"org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            BUILD_LABEL: source_digest()}
+
+
+BUILD_LABEL = "io.modelport.modelport-build"
+
+
+@functools.cache
+def source_digest() -> str:
+    """A digest of this modelport's own files: two checkouts (or an edited one) of the same
+    version are different builds, and an image built by one is not reused by the other."""
+    package = Path(modelport.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]

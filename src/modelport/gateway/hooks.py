@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from starlette.requests import Request
 
-from modelport import config
 from modelport.errors import ModelportError
-from modelport.gateway.db import make_engine
 from modelport.gateway.keys import KeyCache, KeyStore
-from modelport.gateway.predlog import PredictionLog
-from modelport.records import PredictionRecord
+from modelport.predlog import PredictionLog, default_spool_dir
+from modelport.predlog.db import make_engine
+from modelport.predlog.record import PredictionRecord
 
 
 class DatabaseHooks:
@@ -35,10 +33,6 @@ class DatabaseHooks:
             self.predictions.close()
 
 
-def default_spool_dir() -> Path:
-    return config.home() / "spool" / "predictions"
-
-
 def hooks_from_options(db_url: str | None, require_keys: bool, spool_dir: Path | None) -> DatabaseHooks | None:
     """The gateway's ``--db-url``, ``--require-keys`` and ``--spool-dir``; None when neither is asked for."""
     if db_url is None:
@@ -50,9 +44,3 @@ def hooks_from_options(db_url: str | None, require_keys: bool, spool_dir: Path |
         store = KeyStore(make_engine(db_url))
         keys = KeyCache(store)
     return DatabaseHooks(keys, PredictionLog(db_url, spool_dir or default_spool_dir()))
-
-
-def serving_logger(db_url: str, spool_dir: Path | None = None) -> Callable[[PredictionRecord], None]:
-    """For ``modelport serve --log-db URL``: a function to call with each prediction's record
-    (it returns at once; writing happens in the background)."""
-    return PredictionLog(db_url, spool_dir or default_spool_dir()).submit

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelport.gateway.upstream import UpstreamClient, UpstreamReply, UpstreamTimeout, UpstreamUnavailable
-from modelport.records import PredictionRecord
+from modelport.predlog.record import PredictionRecord
 from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response, read_body
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones httpx sets itself.

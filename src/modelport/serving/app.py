@@ -29,6 +29,11 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
     """The Starlette app for everything but predictions, behind the prediction router."""
     spec = openapi.build_spec(models)
     flusher = MetricsFlusher([m.metrics for m in models])
+    prediction_log = None
+    if log_db:
+        from modelport.predlog import open_log
+
+        prediction_log = open_log(log_db)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -36,6 +41,8 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
         yield
         task.cancel()
         flusher.flush()
+        if prediction_log is not None:  # a normal stop writes every queued record (or spools it)
+            await asyncio.to_thread(prediction_log.close)
 
     async def index(request: Request) -> Response:
         return json_response({"name": "modelport", "version": __version__, "models": describe(models),
@@ -103,9 +110,4 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_unexpected})
-    prediction_log = None
-    if log_db:
-        from modelport.gateway.hooks import serving_logger
-
-        prediction_log = serving_logger(log_db)
-    return PredictionRouter(models, app, max_body, prediction_log)
+    return PredictionRouter(models, app, max_body, prediction_log.submit if prediction_log else None)

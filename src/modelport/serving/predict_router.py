@@ -21,7 +21,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
-from modelport.records import PredictionRecord
+from modelport.predlog.record import PredictionRecord
 from modelport.serving import v2
 from modelport.serving.http import NO_IMAGE, NO_JSON, HTTPError, Reply, error_reply, parse_json
 from modelport.serving.runtime import ModelSet, ServedModel

@@ -14,7 +14,7 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.engine import Engine
 
 from modelport.errors import ModelportError
-from modelport.gateway.predlog import COLUMNS, predictions
+from modelport.predlog.writer import COLUMNS, predictions
 
 FORMATS = ("csv", "json", "parquet")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

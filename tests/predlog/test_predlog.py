@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 
-from modelport.gateway.db import make_engine
-from modelport.gateway.predlog import PredictionLog, create_schema, insert_rows, predictions, to_row
-from modelport.gateway.queries import export, list_predictions, parse_since, stats
-from modelport.gateway.spool import Spool
-from tests.gateway.conftest import PostgresServer, record
+from modelport.predlog.db import make_engine
+from modelport.predlog.queries import export, list_predictions, parse_since, stats
+from modelport.predlog.spool import Spool
+from modelport.predlog.writer import PredictionLog, create_schema, insert_rows, predictions, to_row
+from tests.fixtures_db import PostgresServer, record
 from tests.helpers import free_port
 
 

@@ -1,3 +1,5 @@
+"""Database fixtures (the real PostgreSQL server, prediction records), shared through ``pytest_plugins``."""
+
 from __future__ import annotations
 
 import shlex
@@ -10,9 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from modelport.gateway import keys, predlog
-from modelport.gateway.db import make_engine
-from modelport.records import PredictionRecord
+from modelport.gateway import keys
+from modelport.predlog import writer as predlog
+from modelport.predlog.db import make_engine
+from modelport.predlog.record import PredictionRecord
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-log = logging.getLogger("modelport.gateway.spool")
+log = logging.getLogger("modelport.predlog.spool")
 
 Rows = list[dict[str, Any]]
 

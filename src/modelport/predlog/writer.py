@@ -38,12 +38,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from modelport.errors import ModelportError
-from modelport.gateway.db import make_engine, safe_url
-from modelport.gateway.spool import Rows, Spool
-from modelport.records import PredictionRecord
+from modelport.predlog.db import make_engine, safe_url
+from modelport.predlog.record import PredictionRecord
+from modelport.predlog.spool import Rows, Spool
 from modelport.store.schema import create_tables
 
-log = logging.getLogger("modelport.gateway.predlog")
+log = logging.getLogger("modelport.predlog")
 
 MAX_BODY_LOGGED = 1024 * 1024  # larger bodies are logged as their size and sha256
 # A connection that fails or a statement that times out: the database is unavailable, not the data bad.

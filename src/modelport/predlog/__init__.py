@@ -1,0 +1,29 @@
+"""The prediction log: every answered prediction in a database, written in the background,
+spooled to disk while the database is down. No HTTP here: servers and proxies feed it records.
+
+    record.py   PredictionRecord, what one answered prediction is
+    writer.py   PredictionLog, the asynchronous spooling writer, and the table
+    spool.py    the on-disk spool
+    db.py       engines with timeouts, URLs without passwords
+    queries.py  list, stats and exports for ``modelport predictions``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelport import config
+from modelport.predlog.record import PredictionRecord
+from modelport.predlog.writer import PredictionLog
+
+__all__ = ["PredictionLog", "PredictionRecord", "default_spool_dir", "open_log"]
+
+
+def default_spool_dir() -> Path:
+    return config.home() / "spool" / "predictions"
+
+
+def open_log(db_url: str, spool_dir: Path | None = None) -> PredictionLog:
+    """The writer for ``db_url``: call ``submit(record)`` per prediction (it never waits for the
+    database) and ``close()`` when the server stops, which writes what is still queued."""
+    return PredictionLog(db_url, spool_dir or default_spool_dir())
