@@ -353,3 +353,23 @@ def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve
     out = tmp_path / "export.csv"
     run_cli("predictions", "export", "--db-url", db, "--format", "csv", "--output", str(out))
     assert len(out.read_text().strip().splitlines()) == 12  # header + 11 records
+
+
+def test_request_ids_are_bounded_and_key_ids_trusted_only_behind_the_proxy(home: Path, regression_csv, serve,
+                                                                           tmp_path: Path) -> None:
+    path, x, _ = regression_csv
+    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    body = {"features": x[0].tolist()}
+    for trusted in (False, True):
+        db = f"sqlite:///{tmp_path / f'log-{trusted}.db'}"
+        server = serve("house", "--log-db", db, *(["--trust-proxy-headers"] if trusted else []))
+        ok = httpx.post(server.url + "/predict", json=body, headers={"x-request-id": "abc-1.2:3", "x-modelport-key-id": "key_x"})
+        assert ok.headers["x-request-id"] == "abc-1.2:3"
+        for bad in ("a" * 129, "bad id", "a\u00e9b"):
+            r = httpx.post(server.url + "/predict", json=body, headers={"x-request-id": bad.encode("utf-8")})
+            assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32 and r.headers["x-request-id"] != bad
+        server.stop()  # a normal stop writes every queued record
+        rows = json.loads(run_cli("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout)
+        assert len(rows) == 4 and all(len(r["request_id"]) <= 128 for r in rows)
+        (mine,) = [r for r in rows if r["request_id"] == "abc-1.2:3"]
+        assert mine["key_id"] == ("key_x" if trusted else None)

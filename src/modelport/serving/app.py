@@ -25,7 +25,8 @@ from modelport.serving.runtime import ModelSet, describe
 log = logging.getLogger("modelport.server")
 
 
-def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: str | None = None) -> ASGIApp:
+def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: str | None = None,
+               trust_proxy_headers: bool = False) -> ASGIApp:
     """The Starlette app for everything but predictions, behind the prediction router."""
     spec = openapi.build_spec(models)
     flusher = MetricsFlusher([m.metrics for m in models])
@@ -110,4 +111,4 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_unexpected})
-    return PredictionRouter(models, app, max_body, prediction_log.submit if prediction_log else None)
+    return PredictionRouter(models, app, max_body, prediction_log.submit if prediction_log else None, trust_proxy_headers)

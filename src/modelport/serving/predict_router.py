@@ -12,6 +12,7 @@ model itself for a small model. Every other path goes to the Starlette app.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
 SIMPLE, V2 = "simple", "v2"
+# A client's request id is kept when it looks like one (it goes into logs and the prediction log);
+# anything else is replaced by a generated id.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+KEY_ID_HEADER = b"x-modelport-key-id"  # set by the proxy in front once it has checked the API key
 
 
 def match(path: str) -> tuple[str | None, str | None, str] | None:
@@ -44,6 +49,11 @@ def match(path: str) -> tuple[str | None, str | None, str] | None:
         if n == 7 and parts[4] == "versions":
             return parts[3], parts[5], V2
     return None
+
+
+def request_id(scope: Scope) -> str:
+    given = header(scope, b"x-request-id")
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -102,11 +112,14 @@ async def simple_predict(model: ServedModel, body: bytes) -> Reply:
 
 class PredictionRouter:
     def __init__(self, models: ModelSet, app: ASGIApp, max_body: int,
-                 log: Callable[[PredictionRecord], None] | None = None) -> None:
+                 log: Callable[[PredictionRecord], None] | None = None, trust_proxy_headers: bool = False) -> None:
         self.models = models
         self.app = app
         self.max_body = max_body
         self.log = log  # the prediction log (serve --log-db): returns at once, writes in the background
+        # Only behind modelport's proxy, which sets X-Modelport-Key-Id after checking the key and
+        # drops any copy a client sent: served directly, a client could claim any key id.
+        self.trust_proxy_headers = trust_proxy_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = match(scope["path"]) if scope["type"] == "http" else None
@@ -124,13 +137,14 @@ class PredictionRouter:
             await self._send(send, error_reply(e.status, e.message), [])
             return
         start = time.perf_counter()
+        rid = request_id(scope)
         model.metrics.in_flight += 1
         try:
             body, reply = await self._predict(model, protocol, scope, receive)
-            await self._send(send, reply, model.raw_headers)
+            await self._send(send, reply, [*model.raw_headers, (b"x-request-id", rid.encode())])
             status = reply.status
             if self.log is not None:
-                self._log(model, scope, body, reply, start)
+                self._log(model, scope, rid, body, reply, start)
         except ClientGone:
             return
         finally:
@@ -157,10 +171,11 @@ class PredictionRouter:
             log.exception("prediction failed", extra={"model": model.name, "version": model.version})
             return body, error_reply(500, f"Internal server error ({type(e).__name__}); see the server log")
 
-    def _log(self, model: ServedModel, scope: Scope, body: bytes, reply: Reply, start: float) -> None:
+    def _log(self, model: ServedModel, scope: Scope, rid: str, body: bytes, reply: Reply, start: float) -> None:
         assert self.log is not None
+        key_id = header(scope, KEY_ID_HEADER) if self.trust_proxy_headers else None
         self.log(PredictionRecord(
-            time=datetime.now(UTC), request_id=header(scope, b"x-request-id") or uuid.uuid4().hex, key_id=None,
+            time=datetime.now(UTC), request_id=rid, key_id=key_id,
             model=model.name, version=model.version, inputs=body, outputs=reply.body,
             content_type=header(scope, b"content-type") or "", latency_ms=(time.perf_counter() - start) * 1000,
             status=reply.status))

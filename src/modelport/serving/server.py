@@ -56,7 +56,8 @@ def check_port(host: str, port: int) -> None:
 
 def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
           max_body: int = DEFAULT_MAX_BODY, log_format: str = "text", log_level: str = "info",
-          access_log: bool = False, on_ready: str | None = None, log_db: str | None = None) -> None:
+          access_log: bool = False, on_ready: str | None = None, log_db: str | None = None,
+          trust_proxy_headers: bool = False) -> None:
     """Serve ``specs`` until interrupted. A model that cannot load stops the command with its reason.
 
     One worker: the models are loaded here, once, and served from this process. Several: this
@@ -73,7 +74,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
     if workers == 1:
         from modelport.serving.app import create_app
 
-        app = create_app(load_models(list(specs)), max_body=max_body, log_db=log_db)
+        app = create_app(load_models(list(specs)), max_body=max_body, log_db=log_db, trust_proxy_headers=trust_proxy_headers)
         check_port(host, port)
         if on_ready:
             print(on_ready, flush=True)
@@ -82,6 +83,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
     check_port(host, port)
     state = Path(tempfile.mkdtemp(prefix="modelport-serve-"))
     os.environ[_CONFIG_ENV] = json.dumps({"specs": [dataclasses.asdict(s) for s in specs], "max_body": max_body, "log_db": log_db,
+                                          "trust_proxy_headers": trust_proxy_headers,
                                           "error_file": str(state / "startup-error")})
     # Workers are separate processes: prometheus-client sums their metrics through files here.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
@@ -106,4 +108,5 @@ def app_from_env() -> ASGIApp:
         Path(config["error_file"]).write_text(str(e))
         os.kill(os.getppid(), signal.SIGTERM)
         raise SystemExit(1) from None
-    return create_app(models, max_body=config["max_body"], log_db=config["log_db"])
+    return create_app(models, max_body=config["max_body"], log_db=config["log_db"],
+                      trust_proxy_headers=config["trust_proxy_headers"])
