@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_BASE_IMAGE
+from tests.gateway.path_corpus import AMBIGUOUS, SAME_ROUTE, body_for, raw_post
 from tests.helpers import free_port, run_cli, wait_until
 
 docker = pytest.importorskip("docker")
@@ -175,6 +176,17 @@ def test_requests_without_a_valid_key_get_401(stack: RunningStack) -> None:
         assert r.status_code == 401, r.text
         assert "API key" in r.json()["error"]
     assert httpx.post(f"{stack.url}/predict", json=body, headers={"x-api-key": stack.key}, timeout=10).status_code == 200
+
+
+def test_no_encoding_of_a_prediction_path_gets_past_the_gateway(stack: RunningStack) -> None:
+    """Issue 10, defect 1, on the deployed edge: double-encoded and other ambiguous paths reach no model."""
+    port = int(stack.url.rsplit(":", 1)[1])
+    for path in SAME_ROUTE + AMBIGUOUS:
+        body = body_for(path, len(FEATURES))
+        anonymous, _ = raw_post(port, path, body)
+        keyed, text = raw_post(port, path, body, stack.auth)
+        assert anonymous in ((401,) if path in SAME_ROUTE else (307, 400, 404, 405)), (path, anonymous)
+        assert keyed == 200 if path in SAME_ROUTE else keyed in (307, 400, 404, 405), (path, keyed, text)
 
 
 def test_predictions_through_the_gateway_equal_the_models_own(stack: RunningStack) -> None:

@@ -19,18 +19,30 @@ from typing import Protocol
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from modelport.gateway.paths import PathGuard
 from modelport.gateway.upstream import UpstreamClient, UpstreamReply, UpstreamTimeout, UpstreamUnavailable
 from modelport.predlog.record import PredictionRecord
-from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response, read_body
+from modelport.serving.http import (
+    DEFAULT_MAX_BODY,
+    REQUEST_ID_FORMAT,
+    HTTPError,
+    error_response,
+    json_response,
+    read_body,
+)
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones httpx sets itself.
 HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                          "transfer-encoding", "upgrade", "host", "content-length"})
 REQUEST_ID = "x-request-id"
+KEY_ID = "x-modelport-key-id"
+# Headers only the gateway may set for the model server: a client's own copies are dropped.
+OWN_HEADERS = frozenset({REQUEST_ID, KEY_ID})
 
 
 @dataclass(frozen=True)
@@ -91,13 +103,16 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
                        timeout: float = 60.0, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
     client = UpstreamClient(timeout)
 
-    async def forward(name: str, request: Request, *, prediction: bool) -> Response:
+    async def forward(name: str, request: Request, *, prediction: bool, public: bool = False) -> Response:
         start = time.perf_counter()
-        request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
-        key_id = await hooks.authenticate(request) if hooks is not None and prediction else None
-        body = await read_body(request, max_body) if request.method in ("POST", "PUT", "PATCH") else b""
-        headers = [(k, v) for k, v in request.headers.items() if k not in HOP_HEADERS]
+        # Every route but the public ones needs a key (when keys are required); predictions are also logged.
+        key_id = await hooks.authenticate(request) if hooks is not None and not public else None
+        request_id = _request_id(request)
+        body = await read_body(request, max_body) if request.method == "POST" else b""
+        headers = [(k, v) for k, v in request.headers.items() if k not in HOP_HEADERS and k not in OWN_HEADERS]
         headers.append((REQUEST_ID, request_id))
+        if key_id is not None:
+            headers.append((KEY_ID, key_id))
 
         async def log(version: str | None, outputs: bytes, status: int) -> None:
             if hooks is not None and prediction:
@@ -123,13 +138,16 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
         return Response(upstream_response.content, upstream_response.status_code, out_headers)
 
     async def _send(name: str, request: Request, body: bytes, headers: list[tuple[str, str]]) -> tuple[Upstream, UpstreamReply]:
+        # The path exactly as received: PathGuard has refused every path that decoding once more
+        # (as the model server will) could change, so both sides read the same route.
+        raw_path = (request.scope.get("raw_path") or request.scope["path"].encode()).split(b"?", 1)[0].decode("latin-1")
+        query = request.scope.get("query_string", b"").decode("latin-1")
         # Two tries: a connection refused or dropped before an answer (a service restarting, a
         # route switched a moment ago) is retried once against the route's current upstream.
         for attempt in (1, 2):
             upstream = routes.get(name)
             routes.acquire(upstream)
-            query = request.url.query
-            url = upstream.url + request.url.path + (f"?{query}" if query else "")
+            url = upstream.url + raw_path + (f"?{query}" if query else "")
             try:
                 return upstream, await client.request(request.method, url, body, headers)
             except UpstreamTimeout:
@@ -148,20 +166,18 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
             raise HTTPError(404, "No default model: use /models/{name}/predict")
         return default
 
-    async def predict_default(request: Request) -> Response:
-        return await forward(default_name(), request, prediction=True)
+    async def to_default(request: Request) -> Response:
+        return await forward(default_name(), request, prediction=request.method == "POST")
 
-    async def predict_named(request: Request) -> Response:
-        return await forward(request.path_params["name"], request, prediction=True)
-
-    async def v2_model(request: Request) -> Response:
+    async def to_named(request: Request) -> Response:
         return await forward(request.path_params["name"], request, prediction=request.method == "POST")
 
-    async def passthrough(request: Request) -> Response:
-        return await forward(default_name(), request, prediction=False)
+    async def public(request: Request) -> Response:
+        # The API's own description: readable without a key, so clients can be written against it.
+        return await forward(default_name(), request, prediction=False, public=True)
 
     async def live(request: Request) -> Response:
-        return Response(status_code=200)
+        return json_response({"live": True})
 
     async def ready(request: Request) -> Response:
         """Ready when every model service is: the container's healthcheck follows its upstreams."""
@@ -172,30 +188,52 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
         down = [n for n, ok in zip(routes.names(), results, strict=True) if not ok]
         if down:
             return error_response(503, f"Model service(s) not ready: {', '.join(down)}")
-        return Response(status_code=200)
+        return json_response({"ready": True})
 
     async def gateway_routes(request: Request) -> Response:
-        return json_response({"routes": routes.snapshot(), "default": default})
+        if hooks is not None:
+            await hooks.authenticate(request)
+        # Names and versions only: the model services' internal addresses stay inside.
+        return json_response({"routes": [{k: v for k, v in r.items() if k != "url"} for r in routes.snapshot()],
+                              "default": default})
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPError)
         return error_response(exc.status, exc.message, exc.headers)
 
+    # Every path the gateway answers is listed here; anything else is a 404 that reaches no model.
     app = Starlette(
         routes=[
-            Route("/predict", predict_default, methods=["POST"]),
-            Route("/models/{name}/predict", predict_named, methods=["POST"]),
+            Route("/predict", to_default, methods=["POST"]),
+            Route("/models/{name}/predict", to_named, methods=["POST"]),
+            Route("/v2/models/{name}/infer", to_named, methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}/infer", to_named, methods=["POST"]),
             Route("/v2/health/live", live, methods=["GET"]),
             Route("/v2/health/ready", ready, methods=["GET"]),
-            Route("/v2/models/{name}/{rest:path}", v2_model, methods=["GET", "POST"]),
-            Route("/v2/models/{name}", v2_model, methods=["GET"]),
+            Route("/v2/models/{name}", to_named, methods=["GET"]),
+            Route("/v2/models/{name}/ready", to_named, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}", to_named, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}/ready", to_named, methods=["GET"]),
+            Route("/v2", to_default, methods=["GET"]),
+            Route("/models", to_default, methods=["GET"]),
+            Route("/health", to_default, methods=["GET"]),
+            Route("/metrics", to_default, methods=["GET"]),
+            Route("/", public, methods=["GET"]),
+            Route("/openapi.json", public, methods=["GET"]),
+            Route("/docs", public, methods=["GET"]),
+            Route("/docs/static/{file:path}", public, methods=["GET"]),
             Route("/gateway/routes", gateway_routes, methods=["GET"]),
-            Route("/{path:path}", passthrough, methods=["GET", "POST"]),
         ],
+        middleware=[Middleware(PathGuard)],
         exception_handlers={HTTPError: on_http_error},
         lifespan=lambda app: _closing(client),
     )
     return app
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID)
+    return given if given is not None and REQUEST_ID_FORMAT.fullmatch(given) else uuid.uuid4().hex
 
 
 @contextlib.asynccontextmanager

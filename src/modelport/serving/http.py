@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,8 @@ from starlette.responses import Response
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 NO_JSON = "Request body is empty: send a JSON object"
 NO_IMAGE = "No image provided"  # the tutorial's message for image models, kept word for word
+# A client's X-Request-ID is kept only in this shape (it ends up in logs and the prediction log).
+REQUEST_ID_FORMAT = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class HTTPError(Exception):

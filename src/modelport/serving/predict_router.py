@@ -12,7 +12,6 @@ model itself for a small model. Every other path goes to the Starlette app.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -24,14 +23,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.predlog.record import PredictionRecord
 from modelport.serving import v2
-from modelport.serving.http import NO_IMAGE, NO_JSON, HTTPError, Reply, error_reply, parse_json
+from modelport.serving.http import NO_IMAGE, NO_JSON, REQUEST_ID_FORMAT, HTTPError, Reply, error_reply, parse_json
 from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
 SIMPLE, V2 = "simple", "v2"
 # A client's request id is kept when it looks like one (it goes into logs and the prediction log);
 # anything else is replaced by a generated id.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 KEY_ID_HEADER = b"x-modelport-key-id"  # set by the proxy in front once it has checked the API key
 
 
@@ -53,7 +51,7 @@ def match(path: str) -> tuple[str | None, str | None, str] | None:
 
 def request_id(scope: Scope) -> str:
     given = header(scope, b"x-request-id")
-    return given if given is not None and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return given if given is not None and REQUEST_ID_FORMAT.fullmatch(given) else uuid.uuid4().hex
 
 
 def header(scope: Scope, name: bytes) -> str | None:
