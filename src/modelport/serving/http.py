@@ -46,11 +46,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return json_response({"error": message}, status, headers)
 
 
+def is_decimal(text: str) -> bool:
+    """Only ASCII digits: ``str.isdigit`` also accepts '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing it as soon as it passes ``limit`` bytes (even when chunked)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not is_decimal(declared):
             raise HTTPError(400, "Invalid Content-Length header")
         if int(declared) > limit:
             raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")

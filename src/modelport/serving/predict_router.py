@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.predlog.record import PredictionRecord
 from modelport.serving import v2
-from modelport.serving.http import NO_IMAGE, NO_JSON, HTTPError, Reply, error_reply, parse_json
+from modelport.serving.http import NO_IMAGE, NO_JSON, HTTPError, Reply, error_reply, is_decimal, parse_json
 from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
@@ -69,7 +69,7 @@ class ClientGone(Exception):
 
 async def read_body(scope: Scope, receive: Receive, limit: int, empty: str = NO_JSON) -> bytes:
     declared = header(scope, b"content-length")
-    if declared is not None and not declared.isdigit():
+    if declared is not None and not is_decimal(declared):
         raise HTTPError(400, "Invalid Content-Length header")
     if declared is not None and int(declared) > limit:
         raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")
