@@ -9,9 +9,17 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.errors import InvalidInputError, ModelOutputError, ModelportError, NotFoundError
+
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 NO_JSON = "Request body is empty: send a JSON object"
 NO_IMAGE = "No image provided"  # the tutorial's message for image models, kept word for word
+
+
+# Domain errors raised below the HTTP layer, and the status each becomes at the edge. A model's
+# non-finite output is a 422: the request was well formed, but there is no prediction to give for it.
+_DOMAIN_STATUS: tuple[tuple[type[ModelportError], int], ...] = (
+    (InvalidInputError, 400), (NotFoundError, 404), (ModelOutputError, 422))
 
 
 class HTTPError(Exception):
@@ -32,6 +40,11 @@ class Reply:
     status: int = 200
     content_type: bytes = b"application/json"
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def from_domain(error: ModelportError) -> HTTPError:
+    status = next((status for cls, status in _DOMAIN_STATUS if isinstance(error, cls)), 500)
+    return HTTPError(status, str(error))
 
 
 def error_reply(status: int, message: str) -> Reply:

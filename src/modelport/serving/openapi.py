@@ -8,6 +8,8 @@ from modelport import __version__
 from modelport.serving.runtime import ModelSet, ServedModel
 
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+_NON_FINITE = {"description": "The model produced NaN or infinity for this input: no prediction",
+               "content": {"application/json": {"schema": _ERROR}}}
 
 
 def _tabular_request(model: ServedModel) -> dict[str, Any]:
@@ -59,6 +61,7 @@ def _predict_operation(model: ServedModel) -> dict[str, Any]:
             "200": {"description": "Prediction", "content": {"application/json": {"schema": result}}},
             "400": {"description": "Invalid input", "content": {"application/json": {"schema": _ERROR}}},
             "413": {"description": "Body too large", "content": {"application/json": {"schema": _ERROR}}},
+            "422": _NON_FINITE,
         },
     }
 
@@ -77,7 +80,8 @@ def build_spec(models: ModelSet) -> dict[str, Any]:
             "operationId": f"v2_infer_{m.name}",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
             "responses": {"200": {"description": "Inference response"},
-                          "400": {"description": "Invalid input", "content": {"application/json": {"schema": _ERROR}}}},
+                          "400": {"description": "Invalid input", "content": {"application/json": {"schema": _ERROR}}},
+                          "422": _NON_FINITE},
         }}
     for path, summary in [("/v2/health/live", "Liveness"), ("/v2/health/ready", "Readiness"), ("/metrics", "Prometheus metrics"),
                           ("/health", "Health"), ("/models", "Served models")]:

@@ -21,10 +21,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelport.errors import ModelportError
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.predlog.record import PredictionRecord
 from modelport.serving import v2
-from modelport.serving.http import NO_IMAGE, NO_JSON, HTTPError, Reply, error_reply, is_decimal, parse_json
+from modelport.serving.http import NO_IMAGE, NO_JSON, HTTPError, Reply, error_reply, from_domain, is_decimal, parse_json
 from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
@@ -165,6 +166,8 @@ class PredictionRouter:
             return body, await simple_predict(model, body)
         except HTTPError as e:
             return body, self._error(model, e)
+        except ModelportError as e:
+            return body, self._error(model, from_domain(e))
         except ClientGone:
             raise
         except Exception as e:

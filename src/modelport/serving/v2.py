@@ -148,9 +148,23 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
         raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers") from None
     if _has_non_numbers(data, _NUMBER_OR_BOOL if datatype == "BOOL" else _NUMBERS):
         raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers")
+    if arr.dtype.kind in "biu" and not _fits(data, arr):
+        allowed = "true, false, 0 or 1" if datatype == "BOOL" else "whole numbers"
+        raise HTTPError(400, f"Input {name!r} has values that do not fit {datatype} ({allowed})")
     if arr.size != count:
         raise HTTPError(400, f"Input {name!r} has {arr.size} elements but its shape {list(shape)} needs {count}")
     return arr if arr.shape == shape else arr.reshape(shape)
+
+
+def _fits(data: Any, arr: np.ndarray) -> bool:
+    """Whether an integer or BOOL tensor holds exactly the numbers sent: numpy truncates 1.7 to 1
+    and turns 2 into true without a word."""
+    if type(data) is list and set(map(type, data)) <= _INT and arr.dtype.kind != "b":
+        return True  # plain integers: numpy refused those out of range already
+    try:
+        return bool(np.array_equal(np.asarray(data, dtype=np.float64), arr))
+    except (ValueError, TypeError):
+        return False
 
 
 def _has_non_numbers(data: Any, allowed: set[type]) -> bool:
@@ -200,6 +214,8 @@ def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], name: s
     dtype = np.dtype(DATATYPES[datatype])
     if len(raw) != count * dtype.itemsize:
         raise HTTPError(400, f"Input {name!r}: {len(raw)} bytes of binary data do not fit shape {list(shape)} of {datatype}")
+    if datatype == "BOOL" and count and np.frombuffer(raw, dtype=np.uint8).max() > 1:
+        raise HTTPError(400, f"Input {name!r} is BOOL: each byte of its binary data must be 0 or 1")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
