@@ -93,6 +93,8 @@ def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarra
     that refuse NaN check just those."""
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise HTTPError(400, 'An inference request must be a JSON object with a non-empty "inputs" list')
+    if "id" in request and type(request["id"]) is not str:
+        raise HTTPError(400, f'"id" must be a string, got {_json_type(request["id"])}')
     parameters(request, "")
     tensors: dict[str, np.ndarray] = {}
     unchecked: list[str] = []
@@ -341,7 +343,7 @@ def plain_tabular_rows(model: ServedModel, request: Any) -> np.ndarray | None:
     Usual means: one FP64 tensor of JSON numbers, flat data, shape [N, n_features], no outputs or
     parameters. Anything else, valid or not, goes through ``decode_inputs`` and ``tabular_rows``,
     which give the same answer slower and explain what is wrong."""
-    if type(request) is not dict or request.keys() not in _PLAIN_KEYS:
+    if type(request) is not dict or request.keys() not in _PLAIN_KEYS or type(request.get("id", "")) is not str:
         return None
     inputs = request["inputs"]
     if type(inputs) is not list or len(inputs) != 1:
