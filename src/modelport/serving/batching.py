@@ -52,7 +52,8 @@ class Batcher:
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
         if self._task is None or self._task.done():  # first use, or a loop that died anyway: start one
-            self._queue = self._queue or asyncio.Queue()
+            if self._queue is None:
+                self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run())
         assert self._queue is not None
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
