@@ -29,3 +29,11 @@ class FrameworkError(ModelportError):
 
 class DataError(ModelportError):
     """Training data that cannot be used as given."""
+
+
+class InvalidInputError(ModelportError):
+    """Request data a model cannot take as given (the client's to fix)."""
+
+
+class ModelOutputError(ModelportError):
+    """A model that answered with something that is not a prediction, such as NaN or infinity."""

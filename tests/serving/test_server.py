@@ -157,7 +157,7 @@ def test_v2_plain_requests_answer_as_the_general_path_does(served) -> None:
     rows = models["frame"].iloc[:4, :8].to_numpy()
     cases = [
         ("reg", {"inputs": [{"name": "input", "shape": [4, 8], "datatype": "FP64", "data": rows.ravel().tolist()}]}),
-        ("reg", {"id": 7, "inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}),
+        ("reg", {"id": "7", "inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}),
         ("cls", {"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP64", "data": rows[:2, :3].ravel().tolist()}]}),
     ]
     for model, plain in cases:
@@ -211,8 +211,10 @@ def test_tritonclient_gets_the_same_prediction(served) -> None:
     for binary in (True, False):
         inp = triton.InferInput("input", list(rows.shape), "FP64")
         inp.set_data_from_numpy(rows, binary_data=binary)
-        result = client.infer("reg", [inp], outputs=[triton.InferRequestedOutput("predictions", binary_data=binary)])
-        np.testing.assert_allclose(result.as_numpy("predictions"), expected, rtol=1e-12)
+        for compression in (None, "gzip", "deflate"):
+            result = client.infer("reg", [inp], outputs=[triton.InferRequestedOutput("predictions", binary_data=binary)],
+                                  request_compression_algorithm=compression)
+            np.testing.assert_allclose(result.as_numpy("predictions"), expected, rtol=1e-12)
     inp = triton.InferInput("input", [1, 3], "FP64")
     inp.set_data_from_numpy(rows[:1, :3])
     result = client.infer("cls", [inp])  # no outputs named: the client asks for all of them in binary

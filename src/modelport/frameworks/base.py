@@ -31,6 +31,9 @@ class Predictor:
     """A loaded model. Tabular models take a 2-D float array; tensor models named arrays."""
 
     classes: list[Any] | None = None
+    # The largest magnitude an input value may have, for models that compute in a narrower type
+    # than float64 (tree ensembles use float32): larger values are refused, not overflowed.
+    input_limit: float | None = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -20,6 +20,8 @@ class SklearnPredictor(Predictor):
         self.model = model
         self.classes = list(model.classes_) if hasattr(model, "classes_") else None
         self._linear = _linear_weights(model)
+        if _computes_in_float32(model):
+            self.input_limit = float(np.finfo(np.float32).max)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self._linear is not None:
@@ -41,6 +43,20 @@ def _linear_weights(model: Any) -> tuple[np.ndarray, Any] | None:
     if isinstance(model, LinearModel) and is_regressor(model) and isinstance(getattr(model, "coef_", None), np.ndarray):
         return model.coef_.T, model.intercept_
     return None
+
+
+def _computes_in_float32(model: Any) -> bool:
+    """Trees and the ensembles built on them cast inputs to float32 (sklearn.tree's DTYPE);
+    a pipeline holding one may pass it values that overflow, so it counts too."""
+    from sklearn.ensemble import IsolationForest
+    from sklearn.ensemble._forest import BaseForest
+    from sklearn.ensemble._gb import BaseGradientBoosting
+    from sklearn.tree import BaseDecisionTree
+
+    if isinstance(model, (BaseDecisionTree, BaseForest, BaseGradientBoosting, IsolationForest)):
+        return True
+    steps = getattr(model, "steps", None) or []
+    return any(_computes_in_float32(step) for _, step in steps if hasattr(step, "fit"))
 
 
 class SklearnAdapter:

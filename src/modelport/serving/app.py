@@ -58,15 +58,19 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
     async def v2_server(request: Request) -> Response:
         return json_response({"name": "modelport", "version": __version__, "extensions": ["binary_tensor_data"]})
 
-    async def v2_ok(request: Request) -> Response:
-        return Response(status_code=200)  # Triton answers an empty 200
+    # The protocol's bodies (KServe's client parses them; Triton's only looks at the status).
+    async def v2_live(request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def v2_ready(request: Request) -> Response:
+        return json_response({"ready": True})  # every model is loaded before the server listens
 
     async def v2_model(request: Request) -> Response:
         return json_response(v2.model_metadata(models.get(request.path_params["name"], request.path_params.get("version"))))
 
     async def v2_model_ready(request: Request) -> Response:
-        models.get(request.path_params["name"], request.path_params.get("version"))
-        return Response(status_code=200)
+        model = models.get(request.path_params["name"], request.path_params.get("version"))
+        return json_response({"name": model.name, "ready": True})
 
     async def metrics_route(request: Request) -> Response:
         body, content_type = flusher.render()
@@ -83,8 +87,9 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
         Route("/models", list_models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/v2", v2_server, methods=["GET"]),
-        Route("/v2/health/live", v2_ok, methods=["GET"]),
-        Route("/v2/health/ready", v2_ok, methods=["GET"]),
+        Route("/v2/", v2_server, methods=["GET"]),
+        Route("/v2/health/live", v2_live, methods=["GET"]),
+        Route("/v2/health/ready", v2_ready, methods=["GET"]),
         Route("/v2/models/{name}", v2_model, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}", v2_model, methods=["GET"]),
         Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),

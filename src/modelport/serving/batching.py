@@ -37,62 +37,82 @@ class Batcher:
 
     The event loop keeps accepting and decoding requests while a batch runs in the executor,
     so the next batch fills up by itself under load: no fixed wait is needed for batching to help.
+    A batch that fails fails its own requests only: the loop goes on with the next one.
     """
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], config: BatchConfig, executor: Executor,
                  on_batch: Callable[[int], None] = lambda n: None) -> None:
         self.fn = fn
         self.config = config
+        self.max_size = config.max_batch_size or 1
         self.executor = executor
         self.on_batch = on_batch
         self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
-        if self._queue is None:
-            self._queue = asyncio.Queue()
+        if self._task is None or self._task.done():  # first use, or a loop that died anyway: start one
+            if self._queue is None:
+                self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run())
+        assert self._queue is not None
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((rows, future))
         return await future
 
     async def _run(self) -> None:
+        while True:
+            items = await self._collect()
+            try:
+                await self._execute(items)
+            except Exception as e:  # noqa: BLE001 (any failure belongs to this batch's requests, not the loop)
+                _fail(items, e)
+
+    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
+        """The next batch: whatever is queued, up to max_batch_size rows, waiting at most
+        max_latency_ms for more once the first block is in."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
-        while True:
-            items = [await self._queue.get()]
-            size = len(items[0][0])
-            deadline = loop.time() + self.config.max_latency_ms / 1000
-            while size < self.config.max_batch_size:
-                if self._queue.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        items.append(await asyncio.wait_for(self._queue.get(), remaining))
-                    except TimeoutError:
-                        break
-                else:
-                    items.append(self._queue.get_nowait())
-                size += len(items[-1][0])
-            await self._execute(items, size)
+        items = [await self._queue.get()]
+        size = len(items[0][0])
+        deadline = loop.time() + (self.config.max_latency_ms or 0) / 1000
+        while size < self.max_size:
+            if self._queue.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                items.append(self._queue.get_nowait())
+            size += len(items[-1][0])
+        return items
 
-    async def _execute(self, items: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], size: int) -> None:
+    async def _execute(self, items: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
         live = [(rows, fut) for rows, fut in items if not fut.cancelled()]
         if not live:
             return
         batch = live[0][0] if len(live) == 1 else np.concatenate([rows for rows, _ in live])
-        self.on_batch(len(batch))
-        try:
-            out = await asyncio.get_running_loop().run_in_executor(self.executor, self.fn, batch)
-        except Exception as e:
-            for _, fut in live:
-                if not fut.done():
-                    fut.set_exception(e)
-            return
+        loop = asyncio.get_running_loop()
+        outs = []
+        # A block larger than max_batch_size (one big request, or the last block that tipped the
+        # batch over) runs as several model calls of at most max_batch_size rows.
+        for start in range(0, max(len(batch), 1), self.max_size):
+            chunk = batch[start:start + self.max_size]
+            self.on_batch(len(chunk))
+            outs.append(await loop.run_in_executor(self.executor, self.fn, chunk))
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
         start = 0
         for rows, fut in live:
             end = start + len(rows)
             if not fut.done():
                 fut.set_result(out[start:end])
             start = end
+
+
+def _fail(items: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], error: Exception) -> None:
+    for _, fut in items:
+        if not fut.done():
+            fut.set_exception(error)

@@ -10,11 +10,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.errors import InvalidInputError, ModelOutputError, ModelportError, NotFoundError
+
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 NO_JSON = "Request body is empty: send a JSON object"
 NO_IMAGE = "No image provided"  # the tutorial's message for image models, kept word for word
 # A client's X-Request-ID is kept only in this shape (it ends up in logs and the prediction log).
 REQUEST_ID_FORMAT = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+# Domain errors raised below the HTTP layer, and the status each becomes at the edge. A model's
+# non-finite output is a 422: the request was well formed, but there is no prediction to give for it.
+_DOMAIN_STATUS: tuple[tuple[type[ModelportError], int], ...] = (
+    (InvalidInputError, 400), (NotFoundError, 404), (ModelOutputError, 422))
 
 
 class HTTPError(Exception):
@@ -37,6 +45,11 @@ class Reply:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
+def from_domain(error: ModelportError) -> HTTPError:
+    status = next((status for cls, status in _DOMAIN_STATUS if isinstance(error, cls)), 500)
+    return HTTPError(status, str(error))
+
+
 def error_reply(status: int, message: str) -> Reply:
     return Reply(orjson.dumps({"error": message}), status)
 
@@ -49,11 +62,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return json_response({"error": message}, status, headers)
 
 
+def is_decimal(text: str) -> bool:
+    """Only ASCII digits: ``str.isdigit`` also accepts '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing it as soon as it passes ``limit`` bytes (even when chunked)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not is_decimal(declared):
             raise HTTPError(400, "Invalid Content-Length header")
         if int(declared) > limit:
             raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")

@@ -6,8 +6,11 @@ from typing import Any
 
 from modelport import __version__
 from modelport.serving.runtime import ModelSet, ServedModel
+from modelport.serving.v2 import DATATYPES
 
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+_NON_FINITE = {"description": "The model produced NaN or infinity for this input: no prediction",
+               "content": {"application/json": {"schema": _ERROR}}}
 
 
 def _tabular_request(model: ServedModel) -> dict[str, Any]:
@@ -59,6 +62,9 @@ def _predict_operation(model: ServedModel) -> dict[str, Any]:
             "200": {"description": "Prediction", "content": {"application/json": {"schema": result}}},
             "400": {"description": "Invalid input", "content": {"application/json": {"schema": _ERROR}}},
             "413": {"description": "Body too large", "content": {"application/json": {"schema": _ERROR}}},
+            "415": {"description": "A Content-Encoding other than gzip or deflate",
+                    "content": {"application/json": {"schema": _ERROR}}},
+            "422": _NON_FINITE,
         },
     }
 
@@ -77,22 +83,27 @@ def build_spec(models: ModelSet) -> dict[str, Any]:
             "operationId": f"v2_infer_{m.name}",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
             "responses": {"200": {"description": "Inference response"},
-                          "400": {"description": "Invalid input", "content": {"application/json": {"schema": _ERROR}}}},
+                          "400": {"description": "Invalid input", "content": {"application/json": {"schema": _ERROR}}},
+                          "422": _NON_FINITE},
         }}
     for path, summary in [("/v2/health/live", "Liveness"), ("/v2/health/ready", "Readiness"), ("/metrics", "Prometheus metrics"),
                           ("/health", "Health"), ("/models", "Served models")]:
         paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": "OK"}}}}
     tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
-        "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-        "datatype": {"type": "string"}, "data": {"type": "array"}, "parameters": {"type": "object"}}}
+        "name": {"type": "string", "minLength": 1}, "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": list(DATATYPES)}, "data": {"type": "array"}, "parameters": {"type": "object"}}}
+    output = {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "modelport inference server", "version": __version__,
                  "description": "Served models: " + ", ".join(f"{m.name} v{m.version}" for m in models)},
         "paths": paths,
         "components": {"schemas": {"InferenceRequest": {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
-            "outputs": {"type": "array", "items": {"type": "object"}}, "parameters": {"type": "object"}}}}},
+            "id": {"type": "string"}, "inputs": {"type": "array", "items": tensor, "minItems": 1},
+            "outputs": {"type": "array", "items": output},
+            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}}}}}},
     }
 
 

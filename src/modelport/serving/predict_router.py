@@ -14,22 +14,32 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelport.errors import ModelportError
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.predlog.record import PredictionRecord
 from modelport.serving import v2
-from modelport.serving.http import NO_IMAGE, NO_JSON, REQUEST_ID_FORMAT, HTTPError, Reply, error_reply, parse_json
+from modelport.serving.http import (
+    NO_IMAGE,
+    NO_JSON,
+    REQUEST_ID_FORMAT,
+    HTTPError,
+    Reply,
+    error_reply,
+    from_domain,
+    is_decimal,
+    parse_json,
+)
 from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
 SIMPLE, V2 = "simple", "v2"
-# A client's request id is kept when it looks like one (it goes into logs and the prediction log);
-# anything else is replaced by a generated id.
 KEY_ID_HEADER = b"x-modelport-key-id"  # set by the proxy in front once it has checked the API key
 
 
@@ -67,7 +77,7 @@ class ClientGone(Exception):
 
 async def read_body(scope: Scope, receive: Receive, limit: int, empty: str = NO_JSON) -> bytes:
     declared = header(scope, b"content-length")
-    if declared is not None and not declared.isdigit():
+    if declared is not None and not is_decimal(declared):
         raise HTTPError(400, "Invalid Content-Length header")
     if declared is not None and int(declared) > limit:
         raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")
@@ -84,9 +94,35 @@ async def read_body(scope: Scope, receive: Receive, limit: int, empty: str = NO_
         if not message.get("more_body", False):
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = header(scope, b"content-encoding")
+    if encoding is not None and body:
+        body = decompress(body, encoding, limit)
     if not body:
         raise HTTPError(400, empty)
     return body
+
+
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib's window bits for each framing
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A compressed body (tritonclient's request_compression_algorithm), held to the same limit
+    once decompressed: a small bomb must not expand into memory."""
+    name = encoding.strip().lower()
+    if name == "identity":
+        return body
+    if name not in _WBITS:
+        raise HTTPError(415, f"Content-Encoding {encoding} is not supported: send the body uncompressed, gzip or deflate")
+    decoder = zlib.decompressobj(_WBITS[name])
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise HTTPError(400, f"The body is not valid {name} data: {e}") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise HTTPError(413, f"Request body is over the limit of {limit} bytes once decompressed")
+    if not decoder.eof:
+        raise HTTPError(400, f"The body is not valid {name} data: it ends early")
+    return out
 
 
 async def simple_predict(model: ServedModel, body: bytes) -> Reply:
@@ -98,9 +134,12 @@ async def simple_predict(model: ServedModel, body: bytes) -> Reply:
     # No finiteness check here: orjson refuses NaN, Infinity and numbers that overflow, and a null
     # becomes NaN only for models that accept missing values.
     x, single = model.schema.parse(payload)
+    probabilities = payload.get("probabilities", False)
+    if type(probabilities) is not bool:
+        raise HTTPError(400, f'"probabilities" must be true or false, got {orjson.dumps(probabilities).decode()[:40]}')
     y = (await model.predict(x)).tolist()
     out: dict[str, Any] = {"prediction": y[0]} if single else {"predictions": y}
-    if payload.get("probabilities") is True:
+    if probabilities:
         if model.schema.classes is None:
             raise HTTPError(400, f"Model {model.name!r} is a {model.task} model: it has no class probabilities")
         probs = model.schema.probabilities(await model.predict_proba(x))
@@ -163,6 +202,8 @@ class PredictionRouter:
             return body, await simple_predict(model, body)
         except HTTPError as e:
             return body, self._error(model, e)
+        except ModelportError as e:
+            return body, self._error(model, from_domain(e))
         except ClientGone:
             raise
         except Exception as e:

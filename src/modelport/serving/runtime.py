@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from modelport.api import load_model
-from modelport.errors import ModelportError
+from modelport.errors import InvalidInputError, ModelOutputError, ModelportError
 from modelport.frameworks import Predictor
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.serving.batching import BatchConfig, Batcher
@@ -58,27 +58,53 @@ class ServedModel:
         """Predict rows, through the batcher when batching is on, inline otherwise
         (a small model's call costs less than a hop to another thread)."""
         self.metrics.add_rows(len(x))
+        if self.predictor.input_limit is not None:
+            self._check_range(x, self.predictor.input_limit)
         try:
             if self.batcher is not None:
-                return await self.batcher.submit(x)
-            self.metrics.observe_batch(len(x))
-            return self._call(x)
+                y = await self.batcher.submit(x)
+            else:
+                self.metrics.observe_batch(len(x))
+                y = self._call(x)
         except HTTPError:
             raise
         except Exception as e:
             raise HTTPError(500, f"Model {self.name!r} failed to predict: {type(e).__name__}: {e}") from e
+        return self._finite(y, "prediction")
 
     async def predict_proba(self, x: np.ndarray) -> np.ndarray:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.predict_proba, x)
+            proba = await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.predict_proba, x)
         except Exception as e:
             raise HTTPError(400, f"Model {self.name!r} cannot give probabilities: {e}") from e
+        return self._finite(proba, "probabilities")
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.infer, inputs)
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.infer, inputs)
         except Exception as e:
             raise HTTPError(400, f"Model {self.name!r} could not run on these inputs: {type(e).__name__}: {e}") from e
+        for name, arr in outputs.items():
+            self._finite(np.asarray(arr), f"output {name!r}")
+        return outputs
+
+    def _check_range(self, x: np.ndarray, limit: float) -> None:
+        """Models that compute in float32 fail (or overflow to infinity) on larger values: refuse them."""
+        magnitude = np.abs(x)
+        if not magnitude.size or not magnitude.max() > limit:  # NaN is no overflow: the NaN rules apply
+            return
+        row, col = np.unravel_index(np.argmax(magnitude > limit), x.shape)
+        where = f"feature {self.schema.features[col]!r}" if self.schema is not None and x.ndim == 2 else "a value"
+        raise InvalidInputError(f"Row {row}: {where} is {x[row, col]:g}, beyond what model {self.name!r} takes: "
+                                f"it computes in float32, whose largest value is {limit:.4g}")
+
+    def _finite(self, y: np.ndarray, what: str) -> np.ndarray:
+        """A model's NaN or infinity is no prediction: never pass it off as one (JSON would show null)."""
+        if y.dtype.kind in "fc" and not np.isfinite(y).all():
+            raise ModelOutputError(f"Model {self.name!r} produced a non-finite value (NaN or infinity) as its {what} "
+                                   "for this input, so there is no prediction to return; inputs far outside "
+                                   "the training data can overflow the model's arithmetic")
+        return y
 
 
 class ModelSet:

@@ -61,6 +61,8 @@ class TabularSchema:
         if not isinstance(payload, dict):
             raise HTTPError(400, 'Request body must be a JSON object like {"features": [...]} or {"instances": [[...], ...]}')
         if "features" in payload:
+            if "instances" in payload:
+                raise HTTPError(400, 'Send either "features" (one row) or "instances" (several rows), not both')
             return np.array([self.row(payload["features"], "features")], dtype=np.float64), True
         if "instances" in payload:
             instances = payload["instances"]

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
-from modelport.serving.http import HTTPError, Reply, parse_json
+from modelport.serving.http import HTTPError, Reply, is_decimal, parse_json
 from modelport.serving.runtime import ServedModel
 
 DATATYPES = {
@@ -37,10 +37,52 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]
     """→ (the request JSON, the binary tensor data after it: Triton's binary extension)."""
     if header_length is None:
         return parse_json(body), memoryview(b"")
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not is_decimal(header_length) or int(header_length) > len(body):
         raise HTTPError(400, "Inference-Header-Content-Length does not fit the request body")
     split = int(header_length)
     return parse_json(body[:split]), memoryview(body)[split:]
+
+
+def parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """``obj["parameters"]``: the protocol says an object; absent or null is none."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if type(params) is not dict:
+        raise HTTPError(400, f'{where}"parameters" must be a JSON object, got {_json_type(params)}')
+    return params
+
+
+def _flag(params: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+    value = params.get(key, default)
+    if type(value) is not bool:
+        raise HTTPError(400, f'{where}parameter "{key}" must be true or false, got {_json_type(value)}')
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def requested_outputs(request: dict[str, Any]) -> dict[str, bool | None]:
+    """The outputs the request names → whether each is wanted as binary data (None: the request's
+    default). Empty when it names none: then every output is returned."""
+    requested = request.get("outputs")
+    if requested is None:
+        return {}
+    if type(requested) is not list:
+        raise HTTPError(400, f'"outputs" must be a list of objects with a name, got {_json_type(requested)}')
+    wanted: dict[str, bool | None] = {}
+    for i, spec in enumerate(requested):
+        if type(spec) is not dict:
+            raise HTTPError(400, f"outputs[{i}] must be an object with a name, got {_json_type(spec)}")
+        name = spec.get("name")
+        if type(name) is not str or not name:
+            raise HTTPError(400, f'outputs[{i}]: "name" must be a non-empty string, got {_json_type(name)}')
+        params = parameters(spec, f"outputs[{i}]: ")
+        wanted[name] = _flag(params, "binary_data", f"outputs[{i}]: ") if "binary_data" in params else None
+    return wanted
 
 
 def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -51,6 +93,9 @@ def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarra
     that refuse NaN check just those."""
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise HTTPError(400, 'An inference request must be a JSON object with a non-empty "inputs" list')
+    if "id" in request and type(request["id"]) is not str:
+        raise HTTPError(400, f'"id" must be a string, got {_json_type(request["id"])}')
+    parameters(request, "")
     tensors: dict[str, np.ndarray] = {}
     unchecked: list[str] = []
     offset = 0
@@ -62,11 +107,11 @@ def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarra
             raise HTTPError(400, f"inputs[{i}] has no name")
         shape = _shape(spec.get("shape"), name)
         datatype = spec.get("datatype")
-        if datatype not in DATATYPES:
+        if type(datatype) is not str or datatype not in DATATYPES:
             raise HTTPError(400, f"Input {name!r} has datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+        size = parameters(spec, f"Input {name!r}: ").get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise HTTPError(400, f"Input {name!r}: binary_data_size does not fit the request body")
             tensors[name] = _from_binary(binary[offset:offset + size], datatype, shape, name)
             offset += size
@@ -105,9 +150,23 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
         raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers") from None
     if _has_non_numbers(data, _NUMBER_OR_BOOL if datatype == "BOOL" else _NUMBERS):
         raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers")
+    if arr.dtype.kind in "biu" and not _fits(data, arr):
+        allowed = "true, false, 0 or 1" if datatype == "BOOL" else "whole numbers"
+        raise HTTPError(400, f"Input {name!r} has values that do not fit {datatype} ({allowed})")
     if arr.size != count:
         raise HTTPError(400, f"Input {name!r} has {arr.size} elements but its shape {list(shape)} needs {count}")
     return arr if arr.shape == shape else arr.reshape(shape)
+
+
+def _fits(data: Any, arr: np.ndarray) -> bool:
+    """Whether an integer or BOOL tensor holds exactly the numbers sent: numpy truncates 1.7 to 1
+    and turns 2 into true without a word."""
+    if type(data) is list and set(map(type, data)) <= _INT and arr.dtype.kind != "b":
+        return True  # plain integers: numpy refused those out of range already
+    try:
+        return bool(np.array_equal(np.asarray(data, dtype=np.float64), arr))
+    except (ValueError, TypeError):
+        return False
 
 
 def _has_non_numbers(data: Any, allowed: set[type]) -> bool:
@@ -157,23 +216,23 @@ def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], name: s
     dtype = np.dtype(DATATYPES[datatype])
     if len(raw) != count * dtype.itemsize:
         raise HTTPError(400, f"Input {name!r}: {len(raw)} bytes of binary data do not fit shape {list(shape)} of {datatype}")
+    if datatype == "BOOL" and count and np.frombuffer(raw, dtype=np.uint8).max() > 1:
+        raise HTTPError(400, f"Input {name!r} is BOOL: each byte of its binary data must be 0 or 1")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
 # -- responses ---------------------------------------------------------------------------------
 
 def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[str, np.ndarray]) -> Reply:
-    requested = request.get("outputs")
-    all_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    requested = requested_outputs(request)
+    all_binary = _flag(parameters(request, ""), "binary_data_output", "")
     binary_names: set[str] = set()
     if requested:
-        if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
-            raise HTTPError(400, '"outputs" must be a list of objects with a name')
-        unknown = [o["name"] for o in requested if o["name"] not in outputs]
+        unknown = [name for name in requested if name not in outputs]
         if unknown:
             raise HTTPError(400, f"Unknown output {unknown[0]!r}; this model has {', '.join(outputs)}")
-        outputs = {o["name"]: outputs[o["name"]] for o in requested}
-        binary_names = {o["name"] for o in requested if (o.get("parameters") or {}).get("binary_data", all_binary)}
+        outputs = {name: outputs[name] for name in requested}
+        binary_names = {name for name, binary in requested.items() if (all_binary if binary is None else binary)}
     elif all_binary:
         binary_names = set(outputs)
     entries, chunks = [], []
@@ -284,13 +343,13 @@ def plain_tabular_rows(model: ServedModel, request: Any) -> np.ndarray | None:
     Usual means: one FP64 tensor of JSON numbers, flat data, shape [N, n_features], no outputs or
     parameters. Anything else, valid or not, goes through ``decode_inputs`` and ``tabular_rows``,
     which give the same answer slower and explain what is wrong."""
-    if type(request) is not dict or request.keys() not in _PLAIN_KEYS:
+    if type(request) is not dict or request.keys() not in _PLAIN_KEYS or type(request.get("id", "")) is not str:
         return None
     inputs = request["inputs"]
     if type(inputs) is not list or len(inputs) != 1:
         return None
     spec = inputs[0]
-    if type(spec) is not dict or spec.keys() != _PLAIN_SPEC_KEYS or spec["datatype"] != "FP64" or not spec["name"]:
+    if type(spec) is not dict or spec.keys() != _PLAIN_SPEC_KEYS or spec["datatype"] != "FP64" or type(spec["name"]) is not str or not spec["name"]:
         return None
     data, shape, n = spec["data"], spec["shape"], model.schema.n if model.schema is not None else 0
     if type(data) is not list or not data or not n or len(data) % n or shape != [len(data) // n, n] or type(shape[0]) is not int:
@@ -319,8 +378,7 @@ async def infer(model: ServedModel, header_length: str | None, body: bytes) -> R
     if model.schema is not None:
         x = tabular_rows(model, tensors, unchecked)
         outputs: dict[str, np.ndarray] = {"predictions": await model.predict(x)}
-        wanted = {o.get("name") for o in req.get("outputs") or [] if isinstance(o, dict)}
-        if "probabilities" in wanted and model.schema.classes is not None:
+        if "probabilities" in requested_outputs(req) and model.schema.classes is not None:
             outputs["probabilities"] = await model.predict_proba(x)
     else:
         outputs = await model.infer(check_tensor_inputs(model, tensors))
