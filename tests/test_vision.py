@@ -44,7 +44,7 @@ def test_import_stores_model_labels_preprocessing_and_batching(store, tmp_path):
     assert mv.signature["inputs"] == [{"name": "image", "dtype": "bytes", "shape": [-1]}]
     assert mv.signature["model"]["input_shape"] == [-1, 3, 32, 32]
     assert set(mv.libraries) == {"onnxruntime", "numpy", "pillow"}
-    assert read_labels(store, mv) == [f"class {i}" for i in range(4)]
+    assert read_labels(mv, store.read_files(mv)) == [f"class {i}" for i in range(4)]
 
 
 def test_softmax_output_and_fixed_batch_of_one_are_recorded(store, tmp_path):

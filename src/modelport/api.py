@@ -75,6 +75,9 @@ def load_model(ref: str, *, store: ModelStore | None = None) -> Model:
     """Load ``name``, ``name:3`` or ``name@alias``, verifying every artifact file's sha256."""
     store = get_store(store)
     info = store.resolve(ref)
-    files = store.read_files(info)
-    predictor = get_adapter(info.framework).load(files, info.signature, info.extra)
-    return Model(info, predictor)
+    return model_from_files(info, store.read_files(info))
+
+
+def model_from_files(info: ModelVersion, files: dict[str, bytes]) -> Model:
+    """A model from its version's verified files (from the store, or a server's pinned copy)."""
+    return Model(info, get_adapter(info.framework).load(files, info.signature, info.extra))

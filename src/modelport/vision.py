@@ -164,12 +164,11 @@ def check_labels(labels: list[str], source: str = "labels") -> list[str]:
     return labels
 
 
-def read_labels(store: ModelStore, info: ModelVersion) -> list[str]:
-    """The labels of a registered image classifier, checked against their recorded sha256."""
-    entry = info.files.get(LABELS_FILE)
-    if entry is None:
+def read_labels(info: ModelVersion, files: Mapping[str, bytes]) -> list[str]:
+    """The labels of a registered image classifier, from its verified files."""
+    if LABELS_FILE not in files:
         raise ModelportError(f"{info.ref} is an image classifier without {LABELS_FILE}")
-    return parse_labels(store.blobs.get(entry.sha256, label=f"artifact file {LABELS_FILE!r} of {info.ref}"), LABELS_FILE)
+    return parse_labels(files[LABELS_FILE], LABELS_FILE)
 
 
 # -- import ------------------------------------------------------------------------------------

@@ -83,6 +83,12 @@ def rm(ref: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask
         raise ModelportError("Nothing deleted")
     removed = get_store().delete(r)
     console.print(f"Deleted {', '.join(m.ref for m in removed)}")
+    from modelport.serving.pinning import local_servers
+
+    for m in removed:
+        if pids := local_servers(m.ref):
+            typer.echo(f"Warning: {m.ref} is being served by modelport serve (pid {', '.join(map(str, pids))}); "
+                       "it keeps serving its own copy until it stops", err=True)
 
 
 @app.command()

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelport.api import load_model
+from modelport.api import model_from_files
 from modelport.errors import InvalidInputError, ModelOutputError, ModelportError
 from modelport.frameworks import Predictor
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.serving.batching import BatchConfig, Batcher
 from modelport.serving.http import HTTPError
 from modelport.serving.metrics import ModelMetrics
+from modelport.serving.pinning import read_pinned
 from modelport.serving.tabular import TabularSchema
 from modelport.store import ModelStore, ModelVersion, parse_ref
 
@@ -27,6 +29,7 @@ class ServeSpec:
     ref: str
     name: str | None = None
     batch: BatchConfig = field(default_factory=BatchConfig)
+    pinned: str | None = None  # a directory with the exact artifact to load (pinning.pin), instead of the store
 
     @classmethod
     def parse(cls, text: str, batch: BatchConfig | None = None) -> ServeSpec:
@@ -142,7 +145,8 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
     models = []
     for spec in specs:
         try:
-            model = load_model(spec.ref, store=store)
+            info, files = read_pinned(Path(spec.pinned)) if spec.pinned else _from_store(spec.ref, store)
+            model = model_from_files(info, files)
         except ModelportError as e:
             raise ModelportError(f"Cannot serve {spec.ref}: {e}") from None
         except Exception as e:
@@ -153,12 +157,17 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
         if served.task == IMAGE_CLASSIFICATION:
             from modelport.vision import read_labels  # Pillow only where images are served
 
-            served.labels = read_labels(store, model.info)
+            served.labels = read_labels(model.info, files)
         models.append(served)
     return ModelSet(models)
 
 
-def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> None:
+def _from_store(ref: str, store: ModelStore) -> tuple[ModelVersion, dict[str, bytes]]:
+    info = store.resolve(ref)
+    return info, store.read_files(info)
+
+
+def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> list[ModelVersion]:
     """What can be checked without importing any framework: each reference resolves, its artifact
     files match their sha256, and its framework's library is installed."""
     import importlib.util
@@ -166,6 +175,7 @@ def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Non
     from modelport.frameworks import get_adapter
 
     store = store or ModelStore()
+    versions = []
     for spec in specs:
         try:
             info = store.resolve(spec.ref)
@@ -179,6 +189,8 @@ def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Non
         if missing:
             raise ModelportError(f"Cannot serve {spec.ref}: it needs {', '.join(missing)}, not installed here "
                                  "(pip install 'modelport[image]' for image models)")
+        versions.append(info)
+    return versions
 
 
 def describe(models: ModelSet) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -17,7 +18,9 @@ from modelport.errors import ModelportError
 from modelport.serving.batching import BatchConfig
 from modelport.serving.http import DEFAULT_MAX_BODY
 from modelport.serving.logs import log_config
+from modelport.serving.pinning import announced, pin
 from modelport.serving.runtime import ServeSpec, check_models, load_models
+from modelport.store import parse_ref
 
 _CONFIG_ENV = "MODELPORT_SERVE_CONFIG"
 
@@ -60,9 +63,10 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
           trust_proxy_headers: bool = False) -> None:
     """Serve ``specs`` until interrupted. A model that cannot load stops the command with its reason.
 
-    One worker: the models are loaded here, once, and served from this process. Several: this
-    process checks them cheaply (found, artifacts intact, framework installed) and the workers load
-    them in parallel; a worker that still cannot load one reports why and stops the server."""
+    References are resolved once, here, to exact versions. One worker: the models are loaded here
+    and served from this process. Several: this process checks them cheaply (found, artifacts intact,
+    framework installed) and sets their files aside; the workers, replacements included, load those
+    same files; a worker that still cannot load one reports why and stops the server."""
     import uvicorn
 
     workers = workers or default_workers()
@@ -70,29 +74,43 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
                "log_config": log_config(log_format, log_level), "timeout_graceful_shutdown": 10,
                "server_header": False, "proxy_headers": False}
     os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
-    check_models(list(specs))
-    if workers == 1:
-        from modelport.serving.app import create_app
-
-        app = create_app(load_models(list(specs)), max_body=max_body, log_db=log_db, trust_proxy_headers=trust_proxy_headers)
+    versions = check_models(list(specs))
+    specs = [dataclasses.replace(s, ref=v.ref, name=s.name or parse_ref(s.ref).name) for s, v in zip(specs, versions, strict=True)]
+    with announced([v.ref for v in versions]):
+        if workers == 1:
+            _serve_here(load_models(specs), host, port, on_ready, options,
+                        max_body=max_body, log_db=log_db, trust_proxy_headers=trust_proxy_headers)
+            return
         check_port(host, port)
-        if on_ready:
-            print(on_ready, flush=True)
-        uvicorn.run(app, **options)
-        return
+        state = Path(tempfile.mkdtemp(prefix="modelport-serve-"))
+        try:
+            # Resolved once, here: every worker, a replacement included, loads exactly these artifacts.
+            config = {"specs": [dataclasses.asdict(s) for s in pin(specs, state / "models")], "max_body": max_body,
+                      "log_db": log_db, "trust_proxy_headers": trust_proxy_headers,
+                      "error_file": str(state / "startup-error")}
+            os.environ[_CONFIG_ENV] = json.dumps(config)
+            # Workers are separate processes: prometheus-client sums their metrics through files here.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
+            (state / "metrics").mkdir()
+            if on_ready:
+                print(on_ready, flush=True)
+            uvicorn.run("modelport.serving.server:app_from_env", factory=True, workers=workers, **options)
+            if (state / "startup-error").exists():
+                raise ModelportError((state / "startup-error").read_text())
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _serve_here(models, host: str, port: int, on_ready: str | None, options: dict, **app_options) -> None:
+    import uvicorn
+
+    from modelport.serving.app import create_app
+
+    app = create_app(models, **app_options)
     check_port(host, port)
-    state = Path(tempfile.mkdtemp(prefix="modelport-serve-"))
-    os.environ[_CONFIG_ENV] = json.dumps({"specs": [dataclasses.asdict(s) for s in specs], "max_body": max_body, "log_db": log_db,
-                                          "trust_proxy_headers": trust_proxy_headers,
-                                          "error_file": str(state / "startup-error")})
-    # Workers are separate processes: prometheus-client sums their metrics through files here.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
-    (state / "metrics").mkdir()
     if on_ready:
         print(on_ready, flush=True)
-    uvicorn.run("modelport.serving.server:app_from_env", factory=True, workers=workers, **options)
-    if (state / "startup-error").exists():
-        raise ModelportError((state / "startup-error").read_text())
+    uvicorn.run(app, **options)
 
 
 def app_from_env() -> ASGIApp:
@@ -100,7 +118,8 @@ def app_from_env() -> ASGIApp:
     from modelport.serving.app import create_app
 
     config = json.loads(os.environ[_CONFIG_ENV])
-    specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"])) for s in config["specs"]]
+    specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"]), pinned=s["pinned"])
+             for s in config["specs"]]
     try:
         models = load_models(specs)
     except ModelportError as e:
