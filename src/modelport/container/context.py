@@ -104,11 +104,28 @@ def modelport_wheel(dest: Path, progress: Progress) -> list[str]:
     progress(f"Building the modelport {modelport.__version__} wheel from {root}")
     # A fixed timestamp makes the wheel byte-identical between builds, so Docker's layer cache holds.
     env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+    # This environment's own build tools when they can build the wheel (no download, works offline);
+    # else pip's isolated build, which fetches the ones pyproject.toml asks for (a fresh venv has
+    # setuptools 65 and no `wheel`: "invalid command 'bdist_wheel'").
+    here = ["--no-build-isolation"] if _can_build_wheels_here() else []
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *here, "--quiet",
                            "--wheel-dir", str(dest), str(root)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise ModelportError(f"Could not build the modelport wheel:\n{proc.stderr[-2000:]}")
     return _wheel_requires(dest)
+
+
+def _can_build_wheels_here() -> bool:
+    """setuptools is new enough for pyproject.toml (68) and has bdist_wheel (built in since 70.1, else the `wheel` package)."""
+    from importlib.util import find_spec
+
+    from packaging.version import Version
+
+    try:
+        setuptools = Version(metadata.version("setuptools"))
+    except metadata.PackageNotFoundError:
+        return False
+    return setuptools >= Version("70.1") or (setuptools >= Version("68") and find_spec("wheel") is not None)
 
 
 def _wheel_requires(wheels: Path) -> list[str]:
