@@ -16,6 +16,7 @@ import modelport
 from modelport.errors import IntegrityError, InvalidReferenceError, NotFoundError
 from modelport.store import ModelStore, parse_ref
 from modelport.store.bundle import export_version, import_bundle
+from tests.store.cli import run
 
 
 def _fit(seed: int = 0) -> LinearRegression:
@@ -43,7 +44,7 @@ def test_versions_are_numbered_and_references_resolve(store: ModelStore) -> None
         store.resolve("house@production")
 
 
-@pytest.mark.parametrize("ref", ["House", "a b", "x:0", "x:abc", "x@1abc", ""])
+@pytest.mark.parametrize("ref", ["House", "a b", "x:0", "x:abc", "x@1abc", "", "h:\u00b2", "h:\u0661", "h:\uff13", "h:+3", "h: 3", "h:99999999999"])
 def test_bad_references_are_refused(ref: str) -> None:
     with pytest.raises(InvalidReferenceError):
         parse_ref(ref)
@@ -195,3 +196,10 @@ def test_postgresql_concurrent_saves(postgres_url: str, tmp_path: Path, monkeypa
     versions = sorted(int(v) for p in procs for v in p.communicate(timeout=300)[0].split())
     assert versions == list(range(1, 13))
     ModelStore().delete("race")
+
+
+def test_cli_refuses_a_non_ascii_version_without_a_traceback(home: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    r = run(capsys, monkeypatch, "models", "show", "h:\u00b2")
+    assert r.code == 1
+    assert "Invalid version in 'h:²'" in r.err and "Traceback" not in r.err
