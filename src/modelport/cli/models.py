@@ -101,6 +101,14 @@ def export_cmd(ref: str, file: Path) -> None:
 
 @app.command("import")
 def import_cmd(file: Path, name: str = typer.Option(None, help="Register under another name.")) -> None:
-    """Register a version from a bundle written by `models export` (checked against its sha256s)."""
-    mv = import_bundle(get_store(), file, name=name)
-    console.print(f"Imported as {mv.ref}")
+    """Register a version from a bundle written by `models export` (checked against its sha256s).
+
+    Its files are written again, repairing damaged copies; a version already in the store with the
+    same sha256 is not added twice."""
+    result = import_bundle(get_store(), file, name=name)
+    for fname in result.repaired:
+        console.print(f"Repaired artifact file {fname!r} (the stored copy was damaged)")
+    if result.created:
+        console.print(f"Imported as {result.version.ref}")
+    else:
+        console.print(f"Already in the store as {result.version.ref} (same sha256): no version added")

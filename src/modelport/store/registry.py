@@ -211,6 +211,14 @@ class ModelStore:
             row = self._resolve_row(s, ref)
             return self._to_version(row, self._aliases_of(s, row))
 
+    def find_digest(self, name: str, digest: str) -> ModelVersion | None:
+        """The first version of ``name`` whose artifact has this sha256, if any."""
+        with self._session() as s:
+            q = (select(VersionRow).join(ModelRow).where(ModelRow.name == name, VersionRow.digest == digest)
+                 .order_by(VersionRow.version).limit(1))
+            row = s.scalar(q)
+            return self._to_version(row, self._aliases_of(s, row)) if row is not None else None
+
     def read_files(self, mv: ModelVersion) -> dict[str, bytes]:
         """The artifact's files, each checked against its recorded sha256."""
         return {
