@@ -12,6 +12,7 @@ from modelport.cli.output import ago, console, print_json
 from modelport.errors import ModelportError
 from modelport.store import parse_ref
 from modelport.store.bundle import export_version, import_bundle
+from modelport.store.recovery import new_registry
 
 app = typer.Typer(help="List, inspect, tag, export and import registered models.", no_args_is_help=True)
 
@@ -86,10 +87,24 @@ def rm(ref: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask
 
 
 @app.command()
-def gc() -> None:
+def gc(force: bool = typer.Option(False, "--force", help="Also delete files older than a registry started over them (models new-registry).")) -> None:
     """Remove artifact files no version refers to any more."""
-    removed = get_store().gc()
+    removed = get_store().gc(force=force)
     console.print(f"Removed {len(removed)} unreferenced artifact file(s)")
+
+
+@app.command("new-registry")
+def new_registry_cmd() -> None:
+    """After the registry was lost or damaged: start an empty one that keeps the artifact files.
+
+    A damaged SQLite registry file is moved aside, not deleted. Then import your exports; `models gc`
+    keeps the older files until --force."""
+    store, moved = new_registry()
+    if moved is not None:
+        console.print(f"Moved the damaged registry to {moved}")
+    console.print(f"Started an empty registry; {store.blobs.count()} artifact file(s) kept. "
+                  "Import your exports: modelport models import FILE")
+    store.close()
 
 
 @app.command("export")

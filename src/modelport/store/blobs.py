@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from modelport.errors import IntegrityError
@@ -39,7 +40,9 @@ class BlobStore:
         corruption must not survive a restore from an export. The replacement is atomic."""
         digest = sha256_bytes(data)
         target = self.path(digest)
-        present = target.is_file()
+        if target.exists() and not target.is_file():
+            raise IntegrityError(f"{target} should be an artifact file but is not a regular file: remove it and try again")
+        present = target.exists()
         if present and self.sha256_file(target) == digest:
             return digest, False
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -64,10 +67,15 @@ class BlobStore:
 
     def get(self, digest: str, *, label: str = "artifact") -> bytes:
         """Read a blob and check its digest, so a tampered or truncated file is never loaded."""
+        path = self.path(digest)
         try:
-            data = self.path(digest).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise IntegrityError(f"The {label} is missing from the store (sha256 {digest[:12]}…). " + _RESTORE) from None
+        except OSError as e:  # a directory in its place, unreadable permissions, an I/O error
+            raise IntegrityError(
+                f"The {label} cannot be read: {path}: {e.strerror}. If it is not a regular file, remove it; " + _RESTORE
+            ) from None
         actual = sha256_bytes(data)
         if actual != digest:
             raise IntegrityError(
@@ -77,17 +85,28 @@ class BlobStore:
         return data
 
     def digests(self) -> set[str]:
-        return {p.name for p in (self.root / "sha256").glob("*/*") if not p.name.startswith(".")}
+        return {p.name for p in self._files()}
 
-    def remove_unreferenced(self, referenced: set[str], *, min_age_s: float = 3600) -> list[str]:
-        """Delete blobs no version points to. Young blobs may belong to a save in progress."""
-        removed = []
+    def count(self) -> int:
+        return sum(1 for _ in self._files())
+
+    def _files(self) -> Iterator[Path]:
+        return (p for p in (self.root / "sha256").glob("*/*") if not p.name.startswith(".") and p.is_file())
+
+    def unreferenced(self, referenced: set[str], *, min_age_s: float = 3600) -> dict[str, float]:
+        """Blobs no version points to and older than ``min_age_s`` (younger ones may belong to a save in
+        progress), with their modification times."""
         now = time.time()
-        for digest in self.digests() - referenced:
-            p = self.path(digest)
-            if now - p.stat().st_mtime >= min_age_s:
-                p.unlink(missing_ok=True)
-                removed.append(digest)
+        mtimes = {p.name: p.stat().st_mtime for p in self._files() if p.name not in referenced}
+        return {d: mtime for d, mtime in mtimes.items() if now - mtime >= min_age_s}
+
+    def remove(self, digests: Iterable[str], *, min_age_s: float = 3600) -> list[str]:
+        """Delete these blobs, and temporary files left by saves that were killed."""
+        removed = []
+        for digest in digests:
+            self.path(digest).unlink(missing_ok=True)
+            removed.append(digest)
+        now = time.time()
         for p in (self.root / "sha256").glob("*/.incoming-*"):
             if now - p.stat().st_mtime >= min_age_s:
                 p.unlink(missing_ok=True)
