@@ -102,11 +102,12 @@ class ModelStore:
             raise
 
     def _open_tables(self, adopt_artifacts: bool) -> None:
-        if VersionRow.__tablename__ in inspect(self._engine).get_table_names():
+        if self._has_tables():
             create_tables(self._engine, Base.metadata)  # tables added since the store was made
             return
         orphans = self.blobs.count()
-        if orphans and not adopt_artifacts:
+        # Looked again: another process may have created this new store and saved to it in between.
+        if orphans and not adopt_artifacts and not self._has_tables():
             raise RegistryLostError(
                 f"The model registry {_safe_url(self.db_url)} is empty or missing, but {self.blobs.root} holds "
                 f"{orphans} artifact file(s): the registry was deleted, emptied or replaced. Put back a backup of it "
@@ -114,9 +115,12 @@ class ModelStore:
                 "an empty one that keeps these files, then import your exports (modelport models import FILE)."
             )
         create_tables(self._engine, Base.metadata)
-        if orphans:
+        if orphans and adopt_artifacts:
             with self._write.begin() as s:
                 s.merge(MetaRow(key=ADOPTED_AT, value=repr(time.time())))
+
+    def _has_tables(self) -> bool:
+        return VersionRow.__tablename__ in inspect(self._engine).get_table_names()
 
     def close(self) -> None:
         self._engine.dispose()
