@@ -19,6 +19,18 @@ class IntegrityError(ModelportError):
     """An artifact whose bytes do not match the recorded sha256."""
 
 
+class RegistryError(ModelportError):
+    """A registry database that is damaged, or empty while the store holds artifacts."""
+
+
+class RegistryDamagedError(RegistryError):
+    """The registry database file is corrupt or is not a database."""
+
+
+class RegistryLostError(RegistryError):
+    """A new (empty) registry over an existing store's artifact files."""
+
+
 class UnsafeModelError(ModelportError):
     """A model file that would execute untrusted code when loaded."""
 

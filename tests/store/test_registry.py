@@ -16,6 +16,7 @@ import modelport
 from modelport.errors import IntegrityError, InvalidReferenceError, NotFoundError
 from modelport.store import ModelStore, parse_ref
 from modelport.store.bundle import export_version, import_bundle
+from tests.store.cli import run
 
 
 def _fit(seed: int = 0) -> LinearRegression:
@@ -43,7 +44,7 @@ def test_versions_are_numbered_and_references_resolve(store: ModelStore) -> None
         store.resolve("house@production")
 
 
-@pytest.mark.parametrize("ref", ["House", "a b", "x:0", "x:abc", "x@1abc", ""])
+@pytest.mark.parametrize("ref", ["House", "a b", "x:0", "x:abc", "x@1abc", "", "h:\u00b2", "h:\u0661", "h:\uff13", "h:+3", "h: 3", "h:99999999999"])
 def test_bad_references_are_refused(ref: str) -> None:
     with pytest.raises(InvalidReferenceError):
         parse_ref(ref)
@@ -107,11 +108,62 @@ def test_export_import_roundtrip(store: ModelStore, tmp_path: Path) -> None:
     bundle = tmp_path / "m.tar.gz"
     export_version(store, "m:1", bundle)
     other = ModelStore(tmp_path / "other-home")
-    imported = import_bundle(other, bundle)
+    imported = import_bundle(other, bundle).version
     assert (imported.name, imported.version, imported.digest, imported.metrics) == ("m", 1, mv.digest, {"r2": 0.5})
     assert imported.tags["imported_from"] == "m:1"
     x = np.ones((1, 3))
     assert modelport.load_model("m", store=other).predict(x) == modelport.load_model("m", store=store).predict(x)
+
+
+def _corrupt_same_size(blob: Path) -> None:
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+
+def test_put_replaces_a_present_file_whose_content_does_not_match(store: ModelStore) -> None:
+    digest = store.blobs.put(b"model bytes")
+    _corrupt_same_size(store.blobs.path(digest))
+    assert store.blobs.write(b"model bytes") == (digest, True)
+    assert store.blobs.get(digest) == b"model bytes"
+    assert store.blobs.write(b"model bytes") == (digest, False)
+    assert not list(store.blobs.path(digest).parent.glob(".incoming-*"))
+
+
+def test_restoring_from_an_export_repairs_a_corrupted_file(store: ModelStore, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Save, export, corrupt a stored file (same size), load fails; follow the message's advice; load works."""
+    model = _fit()
+    mv = modelport.save_model(model, "h", store=store)
+    bundle = tmp_path / "h-1.tar.gz"
+    assert run(capsys, monkeypatch, "models", "export", "h:1", str(bundle)).code == 0
+    _corrupt_same_size(store.blobs.path(next(iter(mv.files.values())).sha256))
+    with pytest.raises(IntegrityError, match="corrupted.*Restore it from an export") as failure:
+        modelport.load_model("h:1", store=store)
+    r = run(capsys, monkeypatch, "models", "import", str(bundle))  # the advice
+    assert r.code == 0, r.err
+    x = np.ones((2, 3))
+    np.testing.assert_array_equal(modelport.load_model("h:1", store=store).predict(x), model.predict(x))
+    assert "modelport models import FILE" in str(failure.value)
+    assert "Repaired artifact file 'model.skops'" in r.out and "Already in the store as h:1" in r.out
+    assert [v.version for v in store.list_versions("h")] == [1]
+
+
+def test_reimporting_the_same_bundle_adds_no_duplicate_version(store: ModelStore, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    modelport.save_model(_fit(0), "h", store=store)
+    modelport.save_model(_fit(1), "h", store=store)
+    bundle = tmp_path / "h-1.tar.gz"
+    export_version(store, "h:1", bundle)
+    r = run(capsys, monkeypatch, "models", "import", str(bundle))
+    assert (r.code, r.out.strip()) == (0, "Already in the store as h:1 (same sha256): no version added")
+    assert [v.version for v in store.list_versions("h")] == [1, 2]
+    r = run(capsys, monkeypatch, "models", "import", str(bundle), "--name", "copy")  # another name is another model
+    assert "Imported as copy:1" in r.out
+    again = import_bundle(store, bundle, reuse_existing=False)
+    assert (again.created, again.version.ref) == (True, "h:3")
 
 
 def test_import_of_a_damaged_bundle_is_refused(store: ModelStore, tmp_path: Path) -> None:
@@ -195,3 +247,10 @@ def test_postgresql_concurrent_saves(postgres_url: str, tmp_path: Path, monkeypa
     versions = sorted(int(v) for p in procs for v in p.communicate(timeout=300)[0].split())
     assert versions == list(range(1, 13))
     ModelStore().delete("race")
+
+
+def test_cli_refuses_a_non_ascii_version_without_a_traceback(home: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    r = run(capsys, monkeypatch, "models", "show", "h:\u00b2")
+    assert r.code == 1
+    assert "Invalid version in 'h:²'" in r.err and "Traceback" not in r.err

@@ -12,6 +12,7 @@ from modelport.cli.output import ago, console, print_json
 from modelport.errors import ModelportError
 from modelport.store import parse_ref
 from modelport.store.bundle import export_version, import_bundle
+from modelport.store.recovery import new_registry
 
 app = typer.Typer(help="List, inspect, tag, export and import registered models.", no_args_is_help=True)
 
@@ -92,10 +93,24 @@ def rm(ref: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask
 
 
 @app.command()
-def gc() -> None:
+def gc(force: bool = typer.Option(False, "--force", help="Also delete files older than a registry started over them (models new-registry).")) -> None:
     """Remove artifact files no version refers to any more."""
-    removed = get_store().gc()
+    removed = get_store().gc(force=force)
     console.print(f"Removed {len(removed)} unreferenced artifact file(s)")
+
+
+@app.command("new-registry")
+def new_registry_cmd() -> None:
+    """After the registry was lost or damaged: start an empty one that keeps the artifact files.
+
+    A damaged SQLite registry file is moved aside, not deleted. Then import your exports; `models gc`
+    keeps the older files until --force."""
+    store, moved = new_registry()
+    if moved is not None:
+        console.print(f"Moved the damaged registry to {moved}")
+    console.print(f"Started an empty registry; {store.blobs.count()} artifact file(s) kept. "
+                  "Import your exports: modelport models import FILE")
+    store.close()
 
 
 @app.command("export")
@@ -107,6 +122,14 @@ def export_cmd(ref: str, file: Path) -> None:
 
 @app.command("import")
 def import_cmd(file: Path, name: str = typer.Option(None, help="Register under another name.")) -> None:
-    """Register a version from a bundle written by `models export` (checked against its sha256s)."""
-    mv = import_bundle(get_store(), file, name=name)
-    console.print(f"Imported as {mv.ref}")
+    """Register a version from a bundle written by `models export` (checked against its sha256s).
+
+    Its files are written again, repairing damaged copies; a version already in the store with the
+    same sha256 is not added twice."""
+    result = import_bundle(get_store(), file, name=name)
+    for fname in result.repaired:
+        console.print(f"Repaired artifact file {fname!r} (the stored copy was damaged)")
+    if result.created:
+        console.print(f"Imported as {result.version.ref}")
+    else:
+        console.print(f"Already in the store as {result.version.ref} (same sha256): no version added")

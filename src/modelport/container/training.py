@@ -118,7 +118,8 @@ def train_in_container(data: str | Path, target: str, name: str, *, model: str =
             raise ModelportError(errors[-1] if errors else
                                  f"Training in the container failed (exit status {status}):\n" + "\n".join(lines[-20:]))
         result = json.loads((out / RESULT).read_text())
-        version = import_bundle(get_store(store), out / BUNDLE, name=name)
+        # Every training run is a new version, even when it reproduces an earlier one byte for byte.
+        version = import_bundle(get_store(store), out / BUNDLE, name=name, reuse_existing=False).version
     finally:
         container.remove(force=True)
         shutil.rmtree(out, ignore_errors=True)

@@ -7,11 +7,12 @@ import json
 import os
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.errors import IntegrityError, ModelportError
 from modelport.store.blobs import sha256_bytes
-from modelport.store.registry import ModelStore, ModelVersion
+from modelport.store.registry import FileEntry, ModelStore, ModelVersion, manifest_digest
 
 MANIFEST = "modelport.json"
 FORMAT = "modelport-bundle/1"
@@ -42,7 +43,18 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def import_bundle(store: ModelStore, path: str | Path, *, name: str | None = None) -> ModelVersion:
+@dataclass(frozen=True)
+class Imported:
+    version: ModelVersion
+    created: bool  # False: the store already had this exact version (same sha256), nothing was added
+    repaired: tuple[str, ...] = ()  # files that were present but damaged, and were written again
+
+
+def import_bundle(store: ModelStore, path: str | Path, *, name: str | None = None,
+                  reuse_existing: bool = True) -> Imported:
+    """Register the bundle's version. Its files are always written, replacing damaged copies, so an
+    export restores a version whose files were corrupted. With ``reuse_existing``, a version of the
+    same name with the same sha256 is reused instead of adding a duplicate."""
     path = Path(path)
     try:
         with tarfile.open(path, mode="r:*") as tar:
@@ -61,9 +73,17 @@ def import_bundle(store: ModelStore, path: str | Path, *, name: str | None = Non
                 files[fname] = data
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError, KeyError) as e:
         raise ModelportError(f"Cannot read bundle {path}: {e}") from None
-    return store.save(
-        name or manifest["name"], files, framework=manifest["framework"], task=manifest["task"],
+    name = name or manifest["name"]
+    repaired = tuple(fname for fname, data in files.items() if store.blobs.write(data)[1])
+    if reuse_existing:
+        entries = {fname: FileEntry(sha256_bytes(data), len(data)) for fname, data in files.items()}
+        existing = store.find_digest(name, manifest_digest(entries))
+        if existing is not None:
+            return Imported(existing, created=False, repaired=repaired)
+    mv = store.save(
+        name, files, framework=manifest["framework"], task=manifest["task"],
         signature=manifest["signature"], metrics=manifest.get("metrics"),
         tags={**manifest.get("tags", {}), "imported_from": f"{manifest['name']}:{manifest['version']}"},
         libraries=manifest.get("libraries"), extra=manifest.get("extra"), description=manifest.get("description", ""),
     )
+    return Imported(mv, created=True, repaired=repaired)

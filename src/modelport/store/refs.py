@@ -10,6 +10,8 @@ from modelport.errors import InvalidReferenceError
 # Names end up in image tags, container labels and URLs: keep them to what all of those accept.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,62}$")
+# ASCII digits only: str.isdigit() also accepts '²' (int() then fails) and '٣' or '３' (int() reads them as 3).
+_VERSION = re.compile(r"^[0-9]{1,9}$")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def parse_ref(text: str) -> Ref:
         name, _, version = text.partition(":")
         if version == "latest":
             return Ref(check_name(name))
-        if not version.isdigit() or int(version) < 1:
+        if not _VERSION.fullmatch(version) or int(version) < 1:
             raise InvalidReferenceError(
                 f"Invalid version in {text!r}: expected a number like {name}:3, or an alias like {name}@production"
             )

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, inspect, select, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelport import config
-from modelport.errors import ModelportError, NotFoundError
+from modelport.errors import ModelportError, NotFoundError, RegistryDamagedError, RegistryError, RegistryLostError
 from modelport.store.blobs import BlobStore
 from modelport.store.refs import Ref, check_alias, check_name, parse_ref
-from modelport.store.schema import AliasRow, Base, ModelRow, VersionRow, create_tables, make_engine
+from modelport.store.schema import AliasRow, Base, MetaRow, ModelRow, VersionRow, create_tables, make_engine
 
 
 @dataclass(frozen=True)
@@ -75,20 +78,49 @@ def manifest_digest(files: Mapping[str, FileEntry]) -> str:
 
 
 class ModelStore:
-    def __init__(self, home: Path | None = None, db_url: str | None = None) -> None:
+    def __init__(self, home: Path | None = None, db_url: str | None = None, *, adopt_artifacts: bool = False) -> None:
+        """Open the store. A registry without tables is created, except over a store that already holds
+        artifact files (its registry was deleted, emptied or replaced): that is an error unless
+        ``adopt_artifacts`` says to start afresh, and then ``gc`` keeps those files until forced."""
         self.home = Path(home) if home else config.home()
         self.home.mkdir(parents=True, exist_ok=True)
         url = db_url or (f"sqlite:///{self.home / 'registry.db'}" if home else config.db_url())
         self.db_url = url
         self.blobs = BlobStore(self.home / "blobs")
         self._engine = make_engine(url)
-        try:
-            if "mode=ro" not in url:
-                create_tables(self._engine, Base.metadata)
-        except OperationalError as e:
-            raise ModelportError(f"Cannot open the model registry database {_safe_url(url)}: {e.orig}") from None
+        event.listen(self._engine, "handle_error", partial(_raise_if_damaged, url))
         self._session = sessionmaker(self._engine, expire_on_commit=False)
         self._write = sessionmaker(self._engine.execution_options(immediate=True), expire_on_commit=False)
+        try:
+            if "mode=ro" not in url:
+                self._open_tables(adopt_artifacts)
+        except OperationalError as e:
+            self.close()
+            raise ModelportError(f"Cannot open the model registry database {_safe_url(url)}: {e.orig}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_tables(self, adopt_artifacts: bool) -> None:
+        if self._has_tables():
+            create_tables(self._engine, Base.metadata)  # tables added since the store was made
+            return
+        orphans = self.blobs.count()
+        # Looked again: another process may have created this new store and saved to it in between.
+        if orphans and not adopt_artifacts and not self._has_tables():
+            raise RegistryLostError(
+                f"The model registry {_safe_url(self.db_url)} is empty or missing, but {self.blobs.root} holds "
+                f"{orphans} artifact file(s): the registry was deleted, emptied or replaced. Put back a backup of it "
+                "(or point MODELPORT_DB_URL at the right database), or run `modelport models new-registry` to start "
+                "an empty one that keeps these files, then import your exports (modelport models import FILE)."
+            )
+        create_tables(self._engine, Base.metadata)
+        if orphans and adopt_artifacts:
+            with self._write.begin() as s:
+                s.merge(MetaRow(key=ADOPTED_AT, value=repr(time.time())))
+
+    def _has_tables(self) -> bool:
+        return VersionRow.__tablename__ in inspect(self._engine).get_table_names()
 
     def close(self) -> None:
         self._engine.dispose()
@@ -198,10 +230,22 @@ class ModelStore:
                 s.delete(model)
             return removed
 
-    def gc(self, *, min_age_s: float = 3600) -> list[str]:
+    def gc(self, *, min_age_s: float = 3600, force: bool = False) -> list[str]:
+        """Delete artifact files no version refers to. Files older than a registry that was started over
+        them (``adopt_artifacts``) may be versions it merely forgot: refused unless ``force``."""
         with self._session() as s:
             referenced = {sha for files in s.scalars(select(VersionRow.files)) for sha in (f["sha256"] for f in files.values())}
-        return self.blobs.remove_unreferenced(referenced, min_age_s=min_age_s)
+            adopted = s.get(MetaRow, ADOPTED_AT)
+        doomed = self.blobs.unreferenced(referenced, min_age_s=min_age_s)
+        if adopted is not None and not force:
+            forgotten = [d for d, mtime in doomed.items() if mtime < float(adopted.value)]
+            if forgotten:
+                raise RegistryError(
+                    f"Not deleting {len(forgotten)} artifact file(s) that predate this registry: it was started "
+                    "empty over an existing store (modelport models new-registry), so they may belong to versions "
+                    "it never heard of. Import your exports first; `modelport models gc --force` deletes them."
+                )
+        return self.blobs.remove(doomed, min_age_s=min_age_s)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -210,6 +254,25 @@ class ModelStore:
         with self._session() as s:
             row = self._resolve_row(s, ref)
             return self._to_version(row, self._aliases_of(s, row))
+
+    def check(self) -> int:
+        """Read the whole registry, so damage anywhere in it shows (RegistryDamagedError); the number of versions."""
+        with self._session() as s:
+            if self._engine.dialect.name == "sqlite":
+                problems = [p for p in s.scalars(text("PRAGMA quick_check")) if p != "ok"]
+                if problems:
+                    raise RegistryDamagedError(_damaged_message(self.db_url, "; ".join(problems[:3])))
+            s.scalars(select(ModelRow)).all()
+            s.scalars(select(AliasRow)).all()
+            return len(s.scalars(select(VersionRow)).all())
+
+    def find_digest(self, name: str, digest: str) -> ModelVersion | None:
+        """The first version of ``name`` whose artifact has this sha256, if any."""
+        with self._session() as s:
+            q = (select(VersionRow).join(ModelRow).where(ModelRow.name == name, VersionRow.digest == digest)
+                 .order_by(VersionRow.version).limit(1))
+            row = s.scalar(q)
+            return self._to_version(row, self._aliases_of(s, row)) if row is not None else None
 
     def read_files(self, mv: ModelVersion) -> dict[str, bytes]:
         """The artifact's files, each checked against its recorded sha256."""
@@ -294,6 +357,26 @@ class ModelStore:
             created_at=_utc(row.created_at),
             aliases=aliases,
         )
+
+
+ADOPTED_AT = "adopted_artifacts_at"  # when a new registry was started over existing artifact files
+
+# SQLite result codes for a file that is not (or no longer) a valid database.
+_SQLITE_DAMAGE = {11: "SQLITE_CORRUPT", 26: "SQLITE_NOTADB"}
+
+
+def _raise_if_damaged(url: str, ctx: ExceptionContext) -> None:
+    """Engine error hook: a corrupt SQLite registry is a message with a way out, on whatever call met it."""
+    orig = ctx.original_exception
+    if (getattr(orig, "sqlite_errorcode", 0) & 0xFF) in _SQLITE_DAMAGE:
+        raise RegistryDamagedError(_damaged_message(url, str(orig))) from None
+
+
+def _damaged_message(url: str, problem: str) -> str:
+    return (f"The model registry {_safe_url(url)} is damaged ({problem}); the artifact files are not affected. "
+            "Put back a backup copy of it, or run `modelport models new-registry` (moves the damaged file aside "
+            "and starts an empty registry that keeps the artifact files), then import your exports "
+            "(modelport models import FILE).")
 
 
 def _utc(dt: datetime) -> datetime:

@@ -68,6 +68,15 @@ class AliasRow(Base):
     model: Mapped[ModelRow] = relationship(back_populates="aliases")
 
 
+class MetaRow(Base):
+    """Facts about the registry itself (e.g. ``adopted_artifacts_at``)."""
+
+    __tablename__ = "mp_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # Writers wait for each other (timeout) and take the write lock up front (BEGIN IMMEDIATE,
