@@ -12,7 +12,14 @@ import pytest
 import skimage.data
 from PIL import Image, ImageFile
 
-from modelport.imaging import ImageInputError, decode_image, preprocess, preprocess_bytes
+from modelport.imaging import (
+    ImageInputError,
+    ImageLimitError,
+    PixelBudget,
+    decode_image,
+    preprocess,
+    preprocess_bytes,
+)
 
 SPEC = {
     "resize": 256,
@@ -296,3 +303,15 @@ def test_exif_orientation_in_a_phone_style_jpeg(chelsea):
     assert np.abs(preprocess_bytes(rotated, SPEC) - expected).mean() < 0.05
     ignored = preprocess(Image.open(io.BytesIO(rotated)).convert("RGB"), SPEC)
     assert np.abs(ignored - expected).mean() > 0.5
+
+
+def test_a_pixel_budget_is_shared_by_a_requests_images_and_closed_by_a_failure() -> None:
+    small = encode(Image.new("RGB", (30, 30), (1, 2, 3)), "PNG")  # 900 pixels
+    budget = PixelBudget(1000)
+    assert preprocess_bytes(small, SPEC, budget=budget).shape == (3, 224, 224)
+    with pytest.raises(ImageLimitError, match="more than 1000 pixels in all; the limit is 1000") as e:
+        preprocess_bytes(small, SPEC, budget=budget)
+    assert e.value.setting == "max_request_pixels"
+    with pytest.raises(ImageInputError, match="another image of this request was refused"):
+        preprocess_bytes(encode(Image.new("RGB", (1, 1)), "PNG"), SPEC, budget=budget)  # would fit, but the request failed
+

@@ -9,6 +9,8 @@ understands; the server maps it to a 4xx answer. Decoding is strict on purpose:
   so a tiny file that declares 40000x40000 pixels costs nothing.
 * Only common raster formats are opened; Pillow plugins such as EPS (which runs Ghostscript)
   are never reached from an upload.
+* A request's images share a :class:`PixelBudget`: the pixels each one will decode are taken from it
+  before decoding, so many small images cannot add up to unbounded work either.
 
 Transparency is composited onto white rather than dropped: the colour stored under fully
 transparent pixels is arbitrary (often black), and white is how a viewer usually shows it.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +29,8 @@ from PIL import Image, ImageOps
 
 from modelport.errors import ModelportError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "ImageInputError", "decode_image", "preprocess", "preprocess_bytes"]
+__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "ImageInputError", "ImageLimitError", "PixelBudget",
+           "decode_image", "preprocess", "preprocess_bytes"]
 
 # Pillow itself refuses more than 2 x Image.MAX_IMAGE_PIXELS (~179M) whatever max_pixels says.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -48,14 +52,51 @@ class ImageInputError(ModelportError, ValueError):
     """An uploaded image that cannot be used; the message is meant for the person who sent it."""
 
 
+class ImageLimitError(ImageInputError):
+    """A request beyond a configured limit of the server (not a broken image): answered with a 413."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting  # the serving.limits.ImageLimits field that would have to be raised
+
+
+class PixelBudget:
+    """The decoded pixels one request may still spend, shared by the threads decoding its images.
+
+    Once any of the request's images fails, ``close`` makes every image not yet started fail at once,
+    so a doomed request stops taking decoding time from others."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def take(self, pixels: int) -> None:
+        with self._lock:
+            if self._closed:
+                raise ImageInputError("Not decoded: another image of this request was refused")
+            if self._used + pixels > self.limit:
+                self._closed = True
+                raise ImageLimitError(f"The images of this request have more than {self.limit} pixels in all; "
+                                      f"the limit is {self.limit}", "max_request_pixels")
+            self._used += pixels
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``data`` fully into an RGB image with its EXIF orientation applied (first frame if animated)."""
     return _decode(data, max_pixels=max_pixels, draft_side=None)
 
 
-def preprocess_bytes(data: bytes, spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode and preprocess in one go; a JPEG far larger than the model input is decoded at 1/2 to 1/8 scale."""
-    return preprocess(_decode(data, max_pixels=max_pixels, draft_side=int(spec["resize"])), spec)
+def preprocess_bytes(data: bytes, spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS,
+                     budget: PixelBudget | None = None) -> np.ndarray:
+    """Decode and preprocess in one go; a JPEG far larger than the model input is decoded at 1/2 to 1/8 scale.
+    The pixels decoded are taken from ``budget`` (the request's) first."""
+    return preprocess(_decode(data, max_pixels=max_pixels, draft_side=int(spec["resize"]), budget=budget), spec)
 
 
 def preprocess(img: Image.Image, spec: Mapping[str, Any]) -> np.ndarray:
@@ -94,7 +135,7 @@ def preprocess(img: Image.Image, spec: Mapping[str, Any]) -> np.ndarray:
     return out
 
 
-def _decode(data: bytes, *, max_pixels: int, draft_side: int | None) -> Image.Image:
+def _decode(data: bytes, *, max_pixels: int, draft_side: int | None, budget: PixelBudget | None = None) -> Image.Image:
     if not data:
         raise ImageInputError("Empty file")
     try:
@@ -120,6 +161,8 @@ def _decode(data: bytes, *, max_pixels: int, draft_side: int | None) -> Image.Im
             # JPEG only (a no-op for other formats): let libjpeg decode at 1/2, 1/4 or 1/8 scale
             # while both sides stay >= 2x the resize target, so the final downscale still antialiases.
             img.draft(None, (2 * draft_side, 2 * draft_side))
+        if budget is not None:
+            budget.take(img.size[0] * img.size[1])  # after draft: what will really be decoded
         img.load()  # decode everything now, inside the try: truncation surfaces here
         ImageOps.exif_transpose(img, in_place=True)
         return _to_rgb(img)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from modelport.errors import ModelportError
 from modelport.serving.batching import BatchConfig
 from modelport.serving.http import DEFAULT_MAX_BODY
+from modelport.serving.limits import ImageLimits
 from modelport.serving.logs import log_config
 from modelport.serving.runtime import ServeSpec, check_models, load_models
 
@@ -100,7 +101,8 @@ def app_from_env() -> ASGIApp:
     from modelport.serving.app import create_app
 
     config = json.loads(os.environ[_CONFIG_ENV])
-    specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"])) for s in config["specs"]]
+    specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"]), images=ImageLimits(**s["images"]))
+             for s in config["specs"]]
     try:
         models = load_models(specs)
     except ModelportError as e:
