@@ -9,6 +9,9 @@ understands; the server maps it to a 4xx answer. Decoding is strict on purpose:
   so a tiny file that declares 40000x40000 pixels costs nothing.
 * Only common raster formats are opened; Pillow plugins such as EPS (which runs Ghostscript)
   are never reached from an upload.
+* A JPEG's scans are counted from its structure before decoding. Each scan of a progressive JPEG walks
+  every block of the image however few bytes it has, so a 130 KB file that repeats one tiny refinement
+  scan 1,000 times over 4096x4096 pixels takes 18 s of CPU to decode; real ones have about 10 scans.
 * A request's images share a :class:`PixelBudget`: the pixels each one will decode are taken from it
   before decoding, so many small images cannot add up to unbounded work either.
 
@@ -30,7 +33,7 @@ from PIL import Image, ImageOps
 from modelport.errors import ModelportError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "ImageInputError", "ImageLimitError", "PixelBudget",
-           "decode_image", "preprocess", "preprocess_bytes"]
+           "decode_image", "jpeg_scans", "preprocess", "preprocess_bytes"]
 
 # Pillow itself refuses more than 2 x Image.MAX_IMAGE_PIXELS (~179M) whatever max_pixels says.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -39,6 +42,10 @@ FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 # Magic numbers of those formats: a file that starts like one but cannot be opened is damaged, not "not an image".
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 _WHITE = (255, 255, 255)
+# Decoding work of a JPEG grows with scans x pixels: 1-4 ns each (libjpeg-turbo, blank 4096x4096 image,
+# idle to busy machine), so 5e8 is 0.5-2 s. A real progressive JPEG (~10 scans) of 40M pixels fits.
+MAX_JPEG_SCANS = 100
+MAX_JPEG_SCAN_PIXELS = 500_000_000
 Image.init()  # register every plugin: Image.open(formats=...) only sees plugins already imported
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -156,13 +163,17 @@ def _decode(data: bytes, *, max_pixels: int, draft_side: int | None, budget: Pix
         raise ImageInputError(f"Image is {w}x{h} pixels; the limit is {max_pixels} pixels")
     if w == 0 or h == 0:
         raise ImageInputError(f"Image is {w}x{h} pixels; it has no pixels")
+    if img.format in ("JPEG", "MPO"):
+        _check_scans(data, w, h)
+    if budget is not None:
+        # The full size even where draft below decodes at a reduced scale: a JPEG's entropy decoding,
+        # where its scans cost, works on every block whatever the output scale.
+        budget.take(w * h)
     try:
         if draft_side is not None:
             # JPEG only (a no-op for other formats): let libjpeg decode at 1/2, 1/4 or 1/8 scale
             # while both sides stay >= 2x the resize target, so the final downscale still antialiases.
             img.draft(None, (2 * draft_side, 2 * draft_side))
-        if budget is not None:
-            budget.take(img.size[0] * img.size[1])  # after draft: what will really be decoded
         img.load()  # decode everything now, inside the try: truncation surfaces here
         ImageOps.exif_transpose(img, in_place=True)
         return _to_rgb(img)
@@ -170,6 +181,46 @@ def _decode(data: bytes, *, max_pixels: int, draft_side: int | None, budget: Pix
         raise
     except Exception as e:  # plugins raise OSError, SyntaxError, ValueError, struct.error, ... on bad data
         raise ImageInputError("Image is truncated or corrupt") from e
+
+
+def _check_scans(data: bytes, w: int, h: int) -> None:
+    limit = max(1, min(MAX_JPEG_SCANS, MAX_JPEG_SCAN_PIXELS // (w * h)))
+    scans = jpeg_scans(data, stop_after=limit)
+    if scans > limit:
+        raise ImageInputError(f"JPEG has more than {limit} scans; at most {limit} are accepted for a {w}x{h} image "
+                              "(a progressive JPEG usually has about 10): it would take too long to decode")
+
+
+def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
+    """The start-of-scan (SOS) markers of a JPEG's first image, counted from its segment structure without
+    decoding; counting stops past ``stop_after``.
+
+    Markers are found as libjpeg finds them: bytes that are no marker are skipped (libjpeg warns about
+    "extraneous bytes" and goes on), so garbage between segments cannot hide scans from the count."""
+    pos, scans, size = 2, 0, len(data)
+    while (pos := data.find(b"\xff", pos)) >= 0 and pos + 1 < size:
+        marker = data[pos + 1]
+        if marker in (0x00, 0xFF):  # a stray 0xFF, or fill bytes before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image: an MPO's further images or trailing bytes are not decoded
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")  # the segment, its length field included
+        if marker == 0xDA:
+            scans += 1
+            if scans > stop_after:
+                break
+            # The scan's entropy-coded data runs to the next marker: there 0xFF is followed by 0x00 (a
+            # stuffed data byte) or a restart marker; anything else is the next segment.
+            while (pos := data.find(b"\xff", pos)) >= 0 and pos + 1 < size and (
+                    data[pos + 1] == 0 or 0xD0 <= data[pos + 1] <= 0xD7):
+                pos += 2
+            if pos < 0:
+                break
+    return scans
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

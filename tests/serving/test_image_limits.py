@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests import fixtures_images
-from tests.fixtures_images import encode, photo_jpeg
+from tests.fixtures_images import encode, photo, photo_jpeg
 from tests.helpers import Server, free_port
 from tests.serving.test_images import CAT_NAMES, import_mobilenet
 
@@ -84,12 +85,58 @@ def test_decoded_pixels_per_request_are_bounded(server) -> None:
     assert r.json()["error"] == ("The images of this request have more than 1000000 pixels in all; the limit is "
                                  "1000000 (modelport serve --max-request-pixels N raises it)")
     assert infer(server, v2_images([png])).status_code == 200
-    # A large JPEG is decoded at a reduced scale (draft): what counts is the pixels actually decoded.
-    big = photo_jpeg("chelsea")  # 451x300 decoded at full size: 135,300 pixels
-    assert infer(server, v2_images([big] * 7)).status_code == 200
+    cat = photo_jpeg("chelsea")  # 451x300: 135,300 pixels
+    assert infer(server, v2_images([cat] * 7)).status_code == 200
+    # A large JPEG counts in full although it is decoded at a reduced scale: its scans are decoded in full.
+    big = encode(Image.new("RGB", (1200, 900)), "JPEG")
+    assert infer(server, v2_images([big])).status_code == 413
     r = httpx.post(server.url + "/predict", files={"image": ("p.png", encode(Image.new("RGB", (1100, 1000)), "PNG"))},
                    timeout=30)
     assert r.status_code == 413 and "--max-request-pixels" in r.json()["error"]
     r = httpx.post(server.url + "/predict", files={"image": ("cat.jpg", photo_jpeg("chelsea"))}, timeout=30)
     assert r.status_code == 200 and r.json()["prediction"][0]["class"] in CAT_NAMES
 
+
+def hostile_jpeg(side: int = 4096, repeats: int = 4000) -> bytes:
+    """A real progressive JPEG from Pillow with one AC refinement scan repeated: 33 bytes each, but every
+    scan makes the decoder walk all the image's blocks (before the scan limit: ~70 s of CPU)."""
+    data = encode(Image.new("RGB", (side, side), (120, 130, 140)), "JPEG", progressive=True, quality=90)
+    pos = 2
+    while True:  # walk the segments to the first AC refinement scan (spectral start > 0, Ah > 0)
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+        end = pos + 2 + length
+        if marker == 0xDA:
+            while data[(end := data.index(b"\xff", end)) + 1] in (0, *range(0xD0, 0xD8)):
+                end += 2
+            components = data[pos + 4]
+            ss, approx = data[pos + 5 + 2 * components], data[pos + 7 + 2 * components]
+            if ss > 0 and approx >> 4:
+                return data[:end] + data[pos:end] * repeats + data[end:]
+        pos = end
+
+
+@pytest.mark.torch
+def test_a_jpeg_with_thousands_of_scans_is_refused_at_once_and_others_are_served(server) -> None:
+    bomb = hostile_jpeg()
+    assert len(bomb) < 300_000
+
+    async def concurrently() -> tuple[list[httpx.Response], float]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            started = time.monotonic()
+            bombs = [client.post("/predict", content=bomb, headers={"content-type": "image/jpeg"}) for _ in range(2)]
+            v2 = client.post("/v2/models/mnv2/infer", json=v2_images([bomb]))
+            normal = client.post("/predict", files={"image": ("cat.jpg", photo_jpeg("chelsea"))})
+            responses = await asyncio.gather(*bombs, v2, normal)
+            return list(responses), time.monotonic() - started
+
+    responses, elapsed = asyncio.run(concurrently())
+    assert elapsed < 3, elapsed
+    *refused, normal = responses
+    for r in refused:
+        assert r.status_code == 400, r.text[:300]
+        assert "JPEG has more than 29 scans; at most 29 are accepted for a 4096x4096 image" in r.json()["error"]
+    assert normal.status_code == 200 and normal.json()["prediction"][0]["class"] in CAT_NAMES
+    # A real progressive JPEG (10 scans) is served as before.
+    progressive = encode(photo("chelsea"), "JPEG", progressive=True)
+    r = httpx.post(server.url + "/predict", content=progressive, headers={"content-type": "image/jpeg"}, timeout=30)
+    assert r.status_code == 200 and r.json()["prediction"][0]["class"] in CAT_NAMES
