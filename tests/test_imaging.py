@@ -12,7 +12,15 @@ import pytest
 import skimage.data
 from PIL import Image, ImageFile
 
-from modelport.imaging import ImageInputError, decode_image, preprocess, preprocess_bytes
+from modelport.imaging import (
+    ImageInputError,
+    ImageLimitError,
+    PixelBudget,
+    decode_image,
+    jpeg_scans,
+    preprocess,
+    preprocess_bytes,
+)
 
 SPEC = {
     "resize": 256,
@@ -296,3 +304,51 @@ def test_exif_orientation_in_a_phone_style_jpeg(chelsea):
     assert np.abs(preprocess_bytes(rotated, SPEC) - expected).mean() < 0.05
     ignored = preprocess(Image.open(io.BytesIO(rotated)).convert("RGB"), SPEC)
     assert np.abs(ignored - expected).mean() > 0.5
+
+
+def test_a_pixel_budget_is_shared_by_a_requests_images_and_closed_by_a_failure() -> None:
+    small = encode(Image.new("RGB", (30, 30), (1, 2, 3)), "PNG")  # 900 pixels
+    budget = PixelBudget(1000)
+    assert preprocess_bytes(small, SPEC, budget=budget).shape == (3, 224, 224)
+    with pytest.raises(ImageLimitError, match="more than 1000 pixels in all; the limit is 1000") as e:
+        preprocess_bytes(small, SPEC, budget=budget)
+    assert e.value.setting == "max_request_pixels"
+    with pytest.raises(ImageInputError, match="another image of this request was refused"):
+        preprocess_bytes(encode(Image.new("RGB", (1, 1)), "PNG"), SPEC, budget=budget)  # would fit, but the request failed
+
+
+def _with_scans(data: bytes, extra: int) -> bytes:
+    """``data`` (a progressive JPEG) with its last scan repeated ``extra`` more times."""
+    sos = data.rindex(b"\xff\xda")
+    eoi = data.rindex(b"\xff\xd9")
+    return data[:eoi] + data[sos:eoi] * extra + data[eoi:]
+
+
+def test_jpeg_scans_are_counted_from_the_structure(chelsea) -> None:
+    progressive = encode(chelsea, "JPEG", progressive=True)
+    assert jpeg_scans(encode(chelsea, "JPEG")) == 1
+    assert jpeg_scans(progressive) == 10
+    assert jpeg_scans(encode(chelsea.convert("L"), "JPEG", progressive=True)) == 6
+    # A comment segment full of scan markers (like an EXIF thumbnail, another JPEG) is skipped by its length.
+    comment = progressive[:200] * 50
+    assert jpeg_scans(progressive[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + progressive[2:]) == 10
+    assert jpeg_scans(_with_scans(progressive, 500)) == 101  # counting stops past the limit
+    assert jpeg_scans(_with_scans(progressive, 5), stop_after=1000) == 15
+    # libjpeg skips bytes between segments that are no marker (with a warning): so does the count.
+    sos = progressive.index(b"\xff\xda")
+    hidden = _with_scans(progressive[:sos] + b"junk\xff\x00" + progressive[sos:], 300)
+    assert jpeg_scans(hidden, stop_after=1000) == 310
+    with pytest.raises(ImageInputError, match="JPEG has more than 100 scans"):
+        decode_image(hidden)
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding(chelsea) -> None:
+    # 451x300 pixels: the cap is 100 scans, below that the image decodes.
+    progressive = encode(chelsea, "JPEG", progressive=True)
+    assert decode_image(_with_scans(progressive, 90)).size == (451, 300)
+    with pytest.raises(ImageInputError, match=r"^JPEG has more than 100 scans; at most 100 are accepted for a "
+                                              r"451x300 image \(a progressive JPEG usually has about 10\)"):
+        decode_image(_with_scans(progressive, 4000))
+    big = encode(Image.new("RGB", (4096, 4096), (9, 9, 9)), "JPEG", progressive=True)  # the cap shrinks with size
+    with pytest.raises(ImageInputError, match="more than 29 scans; at most 29 are accepted for a 4096x4096 image"):
+        decode_image(_with_scans(big, 20))

@@ -23,7 +23,7 @@ import numpy as np
 
 from modelport.errors import FrameworkError, ModelportError
 from modelport.frameworks.base import IMAGE_CLASSIFICATION, versions_of
-from modelport.imaging import _RESAMPLING, DEFAULT_MAX_PIXELS, preprocess_bytes
+from modelport.imaging import _RESAMPLING, DEFAULT_MAX_PIXELS, PixelBudget, preprocess_bytes
 from modelport.store import ModelStore, ModelVersion
 
 __all__ = ["LABELS_FILE", "Preprocessor", "import_image_classifier", "parse_labels", "parse_preprocess",
@@ -110,8 +110,8 @@ class Preprocessor:
         flip = (lambda v: list(v)[::-1]) if self.bgr else list
         self._rgb = {**self.spec, "mean": flip(spec["mean"]), "std": flip(spec["std"]), "channels": "RGB", "layout": "NCHW"}
 
-    def __call__(self, data: bytes) -> np.ndarray:
-        x = preprocess_bytes(data, self._rgb, self.max_pixels)
+    def __call__(self, data: bytes, budget: PixelBudget | None = None) -> np.ndarray:
+        x = preprocess_bytes(data, self._rgb, self.max_pixels, budget)
         if self.bgr:
             x = x[::-1]
         if self.nhwc:

@@ -118,17 +118,21 @@ def serve(
     max_batch_size: int = typer.Option(None, "--max-batch-size", min=1, help="Adaptive batching: rows per model call (1: off; default: the model's own, off for tabular models)."),
     max_latency_ms: float = typer.Option(None, "--max-latency-ms", min=0, help="Adaptive batching: how long a batch may wait to fill (default: the model's own, else 0)."),
     max_body_mb: float = typer.Option(16, "--max-body-mb", help="Largest request body accepted."),
+    max_images: int = typer.Option(None, "--max-images", min=1, help="Image models: most images in one request (default 64)."),
+    max_request_pixels: int = typer.Option(None, "--max-request-pixels", min=1, help="Image models: most pixels one request may decode, all its images together (default 100000000)."),
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     log_db: str = typer.Option(None, "--log-db", help="Record every prediction in this database (e.g. sqlite:///predictions.db); query it with `modelport predictions`."),
     trust_proxy_headers: bool = typer.Option(False, "--trust-proxy-headers", help="Behind modelport's proxy only: record the API key id it sends in X-Modelport-Key-Id."),
 ) -> None:
     """Serve models over HTTP: /predict, the Open Inference Protocol v2, /metrics, /docs."""
+    from modelport.serving.limits import ImageLimits
     from modelport.serving.runtime import ServeSpec
     from modelport.serving.server import serve as run_server
 
     batch = _batch_options(max_batch_size, max_latency_ms)
-    specs = [ServeSpec.parse(r, batch) for r in refs]
+    images = ImageLimits(max_images=max_images, max_request_pixels=max_request_pixels)
+    specs = [ServeSpec.parse(r, batch, images) for r in refs]
     run_server(specs, host=host, port=port, workers=workers, max_body=int(max_body_mb * 1024 * 1024),
                log_format=log_format, access_log=access_log, log_db=log_db, trust_proxy_headers=trust_proxy_headers,
                on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")

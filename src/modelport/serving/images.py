@@ -1,6 +1,9 @@
 """Image classification endpoints: ``/predict`` uploads (multipart field ``image`` or a raw image body) and
 Open Inference Protocol v2 requests with a BYTES input of encoded images.
 
+What one request may cost is bounded before any work is done (``serving.limits``): at most ``max_images``
+images (413 beyond), and at most ``max_request_pixels`` decoded pixels for all of them together (413).
+
 Per image: parse the upload on the event loop (cheap: ~1 ms of CPU for a 400 KB multipart body), decode +
 preprocess in a thread pool (Pillow and numpy release the GIL, so decoding overlaps the model call running in
 the batcher's thread), then run the model through the adaptive batcher, so images decoded at about the same time
@@ -29,7 +32,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Scope
 
-from modelport.imaging import ImageInputError
+from modelport.imaging import ImageInputError, ImageLimitError, PixelBudget
 from modelport.serving.http import NO_IMAGE, HTTPError, Reply
 from modelport.serving.runtime import ServedModel
 from modelport.vision import Preprocessor
@@ -37,6 +40,7 @@ from modelport.vision import Preprocessor
 HOW_TO_SEND = ("send a multipart/form-data upload with the file in the field 'image', "
                "or the image itself as the body with Content-Type image/jpeg or image/png")
 DEFAULT_TOP_K = 3
+_OPTIONS = {"max_images": "--max-images", "max_request_pixels": "--max-request-pixels"}  # serve's option per limit
 
 _pool: ThreadPoolExecutor | None = None
 _classifiers: weakref.WeakKeyDictionary[ServedModel, Classifier] = weakref.WeakKeyDictionary()
@@ -72,12 +76,17 @@ class Classifier:
             clf = _classifiers[model] = cls(model)
         return clf
 
-    async def decode(self, data: bytes, where: str = "") -> np.ndarray:
+    async def decode(self, data: bytes, budget: PixelBudget, where: str = "") -> np.ndarray:
+        """One image -> its model input. A failure closes ``budget``: the request's other images are not decoded."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(decode_pool(), self.preprocess, data)
+            return await asyncio.get_running_loop().run_in_executor(decode_pool(), self.preprocess, data, budget)
+        except ImageLimitError as e:
+            raise limit_error(str(e), e.setting) from None
         except ImageInputError as e:
+            budget.close()
             raise HTTPError(400, f"{where}{e}") from None
         except MemoryError:
+            budget.close()
             raise HTTPError(413, f"{where}Image is too large to decode") from None
 
     async def probabilities(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
@@ -119,6 +128,10 @@ class Classifier:
         return np.take_along_axis(idx, order, axis=1)
 
 
+def limit_error(message: str, setting: str) -> HTTPError:
+    return HTTPError(413, f"{message} (modelport serve {_OPTIONS[setting]} N raises it)")
+
+
 # -- POST /predict -----------------------------------------------------------------------------
 
 async def predict(model: ServedModel, scope: Scope, body: bytes) -> Reply:
@@ -136,7 +149,7 @@ async def predict(model: ServedModel, scope: Scope, body: bytes) -> Reply:
     else:  # image/*, application/octet-stream, none, or curl --data-binary's default form type with image bytes
         data = body
     k = clf.top_k(top_k)
-    x = await clf.decode(data)
+    x = await clf.decode(data, PixelBudget(model.image_limits.max_request_pixels))
     probs = await clf.probabilities(model, x[None])
     (best,) = clf.best(probs, k)
     prediction = [{"class": clf.labels[i], "confidence": float(probs[0, i])} for i in best]
@@ -183,11 +196,16 @@ async def v2_outputs(model: ServedModel, request: dict[str, Any], tensors: dict[
         raise HTTPError(400, f"Input {name!r} must be BYTES: the encoded image files (JPEG, PNG, ...)")
     if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != 1) or arr.shape[0] == 0:
         raise HTTPError(400, f"Input {name!r} has shape {list(arr.shape)}; send [N] or [N, 1] images, N >= 1")
+    limits = model.image_limits
+    if arr.shape[0] > limits.max_images:  # before any decoding: 1,500 tiny images once took a worker to 15 GB
+        raise limit_error(f"Input {name!r} has {arr.shape[0]} images; the limit is {limits.max_images} per request",
+                          "max_images")
     spec = next(s for s in request["inputs"] if s.get("name") == name)
     binary = (spec.get("parameters") or {}).get("binary_data_size") is not None
     items = [item if binary else _unbase64(item, name, i) for i, item in enumerate(arr.reshape(-1))]
     k = clf.top_k((request.get("parameters") or {}).get("top_k"))
-    x = np.stack(await asyncio.gather(*(clf.decode(d, f"Input {name!r}[{i}]: ") for i, d in enumerate(items))))
+    budget = PixelBudget(limits.max_request_pixels)
+    x = np.stack(await asyncio.gather(*(clf.decode(d, budget, f"Input {name!r}[{i}]: ") for i, d in enumerate(items))))
     probs = await clf.probabilities(model, x)
     best = clf.best(probs, k)
     return {"probabilities": probs.astype(np.float32), "labels": clf.labels[best],

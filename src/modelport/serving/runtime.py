@@ -16,6 +16,7 @@ from modelport.frameworks import Predictor
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.serving.batching import BatchConfig, Batcher
 from modelport.serving.http import HTTPError
+from modelport.serving.limits import ImageLimits
 from modelport.serving.metrics import ModelMetrics
 from modelport.serving.pinning import read_pinned
 from modelport.serving.tabular import TabularSchema
@@ -24,22 +25,26 @@ from modelport.store import ModelStore, ModelVersion, parse_ref
 
 @dataclass
 class ServeSpec:
-    """One model to serve: a store reference, the name to serve it under, its batching knobs."""
+    """One model to serve: a store reference, the name to serve it under, its batching knobs and (image
+    models) what one request may cost."""
 
     ref: str
     name: str | None = None
     batch: BatchConfig = field(default_factory=BatchConfig)
+    images: ImageLimits = field(default_factory=ImageLimits)
     pinned: str | None = None  # a directory with the exact artifact to load (pinning.pin), instead of the store
 
     @classmethod
-    def parse(cls, text: str, batch: BatchConfig | None = None) -> ServeSpec:
+    def parse(cls, text: str, batch: BatchConfig | None = None, images: ImageLimits | None = None) -> ServeSpec:
         """``REF`` or ``NAME=REF`` (serve a reference under another name)."""
         name, sep, ref = text.partition("=")
-        return cls(ref=ref, name=name, batch=batch or BatchConfig()) if sep else cls(ref=text, batch=batch or BatchConfig())
+        return cls(ref=ref if sep else text, name=name if sep else None, batch=batch or BatchConfig(),
+                   images=images or ImageLimits())
 
 
 class ServedModel:
-    def __init__(self, name: str, info: ModelVersion, predictor: Predictor, batch: BatchConfig, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, name: str, info: ModelVersion, predictor: Predictor, batch: BatchConfig, executor: ThreadPoolExecutor,
+                 images: ImageLimits | None = None) -> None:
         self.name = name
         self.info = info
         self.version = str(info.version)
@@ -53,6 +58,7 @@ class ServedModel:
         self.headers = {"x-model": name, "x-model-version": self.version}
         self.raw_headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
         self.labels: list[str] | None = None  # class names of an image classifier (set by load_models)
+        self.image_limits = (images or ImageLimits()).resolved()
 
     def _call(self, x: np.ndarray) -> np.ndarray:
         return self.predictor.predict(x)
@@ -153,7 +159,7 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
             raise ModelportError(f"Cannot serve {spec.ref}: loading failed with {type(e).__name__}: {e}") from None
         name = spec.name or parse_ref(spec.ref).name
         batch = spec.batch.over(model.info.extra.get("batching"))
-        served = ServedModel(name, model.info, model.predictor, batch, executor)
+        served = ServedModel(name, model.info, model.predictor, batch, executor, spec.images)
         if served.task == IMAGE_CLASSIFICATION:
             from modelport.vision import read_labels  # Pillow only where images are served
 
@@ -195,4 +201,5 @@ def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> lis
 
 def describe(models: ModelSet) -> list[dict[str, Any]]:
     return [{"name": m.name, "version": m.version, "framework": m.info.framework, "task": m.task,
-             "sha256": m.info.digest, "batching": asdict(m.batch)} for m in models]
+             "sha256": m.info.digest, "batching": asdict(m.batch),
+             **({"image_limits": asdict(m.image_limits)} if m.task == IMAGE_CLASSIFICATION else {})} for m in models]

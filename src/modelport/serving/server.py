@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from modelport.errors import ModelportError
 from modelport.serving.batching import BatchConfig
 from modelport.serving.http import DEFAULT_MAX_BODY
+from modelport.serving.limits import ImageLimits
 from modelport.serving.logs import log_config
 from modelport.serving.pinning import announced, pin
 from modelport.serving.runtime import ServeSpec, check_models, load_models
@@ -118,7 +119,8 @@ def app_from_env() -> ASGIApp:
     from modelport.serving.app import create_app
 
     config = json.loads(os.environ[_CONFIG_ENV])
-    specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"]), pinned=s["pinned"])
+    specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"]), images=ImageLimits(**s["images"]),
+                       pinned=s["pinned"])
              for s in config["specs"]]
     try:
         models = load_models(specs)
