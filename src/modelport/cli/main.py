@@ -9,7 +9,7 @@ import typer
 
 from modelport import __version__
 from modelport.cli import containers, gateway, models, predictions, stack
-from modelport.cli.output import console, err
+from modelport.cli.output import console, err, error, progress, success
 from modelport.errors import ModelportError
 
 app = typer.Typer(help="modelport: from a trained model to a running, monitored container service.",
@@ -49,14 +49,14 @@ def train_cmd(
         from modelport.container.training import train_in_container
 
         result = train_in_container(data, target, name, model=model, test_size=test_size, seed=seed,
-                                    base_image=base_image, progress=lambda m: console.print(f"  {m}"))
+                                    base_image=base_image, progress=progress)
     else:
         from modelport.training.trainer import train
 
         with console.status("Training…") as status:
             result = train(data, target, name, model=model, test_size=test_size, seed=seed, description=description,
-                           progress=lambda m: (status.update(m), console.print(f"  {m}")))
-    console.print(f"[green]Registered {result.version.ref}[/] ({result.n_train} training rows, {result.n_test} test rows)")
+                           progress=lambda m: (status.update(m), progress(m)))
+    success(f"Registered {result.version.ref}", f" ({result.n_train} training rows, {result.n_test} test rows)")
     for k, v in result.metrics.items():
         console.print(f"  {k:<9} {v:.4f}")
 
@@ -83,7 +83,7 @@ def import_cmd(
         from modelport.api import import_model
 
         mv = import_model(name, model_file, framework=framework, trust_pickle=trust_pickle, description=description)
-    console.print(f"[green]Registered {mv.ref}[/] ({mv.framework}, {mv.task})")
+    success(f"Registered {mv.ref}", f" ({mv.framework}, {mv.task})")
 
 
 @app.command("pretrained")
@@ -99,8 +99,8 @@ def pretrained_cmd(
 
     with console.status("Preparing…") as status:
         mv = register_pretrained_mobilenet_v2(name or model, weights=weights,
-                                              progress=lambda m: (status.update(m), console.print(f"  {m}")))
-    console.print(f"[green]Registered {mv.ref}[/] ({mv.framework}, {mv.task}). Serve it: modelport serve {mv.name}")
+                                              progress=lambda m: (status.update(m), progress(m)))
+    success(f"Registered {mv.ref}", f" ({mv.framework}, {mv.task}). Serve it: modelport serve {mv.name}")
 
 
 def _batch_options(max_batch_size: int | None, max_latency_ms: float | None):
@@ -149,11 +149,11 @@ def quickstart(
     from modelport.training import quickstart as qs
 
     with console.status("Training…") as status:
-        result, csv, example = qs.run(progress=lambda m: (status.update(m), console.print(f"  {m}")))
-    console.print(f"[green]Registered {result.version.ref}[/]  " + "  ".join(f"{k}={v:.3f}" for k, v in result.metrics.items()))
+        result, csv, example = qs.run(progress=lambda m: (status.update(m), progress(m)))
+    success(f"Registered {result.version.ref}", "  " + "  ".join(f"{k}={v:.3f}" for k, v in result.metrics.items()))
     body = json.dumps({"features": example})
     console.print("\nTry it:", style="bold")
-    console.print(f"  curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
+    console.print(f"  curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' -d '{body}'")
     console.print(f"  curl -s http://{host}:{port}/metrics | grep modelport_requests_total\n  open http://{host}:{port}/docs\n")
     if serve_after:
         run_server([ServeSpec(result.version.ref, name=qs.NAME)], host=host, port=port, workers=workers,
@@ -164,7 +164,7 @@ def main() -> None:
     try:
         app()
     except ModelportError as e:
-        err.print(f"[red]Error:[/] {e}", highlight=False)
+        error(str(e))
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("Interrupted")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from modelport.api import get_store
 from modelport.cli.output import ago, console, print_json
@@ -38,7 +39,7 @@ def show(ref: str, as_json: bool = typer.Option(False, "--json", help="Print JSO
     mv = get_store().resolve(ref)
     if as_json:
         return print_json(mv.to_dict())
-    console.print(f"[bold]{mv.name}[/] version {mv.version}" + (f"  (aliases: {', '.join(mv.aliases)})" if mv.aliases else ""))
+    console.print(Text.assemble((mv.name, "bold"), f" version {mv.version}") + (f"  (aliases: {', '.join(mv.aliases)})" if mv.aliases else ""))
     rows = [("framework", mv.framework), ("task", mv.task), ("sha256", mv.digest),
             ("created", mv.created_at.isoformat() if mv.created_at else "-"), ("description", mv.description or "-")]
     for k, v in rows:

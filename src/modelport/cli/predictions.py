@@ -99,4 +99,4 @@ def export(model: str = MODEL, since: str = SINCE,
         return
     with output.open("wb") as f:
         n = query_export(_engine(url), f, fmt, model=model, since=_since(since))
-    console.print(f"Wrote {n} predictions to {output}", highlight=False)
+    console.print(f"Wrote {n} predictions to {output}")
