@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import pytest
 
 T = TypeVar("T")
 
@@ -35,6 +36,17 @@ def wait_until(probe: Callable[[], T], done: Callable[[T], bool], *, timeout: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"not done after {timeout:.0f}s: {what(result)}")
         time.sleep(interval)
+
+
+def run_main(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess[str]:
+    """``modelport ARGS`` in this process, through the real entry point (its error handling included)."""
+    from modelport.cli.main import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["modelport", *args], exit_info.value.code or 0, out.out, out.err)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True,

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from modelport.cli.main import app, main
+from modelport.cli.main import app
+from tests.helpers import run_main
 
 
-def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """``modelport ARGS`` through the real entry point (its error handling included), in this process."""
-    monkeypatch.setattr(sys, "argv", ["modelport", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
-
-
-def test_errors_keep_square_brackets(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    code = run_main(monkeypatch, "models", "show", "pip[docker]")
-    err = capsys.readouterr().err
-    assert code == 1
-    assert "Error: Invalid model name 'pip[docker]'" in " ".join(err.split()), err
+def test_errors_keep_square_brackets(home: Path, capsys: pytest.CaptureFixture) -> None:
+    out = run_main(capsys, "models", "show", "pip[docker]")
+    assert out.returncode == 1
+    assert "Error: Invalid model name 'pip[docker]'" in out.stderr, out.stderr
 
 
 def test_progress_and_results_keep_square_brackets(home: Path, regression_csv, tmp_path: Path) -> None:

@@ -160,9 +160,10 @@ def quickstart(
                    on_ready=f"Serving {result.version.ref} on http://{host}:{port}  (Ctrl-C to stop)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The ``modelport`` command (``argv``: its arguments, default the process's): exits with its status."""
     try:
-        app()
+        app(args=argv)
     except ModelportError as e:
         error(str(e))
         sys.exit(1)
