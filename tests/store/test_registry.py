@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -112,6 +113,18 @@ def test_export_import_roundtrip(store: ModelStore, tmp_path: Path) -> None:
     assert imported.tags["imported_from"] == "m:1"
     x = np.ones((1, 3))
     assert modelport.load_model("m", store=other).predict(x) == modelport.load_model("m", store=store).predict(x)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)],
+                         ids=["umask-022", "umask-027", "umask-077"])
+def test_export_writes_a_normal_file_under_the_umask(store: ModelStore, tmp_path: Path, umask: int, mode: int) -> None:
+    modelport.save_model(_fit(), "m", store=store)
+    previous = os.umask(umask)
+    try:
+        export_version(store, "m:1", tmp_path / "m.tar.gz")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "m.tar.gz").stat().st_mode) == mode
 
 
 def test_import_of_a_damaged_bundle_is_refused(store: ModelStore, tmp_path: Path) -> None:
