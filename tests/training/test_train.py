@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +137,25 @@ def test_invalid_name_is_refused_before_reading_or_fitting(home: Path, regressio
     out = run_main(capsys, "train", "--data", str(path), "--target", "target", "--name", "Bad Name")
     assert out.returncode == 1 and "Invalid model name 'Bad Name'" in out.stderr
     assert "Reading" not in out.stdout and "Fitting" not in out.stdout
+
+
+def test_ctrl_c_during_training_says_interrupted_and_exits_130(home: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60_000, 10))
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(10)])
+    frame["y"] = x.sum(axis=1)
+    frame.to_csv(tmp_path / "big.csv", index=False)  # a forest of 100 trees on it takes seconds to fit
+    proc = subprocess.Popen([sys.executable, "-m", "modelport", "train", "--data", str(tmp_path / "big.csv"), "--target",
+                             "y", "--name", "big", "--model", "random-forest"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if "Fitting" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert stderr.strip() == "Interrupted", stderr
+    assert modelport.get_store().list_models() == []

@@ -170,3 +170,17 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("Interrupted")
         sys.exit(130)
+    except SystemExit as e:
+        if _interrupted(e):
+            err.print("Interrupted")
+        raise
+
+
+def _interrupted(e: BaseException | None) -> bool:
+    """Whether Ctrl-C caused this: Typer turns a KeyboardInterrupt in a command into a silent exit 130,
+    keeping the interrupt in the exception chain."""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
