@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import ModelportError, UnsafeModelError
+from modelport.extras import require
 from modelport.frameworks import Packed, Predictor, adapter_for, adapter_for_file, get_adapter
 from modelport.store import ModelStore, ModelVersion
 
@@ -46,6 +47,7 @@ def save_model(model: Any, name: str, *, framework: str | None = None, feature_n
                description: str = "", store: ModelStore | None = None) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` in a safe format."""
     adapter = get_adapter(framework) if framework else adapter_for(model)
+    require(adapter.name, f"Saving a {adapter.name} model")
     packed = adapter.pack(model, feature_names=feature_names, input_example=input_example)
     return register(name, packed, framework=adapter.name, metrics=metrics, tags=tags, description=description, store=store)
 
@@ -67,6 +69,7 @@ def import_model(name: str, path: str | Path, *, framework: str | None = None, t
         obj = joblib.load(path)
         return save_model(obj, name, framework=framework, description=description, store=store)
     adapter = get_adapter(framework) if framework else adapter_for_file(path)
+    require(adapter.name, f"Importing a {adapter.name} model")
     packed = adapter.pack_file(path)
     return register(name, packed, framework=adapter.name, description=description, store=store)
 

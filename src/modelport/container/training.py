@@ -28,6 +28,7 @@ from modelport.container.context import (
     modelport_wheel,
 )
 from modelport.errors import DataError, ModelportError
+from modelport.extras import require
 from modelport.store import ModelStore
 from modelport.training.trainer import TrainResult, check_options
 
@@ -90,6 +91,7 @@ def train_in_container(data: str | Path, target: str, name: str, *, model: str =
     from modelport.container import engine
     from modelport.store.bundle import import_bundle
 
+    require("docker", "Training in a container")
     data = Path(data).resolve()
     if not data.is_file():
         raise DataError(f"No such file: {data}")

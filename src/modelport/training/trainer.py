@@ -9,6 +9,7 @@ from typing import Any
 
 from modelport.api import save_model
 from modelport.errors import DataError
+from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
 from modelport.store.refs import check_name
 from modelport.training.data import load_csv
@@ -51,9 +52,10 @@ class TrainResult:
 def train(data: str | Path, target: str, name: str, *, model: str = "linear-regression", test_size: float = 0.2,
           seed: int = 42, store: ModelStore | None = None, description: str = "",
           progress: Callable[[str], None] = lambda _: None) -> TrainResult:
+    require("train", "Training")
+    check_options(name, model, test_size)
     from sklearn.model_selection import train_test_split
 
-    check_options(name, model, test_size)
     factory, is_classifier = _estimators()[model]
 
     progress(f"Reading {data}")
