@@ -131,7 +131,8 @@ def serve(
     specs = [ServeSpec.parse(r, batch) for r in refs]
     run_server(specs, host=host, port=port, workers=workers, max_body=int(max_body_mb * 1024 * 1024),
                log_format=log_format, access_log=access_log, log_db=log_db, trust_proxy_headers=trust_proxy_headers,
-               on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+               on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)",
+               progress=progress)
 
 
 @app.command()
@@ -151,13 +152,16 @@ def quickstart(
     with console.status("Training…") as status:
         result, csv, example = qs.run(progress=lambda m: (status.update(m), progress(m)))
     success(f"Registered {result.version.ref}", "  " + "  ".join(f"{k}={v:.3f}" for k, v in result.metrics.items()))
+    if not serve_after:
+        console.print(f"Serve it: modelport serve {qs.NAME}")
+        return
+    # Printed once the server answers, so every line can be tried at once.
     body = json.dumps({"features": example})
-    console.print("\nTry it:", style="bold")
-    console.print(f"  curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' -d '{body}'")
-    console.print(f"  curl -s http://{host}:{port}/metrics | grep modelport_requests_total\n  open http://{host}:{port}/docs\n")
-    if serve_after:
-        run_server([ServeSpec(result.version.ref, name=qs.NAME)], host=host, port=port, workers=workers,
-                   on_ready=f"Serving {result.version.ref} on http://{host}:{port}  (Ctrl-C to stop)")
+    ready = (f"Serving {result.version.ref} on http://{host}:{port}  (Ctrl-C to stop)\n\nTry it:\n"
+             f"  curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' -d '{body}'\n"
+             f"  curl -s http://{host}:{port}/metrics | grep modelport_requests_total\n  open http://{host}:{port}/docs\n")
+    run_server([ServeSpec(result.version.ref, name=qs.NAME)], host=host, port=port, workers=workers, on_ready=ready,
+               progress=progress)
 
 
 def main(argv: list[str] | None = None) -> None:
