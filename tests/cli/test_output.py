@@ -29,3 +29,21 @@ def test_progress_and_results_keep_square_brackets(home: Path, regression_csv, t
     out = CliRunner().invoke(app, ["models", "export", "m:1", str(bundle)])
     assert out.exit_code == 0, out.output
     assert f"Exported m:1 to {bundle}" in " ".join(out.output.split())
+
+
+def _commands(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_texts_survive_rich_markup() -> None:
+    """Typer renders --help with Rich markup: a help text with e.g. "[@VERSION]" would lose it."""
+    from rich.markup import render
+    from typer.main import get_command
+
+    texts = []
+    for path, command in _commands(get_command(app)):
+        texts += [(path, command.help)] + [(path, p.help) for p in command.params if getattr(p, "help", None)]
+    changed = [(" ".join(path), t) for path, t in texts if t and render(t).plain != t]
+    assert not changed
