@@ -180,7 +180,7 @@ def import_image_classifier(name: str, model_file: str | Path | bytes, *, labels
                             store: ModelStore | None = None) -> ModelVersion:
     """Register an ONNX image classifier with its preprocessing and class labels, after checking that
     they fit: the model's input shape vs. the crop, its output size vs. the number of labels."""
-    require("onnx", "Importing an image classifier")
+    require("image", "Importing an image classifier")
     from modelport.frameworks.onnx import session as ort_session
 
     if isinstance(model_file, bytes):

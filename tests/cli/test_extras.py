@@ -61,3 +61,15 @@ def test_serving_and_parquet_without_their_extras(home: Path, core_only: list[st
               "--output", str(tmp_path / "p.parquet"))
     assert_needs(out, "Parquet export", "parquet")
     assert not (tmp_path / "p.parquet").exists()
+
+
+def test_imports_without_their_framework(home: Path, core_only: list[str], tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x04N.")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    assert_needs(run(core_only, "import", "m", str(tmp_path / "m.onnx")), "Importing m.onnx (onnx)", "onnx")
+    assert_needs(run(core_only, "import", "m", str(tmp_path / "m.pkl"), "--trust-pickle"), "Reading the pickle m.pkl", "sklearn")
+    out = run(core_only, "import", "m", str(tmp_path / "m.onnx"), "--task", "image-classification", "--labels",
+              str(tmp_path / "labels.txt"))
+    assert_needs(out, "Importing an image classifier", "image")
+    assert_needs(run(core_only, "pretrained", "mobilenet-v2"), "Registering an image classifier", "image")

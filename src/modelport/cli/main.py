@@ -11,6 +11,7 @@ from modelport import __version__
 from modelport.cli import containers, gateway, models, predictions, stack
 from modelport.cli.output import console, err, error, progress, success
 from modelport.errors import ModelportError
+from modelport.extras import require
 
 app = typer.Typer(help="modelport: from a trained model to a running, monitored container service.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -74,6 +75,7 @@ def import_cmd(
 ) -> None:
     """Register an existing model file (ONNX, skops, XGBoost, LightGBM, TorchScript, or a trusted pickle)."""
     if task == "image-classification":
+        require("image", "Importing an image classifier")
         from modelport.vision import import_image_classifier
 
         mv = import_image_classifier(name, model_file, labels=labels, preprocess=preprocess, description=description)
@@ -95,6 +97,8 @@ def pretrained_cmd(
     """Export a pretrained image classifier to ONNX (needs PyTorch, only for this step) and register it."""
     if model != "mobilenet-v2":
         raise ModelportError(f"Unknown pretrained model {model!r}; available: mobilenet-v2")
+    require("image", "Registering an image classifier")
+    require("torch", "Exporting MobileNetV2 (only this step: serving never needs PyTorch)")
     from modelport.vision import register_pretrained_mobilenet_v2
 
     with console.status("Preparing…") as status:
