@@ -308,8 +308,9 @@ def test_quickstart_trains_serves_and_prints_a_working_curl(home: Path, tmp_path
 
     port = free_port()
     with Server(["quickstart", "--port", str(port), "--workers", "1"], port, tmp_path / "qs.log") as server:
-        server.wait_ready()
-        curl = next(line.strip() for line in server.output().splitlines() if line.strip().startswith("curl -s -X POST"))
+        # the curls are printed once the server answers (a test of its own below checks how soon)
+        output = wait_until(server.output, lambda out: "curl -s -X POST" in out, timeout=180, what=lambda out: out)
+        curl = next(line.strip() for line in output.splitlines() if line.strip().startswith("curl -s -X POST"))
         out = subprocess.run(shlex.split(curl), capture_output=True, text=True, check=True).stdout
         prediction = json.loads(out)["prediction"]
     from sklearn.datasets import load_diabetes
