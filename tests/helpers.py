@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import pytest
 
 T = TypeVar("T")
 
@@ -37,6 +38,17 @@ def wait_until(probe: Callable[[], T], done: Callable[[T], bool], *, timeout: fl
         time.sleep(interval)
 
 
+def run_main(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess[str]:
+    """``modelport ARGS`` in this process, through the real entry point (its error handling included)."""
+    from modelport.cli.main import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["modelport", *args], exit_info.value.code or 0, out.out, out.err)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``modelport ARGS`` as a user would, in a subprocess."""
@@ -45,6 +57,51 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
     if check and proc.returncode != 0:
         raise AssertionError(f"modelport {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def python_with_only(dest: Path, extras: tuple[str, ...] = ()) -> list[str]:
+    """A Python command that sees modelport (this source tree) with its core dependencies and ``extras``
+    only: what ``pip install 'modelport[EXTRAS]'`` gives a fresh environment. The distributions are
+    linked from this Python's site-packages into ``dest``; ``-S`` keeps the rest of them out of reach."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    def wanted(text: str, extra: str) -> Requirement | None:
+        req = Requirement(text)
+        return req if req.marker is None or req.marker.evaluate({"extra": extra}) else None
+
+    seen: set[str] = set()
+    todo = [r for e in ("", *extras) for t in metadata.requires("modelport") or [] if (r := wanted(t, e))]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name == "modelport":  # an extra naming others: modelport[sklearn]
+            todo += [r for e in req.extras for t in metadata.requires("modelport") or [] if (r := wanted(t, e))]
+            continue
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = metadata.distribution(name)
+        todo += [r for e in ("", *req.extras) for t in dist.requires or [] if (r := wanted(t, e))]
+        _link_distribution(dist, dest)
+    modelport = metadata.distribution("modelport")  # its metadata (the extras) only: the code is this tree's
+    info = next(Path(modelport.locate_file(f)).parent for f in modelport.files or [] if f.name == "METADATA")
+    (dest / info.name).symlink_to(info)
+    src = Path(__file__).resolve().parents[1] / "src"
+    return [sys.executable, "-S", "-c", f"import sys; sys.path[:0] = [{str(dest)!r}, {str(src)!r}]; "
+            "from modelport.cli.main import main; main()"]
+
+
+def _link_distribution(dist, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    root = Path(dist.locate_file("")).resolve()
+    for f in dist.files or []:
+        top = f.parts[0]
+        if top in ("..", "") or (dest / top).exists():
+            continue
+        (dest / top).symlink_to(root / top)
 
 
 class Server:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import FrameworkError, ModelportError
+from modelport.extras import require
 from modelport.frameworks.base import IMAGE_CLASSIFICATION, versions_of
 from modelport.imaging import _RESAMPLING, DEFAULT_MAX_PIXELS, PixelBudget, preprocess_bytes
 from modelport.store import ModelStore, ModelVersion
@@ -178,6 +179,7 @@ def import_image_classifier(name: str, model_file: str | Path | bytes, *, labels
                             store: ModelStore | None = None) -> ModelVersion:
     """Register an ONNX image classifier with its preprocessing and class labels, after checking that
     they fit: the model's input shape vs. the crop, its output size vs. the number of labels."""
+    require("image", "Importing an image classifier")
     from modelport.frameworks.onnx import session as ort_session
 
     if isinstance(model_file, bytes):
@@ -290,14 +292,10 @@ def register_pretrained_mobilenet_v2(name: str = "mobilenet-v2", weights: str | 
                                      progress: Progress | None = None, store: ModelStore | None = None) -> ModelVersion:
     """Export torchvision's ImageNet MobileNetV2 to ONNX (needs torch) and register it with torchvision's
     preprocessing and the ImageNet-1k labels. Steps are reported through ``progress``."""
-    import importlib.util
-
     from modelport.pretrained import mobilenet_v2 as mnv2
 
     say = progress or (lambda _msg: None)
-    if importlib.util.find_spec("torch") is None:
-        raise ModelportError("Exporting MobileNetV2 needs PyTorch (only for this step; serving never does): "
-                             "pip install 'modelport[torch]'")
+    require("torch", "Exporting MobileNetV2 (only this step: serving never needs PyTorch)")
     last = [-1]
 
     def bytes_progress(done: int, total: int | None) -> None:

@@ -140,7 +140,9 @@ def _noise_png(side: int) -> bytes:
 
 
 BAD_UPLOADS = {
-    "no image field": (lambda: _multipart("file", photo_jpeg("chelsea")), 400, "No image provided", True),
+    "no image field": (lambda: _multipart("file", photo_jpeg("chelsea")), 400,
+                       "No image provided: send the image as the multipart file field 'image', "
+                       "e.g. curl -F image=@photo.jpg (got fields: file)", True),
     "empty body": (lambda: {"content": b""}, 400, "No image provided", True),
     "image field is text": (lambda: {"data": {"image": "cat.jpg"}, "files": {"other": ("x", b"x")}}, 400,
                             "No image provided: the field 'image' must be a file upload", False),
@@ -435,3 +437,34 @@ def test_pretrained_command_registers_a_servable_model(home, serve) -> None:
     assert bad.returncode == 1 and "Unknown pretrained model 'resnet-50'; available: mobilenet-v2" in bad.stderr
     missing = run_cli("pretrained", "mobilenet-v2", "--weights", str(home / "nope.pth"), check=False)
     assert missing.returncode == 1 and "No weights file at" in missing.stderr and "Traceback" not in missing.stderr
+
+
+# --- in process: the upload API's messages, on a small model ---------------------------------------
+
+@pytest.fixture
+def tiny_app(store, tmp_path: Path):
+    """A tiny image classifier served in process (the real app and prediction router, no socket)."""
+    from modelport.serving.app import create_app
+    from modelport.serving.runtime import ServeSpec, load_models
+    from modelport.vision import import_image_classifier
+
+    import_image_classifier("tiny", tiny_onnx(tmp_path / "tiny.onnx", classes=3), labels=["red", "green", "blue"],
+                            preprocess={"resize": 40, "crop": 32}, store=store)
+    return create_app(load_models([ServeSpec.parse("tiny")], store=store))
+
+
+def post_in_process(app, path: str, **kwargs: Any) -> httpx.Response:
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
+            return await client.post(path, **kwargs)
+
+    return asyncio.run(call())
+
+
+def test_an_upload_under_another_field_name_is_told_the_field_to_use(tiny_app) -> None:
+    r = post_in_process(tiny_app, "/predict", files={"file": ("x.jpg", photo_jpeg("coffee"))}, data={"top_k": "2"})
+    assert r.status_code == 400
+    assert r.json()["error"] == ("No image provided: send the image as the multipart file field 'image', "
+                                 "e.g. curl -F image=@photo.jpg (got fields: top_k, file)")
+    r = post_in_process(tiny_app, "/predict", files={"image": ("x.jpg", photo_jpeg("coffee"))}, data={"top_k": "2"})
+    assert r.status_code == 200 and len(r.json()["prediction"]) == 2

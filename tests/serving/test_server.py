@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ import pandas as pd
 import pytest
 
 import modelport
-from tests.helpers import Server, free_port, run_cli, wait_until
+from tests.helpers import Server, free_port, run_cli, run_main, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +310,9 @@ def test_quickstart_trains_serves_and_prints_a_working_curl(home: Path, tmp_path
 
     port = free_port()
     with Server(["quickstart", "--port", str(port), "--workers", "1"], port, tmp_path / "qs.log") as server:
-        server.wait_ready()
-        curl = next(line.strip() for line in server.output().splitlines() if line.strip().startswith("curl -s -X POST"))
+        # the curls are printed once the server answers (a test of its own below checks how soon)
+        output = wait_until(server.output, lambda out: "curl -s -X POST" in out, timeout=180, what=lambda out: out)
+        curl = next(line.strip() for line in output.splitlines() if line.strip().startswith("curl -s -X POST"))
         out = subprocess.run(shlex.split(curl), capture_output=True, text=True, check=True).stdout
         prediction = json.loads(out)["prediction"]
     from sklearn.datasets import load_diabetes
@@ -375,3 +379,66 @@ def test_request_ids_are_bounded_and_key_ids_trusted_only_behind_the_proxy(home:
         assert len(rows) == 4 and all(len(r["request_id"]) <= 128 for r in rows)
         (mine,) = [r for r in rows if r["request_id"] == "abc-1.2:3"]
         assert mine["key_id"] == ("key_x" if trusted else None)
+
+
+def _started(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "modelport", *args], stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "stderr.log", "wb"), text=True, start_new_session=True)  # noqa: SIM115
+
+
+def _lines_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
+    """stdout lines up to and including the first with ``marker``; at once when the line is printed."""
+    lines = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        lines.append(line.rstrip("\n"))
+        if marker in line:
+            return lines
+    raise AssertionError(f"{marker!r} never printed; stdout: {lines}")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_announces_itself_only_once_it_answers(home: Path, regression_csv, tmp_path: Path, workers: int) -> None:
+    path, x, _ = regression_csv
+    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    port = free_port()
+    proc = _started(["serve", "house", "--port", str(port), "--workers", str(workers)], tmp_path)
+    try:
+        lines = _lines_until(proc, "Serving house on")
+        # the very next request is answered: no retry, no waiting for a worker to come up
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": x[0].tolist()}, timeout=0.5)
+        assert r.status_code == 200, r.text
+        assert lines[-1] == f"Serving house on http://127.0.0.1:{port}  (docs: http://127.0.0.1:{port}/docs)"
+        assert any(line.strip().startswith("Starting") for line in lines[:-1]), lines  # progress until then
+    finally:
+        _stop(proc)
+
+
+def test_quickstart_prints_the_curls_once_the_server_answers(home: Path, tmp_path: Path) -> None:
+    import shlex
+
+    port = free_port()
+    proc = _started(["quickstart", "--port", str(port), "--workers", "2"], tmp_path)
+    try:
+        lines = _lines_until(proc, "curl -s -X POST")
+        out = subprocess.run(shlex.split(lines[-1].strip()), capture_output=True, text=True, timeout=5)
+        assert out.returncode == 0 and "prediction" in json.loads(out.stdout), out
+        assert any(f"Serving diabetes:1 on http://127.0.0.1:{port}" in line for line in lines), lines
+    finally:
+        _stop(proc)
+
+
+def test_quickstart_no_serve_prints_no_curl(home: Path, capsys: pytest.CaptureFixture) -> None:
+    out = run_main(capsys, "quickstart", "--no-serve")
+    assert out.returncode == 0, out.stderr
+    assert "Registered diabetes:1" in out.stdout
+    assert "curl" not in out.stdout and "http://" not in out.stdout
+    assert "modelport serve diabetes" in out.stdout

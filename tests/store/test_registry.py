@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -164,6 +165,18 @@ def test_reimporting_the_same_bundle_adds_no_duplicate_version(store: ModelStore
     assert "Imported as copy:1" in r.out
     again = import_bundle(store, bundle, reuse_existing=False)
     assert (again.created, again.version.ref) == (True, "h:3")
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)],
+                         ids=["umask-022", "umask-027", "umask-077"])
+def test_export_writes_a_normal_file_under_the_umask(store: ModelStore, tmp_path: Path, umask: int, mode: int) -> None:
+    modelport.save_model(_fit(), "m", store=store)
+    previous = os.umask(umask)
+    try:
+        export_version(store, "m:1", tmp_path / "m.tar.gz")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "m.tar.gz").stat().st_mode) == mode
 
 
 def test_import_of_a_damaged_bundle_is_refused(store: ModelStore, tmp_path: Path) -> None:

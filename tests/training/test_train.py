@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +11,7 @@ import pandas as pd
 import pytest
 
 import modelport
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_main
 
 
 def test_train_cli_registers_versions_with_metrics(home: Path, regression_csv) -> None:
@@ -109,3 +112,50 @@ def test_import_command_detects_framework(home: Path, tmp_path: Path) -> None:
     out = run_cli("import", "legacy", str(path), check=False)
     assert out.returncode == 1 and "--trust-pickle" in out.stderr
     assert "Registered legacy:1 (sklearn, regression)" in run_cli("import", "legacy", str(path), "--trust-pickle").stdout
+
+
+@pytest.mark.parametrize("model", ["logistic-regression", "random-forest-classifier"])
+def test_classifier_on_a_continuous_target_is_refused_before_fitting(home: Path, regression_csv, capsys, model: str) -> None:
+    path, _, _ = regression_csv
+    out = run_main(capsys, "train", "--data", str(path), "--target", "target", "--name", "c", "--model", model)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"Target column 'target' holds continuous values (line 2: {float(pd.read_csv(path).target[0])})" in out.stderr, out.stderr
+    assert "--model linear-regression, ridge, random-forest or gradient-boosting" in out.stderr
+    assert "Fitting" not in out.stdout
+
+
+def test_integer_labels_are_classes(home: Path, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "ints.csv"
+    path.write_text("a,y\n" + "".join(f"{i},{float(i % 2)}\n" for i in range(20)))
+    out = run_main(capsys, "train", "--data", str(path), "--target", "y", "--name", "c", "--model", "logistic-regression")
+    assert out.returncode == 0, out.stderr
+    assert modelport.get_store().resolve("c").signature["classes"] == [0.0, 1.0]
+
+
+def test_invalid_name_is_refused_before_reading_or_fitting(home: Path, regression_csv, capsys) -> None:
+    path, _, _ = regression_csv
+    out = run_main(capsys, "train", "--data", str(path), "--target", "target", "--name", "Bad Name")
+    assert out.returncode == 1 and "Invalid model name 'Bad Name'" in out.stderr
+    assert "Reading" not in out.stdout and "Fitting" not in out.stdout
+
+
+def test_ctrl_c_during_training_says_interrupted_and_exits_130(home: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60_000, 10))
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(10)])
+    frame["y"] = x.sum(axis=1)
+    frame.to_csv(tmp_path / "big.csv", index=False)  # a forest of 100 trees on it takes seconds to fit
+    proc = subprocess.Popen([sys.executable, "-m", "modelport", "train", "--data", str(tmp_path / "big.csv"), "--target",
+                             "y", "--name", "big", "--model", "random-forest"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if "Fitting" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert stderr.strip() == "Interrupted", stderr
+    assert modelport.get_store().list_models() == []

@@ -6,13 +6,9 @@ from pathlib import Path
 
 import typer
 
-from modelport.cli.output import console
+from modelport.cli.output import console, progress, success
 
 BASE_IMAGE_HELP = "Base image with Python 3.11 (the Dockerfile's FROM)."
-
-
-def _progress(line: str) -> None:
-    console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def build(
@@ -27,11 +23,11 @@ def build(
     from modelport.container.build import build_image, write_build_context
 
     if context_only:
-        write_build_context(ref, context_only, base_image=base_image, requirements=requirements, progress=_progress)
-        console.print(f"[green]Build context written to {context_only}[/]  (docker build -t IMAGE {context_only})")
+        write_build_context(ref, context_only, base_image=base_image, requirements=requirements, progress=progress)
+        success(f"Build context written to {context_only}", f"  (docker build -t IMAGE {context_only})")
         return
-    image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache, progress=_progress)
-    console.print(f"[green]Built {image.tag}[/] ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}")
+    image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache, progress=progress)
+    success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}")
 
 
 def _settings(cpus: float | None, memory: str | None, restart: str, env: list[str] | None):
@@ -65,8 +61,8 @@ def run(
     from modelport.deploy import containers as svc
 
     info = svc.run(target, port=port, name=name, host_ip=host_ip, settings=_settings(cpus, memory, restart, env),
-                   base_image=base_image, wait=wait, progress=_progress)
-    console.print(f"[green]{info.service}[/] serves {info.model}:{info.version} at {info.url}")
+                   base_image=base_image, wait=wait, progress=progress)
+    success(info.service, f" serves {info.model}:{info.version} at {info.url}")
     console.print(f"  curl -X POST {info.url}/predict -H 'Content-Type: application/json' -d '{{\"features\": [...]}}'")
 
 
@@ -79,8 +75,8 @@ def deploy(
     """Replace a running service's model with no downtime (the old one serves until the new one is healthy)."""
     from modelport.deploy import containers as svc
 
-    info = svc.deploy(target, replace=replace, base_image=base_image, wait=wait, progress=_progress)
-    console.print(f"[green]{info.service}[/] now serves {info.model}:{info.version} at {info.url}")
+    info = svc.deploy(target, replace=replace, base_image=base_image, wait=wait, progress=progress)
+    success(info.service, f" now serves {info.model}:{info.version} at {info.url}")
 
 
 def rollback(
@@ -92,8 +88,8 @@ def rollback(
     """Go back to an earlier version with no downtime."""
     from modelport.deploy import containers as svc
 
-    info = svc.rollback(service, to=to, base_image=base_image, wait=wait, progress=_progress)
-    console.print(f"[green]{info.service}[/] rolled back to {info.model}:{info.version}")
+    info = svc.rollback(service, to=to, base_image=base_image, wait=wait, progress=progress)
+    success(info.service, f" rolled back to {info.model}:{info.version}")
 
 
 def ps(all: bool = typer.Option(False, "--all", "-a", help="Include stopped containers."),
@@ -167,13 +163,15 @@ def exec_cmd(service: str, command: list[str] = typer.Argument(..., help="The co
 
 def doctor(port: list[int] = typer.Option([8080], "--port", help="Ports to check; repeatable.")) -> None:
     """Check the Docker Engine, ports, and explain every modelport container that is not serving."""
+    from rich.text import Text
+
     from modelport.deploy.doctor import diagnose
 
     report = diagnose(port)
     for f in report.findings:
-        console.print(("[green]✔[/] " if f.ok else "[red]✘[/] ") + f.title, highlight=False)
+        console.print(Text.assemble(("✔", "green") if f.ok else ("✘", "red"), " ", f.title))
         if f.detail:
-            console.print("    " + f.detail.replace("\n", "\n    "), highlight=False, markup=False)
+            console.print("    " + f.detail.replace("\n", "\n    "))
     if not report.healthy:
         raise typer.Exit(1)
 

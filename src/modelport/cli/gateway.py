@@ -22,7 +22,7 @@ def _parse_route(text: str):
 
 
 def gateway(
-    route: list[str] = typer.Option(..., "--route", help="NAME=http://host:port[@VERSION]; repeat for each model."),
+    route: list[str] = typer.Option(..., "--route", help="NAME=http://host:port, or NAME=http://host:port@VERSION; repeat for each model."),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8080, "--port"),
     default: str = typer.Option(None, "--default", help="Model for /predict (default: the first route)."),

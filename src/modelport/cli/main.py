@@ -9,8 +9,9 @@ import typer
 
 from modelport import __version__
 from modelport.cli import containers, gateway, models, predictions, stack
-from modelport.cli.output import console, err
+from modelport.cli.output import console, err, error, progress, success
 from modelport.errors import ModelportError
+from modelport.extras import require
 
 app = typer.Typer(help="modelport: from a trained model to a running, monitored container service.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -49,14 +50,14 @@ def train_cmd(
         from modelport.container.training import train_in_container
 
         result = train_in_container(data, target, name, model=model, test_size=test_size, seed=seed,
-                                    base_image=base_image, progress=lambda m: console.print(f"  {m}"))
+                                    base_image=base_image, progress=progress)
     else:
         from modelport.training.trainer import train
 
         with console.status("Training…") as status:
             result = train(data, target, name, model=model, test_size=test_size, seed=seed, description=description,
-                           progress=lambda m: (status.update(m), console.print(f"  {m}")))
-    console.print(f"[green]Registered {result.version.ref}[/] ({result.n_train} training rows, {result.n_test} test rows)")
+                           progress=lambda m: (status.update(m), progress(m)))
+    success(f"Registered {result.version.ref}", f" ({result.n_train} training rows, {result.n_test} test rows)")
     for k, v in result.metrics.items():
         console.print(f"  {k:<9} {v:.4f}")
 
@@ -74,6 +75,7 @@ def import_cmd(
 ) -> None:
     """Register an existing model file (ONNX, skops, XGBoost, LightGBM, TorchScript, or a trusted pickle)."""
     if task == "image-classification":
+        require("image", "Importing an image classifier")
         from modelport.vision import import_image_classifier
 
         mv = import_image_classifier(name, model_file, labels=labels, preprocess=preprocess, description=description)
@@ -83,7 +85,7 @@ def import_cmd(
         from modelport.api import import_model
 
         mv = import_model(name, model_file, framework=framework, trust_pickle=trust_pickle, description=description)
-    console.print(f"[green]Registered {mv.ref}[/] ({mv.framework}, {mv.task})")
+    success(f"Registered {mv.ref}", f" ({mv.framework}, {mv.task})")
 
 
 @app.command("pretrained")
@@ -95,12 +97,14 @@ def pretrained_cmd(
     """Export a pretrained image classifier to ONNX (needs PyTorch, only for this step) and register it."""
     if model != "mobilenet-v2":
         raise ModelportError(f"Unknown pretrained model {model!r}; available: mobilenet-v2")
+    require("image", "Registering an image classifier")
+    require("torch", "Exporting MobileNetV2 (only this step: serving never needs PyTorch)")
     from modelport.vision import register_pretrained_mobilenet_v2
 
     with console.status("Preparing…") as status:
         mv = register_pretrained_mobilenet_v2(name or model, weights=weights,
-                                              progress=lambda m: (status.update(m), console.print(f"  {m}")))
-    console.print(f"[green]Registered {mv.ref}[/] ({mv.framework}, {mv.task}). Serve it: modelport serve {mv.name}")
+                                              progress=lambda m: (status.update(m), progress(m)))
+    success(f"Registered {mv.ref}", f" ({mv.framework}, {mv.task}). Serve it: modelport serve {mv.name}")
 
 
 def _batch_options(max_batch_size: int | None, max_latency_ms: float | None):
@@ -135,7 +139,8 @@ def serve(
     specs = [ServeSpec.parse(r, batch, images) for r in refs]
     run_server(specs, host=host, port=port, workers=workers, max_body=int(max_body_mb * 1024 * 1024),
                log_format=log_format, access_log=access_log, log_db=log_db, trust_proxy_headers=trust_proxy_headers,
-               on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+               on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)",
+               progress=progress)
 
 
 @app.command()
@@ -153,23 +158,41 @@ def quickstart(
     from modelport.training import quickstart as qs
 
     with console.status("Training…") as status:
-        result, csv, example = qs.run(progress=lambda m: (status.update(m), console.print(f"  {m}")))
-    console.print(f"[green]Registered {result.version.ref}[/]  " + "  ".join(f"{k}={v:.3f}" for k, v in result.metrics.items()))
+        result, csv, example = qs.run(progress=lambda m: (status.update(m), progress(m)))
+    success(f"Registered {result.version.ref}", "  " + "  ".join(f"{k}={v:.3f}" for k, v in result.metrics.items()))
+    if not serve_after:
+        console.print(f"Serve it: modelport serve {qs.NAME}")
+        return
+    # Printed once the server answers, so every line can be tried at once.
     body = json.dumps({"features": example})
-    console.print("\nTry it:", style="bold")
-    console.print(f"  curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
-    console.print(f"  curl -s http://{host}:{port}/metrics | grep modelport_requests_total\n  open http://{host}:{port}/docs\n")
-    if serve_after:
-        run_server([ServeSpec(result.version.ref, name=qs.NAME)], host=host, port=port, workers=workers,
-                   on_ready=f"Serving {result.version.ref} on http://{host}:{port}  (Ctrl-C to stop)")
+    ready = (f"Serving {result.version.ref} on http://{host}:{port}  (Ctrl-C to stop)\n\nTry it:\n"
+             f"  curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' -d '{body}'\n"
+             f"  curl -s http://{host}:{port}/metrics | grep modelport_requests_total\n  open http://{host}:{port}/docs\n")
+    run_server([ServeSpec(result.version.ref, name=qs.NAME)], host=host, port=port, workers=workers, on_ready=ready,
+               progress=progress)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The ``modelport`` command (``argv``: its arguments, default the process's): exits with its status."""
     try:
-        app()
+        app(args=argv)
     except ModelportError as e:
-        err.print(f"[red]Error:[/] {e}", highlight=False)
+        error(str(e))
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("Interrupted")
         sys.exit(130)
+    except SystemExit as e:
+        if _interrupted(e):
+            err.print("Interrupted")
+        raise
+
+
+def _interrupted(e: BaseException | None) -> bool:
+    """Whether Ctrl-C caused this: Typer turns a KeyboardInterrupt in a command into a silent exit 130,
+    keeping the interrupt in the exception chain."""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from modelport.api import get_store
-from modelport.cli.output import ago, console, print_json
+from modelport.cli.output import ago, console, err, print_json
 from modelport.errors import ModelportError
 from modelport.store import parse_ref
 from modelport.store.bundle import export_version, import_bundle
@@ -39,7 +40,7 @@ def show(ref: str, as_json: bool = typer.Option(False, "--json", help="Print JSO
     mv = get_store().resolve(ref)
     if as_json:
         return print_json(mv.to_dict())
-    console.print(f"[bold]{mv.name}[/] version {mv.version}" + (f"  (aliases: {', '.join(mv.aliases)})" if mv.aliases else ""))
+    console.print(Text.assemble((mv.name, "bold"), f" version {mv.version}") + (f"  (aliases: {', '.join(mv.aliases)})" if mv.aliases else ""))
     rows = [("framework", mv.framework), ("task", mv.task), ("sha256", mv.digest),
             ("created", mv.created_at.isoformat() if mv.created_at else "-"), ("description", mv.description or "-")]
     for k, v in rows:
@@ -88,8 +89,8 @@ def rm(ref: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask
 
     for m in removed:
         if pids := local_servers(m.ref):
-            typer.echo(f"Warning: {m.ref} is being served by modelport serve (pid {', '.join(map(str, pids))}); "
-                       "it keeps serving its own copy until it stops", err=True)
+            err.print(f"Warning: {m.ref} is being served by modelport serve (pid {', '.join(map(str, pids))}); "
+                      "it keeps serving its own copy until it stops")
 
 
 @app.command()

@@ -1,4 +1,9 @@
-"""How the CLI talks to people: rich for humans, plain JSON for scripts, errors on stderr."""
+"""How the CLI talks to people: rich for humans, plain JSON for scripts, errors on stderr.
+
+Both consoles print text verbatim (no Rich markup, highlighting or emoji codes): messages carry
+things like ``pip install 'modelport[docker]'``, paths and model names, and a ``[docker]`` must
+not be taken for a style tag. Colour is added explicitly with ``success`` and ``error``. Lines are never hard-wrapped either:
+a path or a command split by an inserted newline cannot be copied."""
 
 from __future__ import annotations
 
@@ -6,9 +11,24 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
-console = Console()
-err = Console(stderr=True)
+console = Console(markup=False, highlight=False, emoji=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def success(headline: str, rest: str = "") -> None:
+    """``headline`` in green, then ``rest`` as it is."""
+    console.print(Text.assemble((headline, "green"), rest))
+
+
+def progress(line: str) -> None:
+    """One step of a long command, indented."""
+    console.print(f"  {line}")
+
+
+def error(message: str) -> None:
+    err.print(Text.assemble(("Error:", "red"), " ", message))
 
 
 def print_json(data: Any) -> None:

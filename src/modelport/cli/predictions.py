@@ -91,12 +91,14 @@ def export(model: str = MODEL, since: str = SINCE,
     if url is None:
         argv = ["predictions", "export", *_filters(model, since), "--format", fmt, "--output", "-"]
         return in_gateway_or_exit(directory, argv, output=None if str(output) == "-" else output)
+    from modelport.predlog.queries import check_format
     from modelport.predlog.queries import export as query_export
 
+    check_format(fmt)
     if str(output) == "-":
         query_export(_engine(url), sys.stdout.buffer, fmt, model=model, since=_since(since))
         sys.stdout.buffer.flush()
         return
     with output.open("wb") as f:
         n = query_export(_engine(url), f, fmt, model=model, since=_since(since))
-    console.print(f"Wrote {n} predictions to {output}", highlight=False)
+    console.print(f"Wrote {n} predictions to {output}")

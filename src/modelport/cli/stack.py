@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from modelport.cli.output import console, print_json
+from modelport.cli.output import console, print_json, progress, success
 from modelport.errors import ModelportError
 
 app = typer.Typer(help="Run models behind a gateway with API keys and a prediction log (Docker Compose).",
@@ -19,10 +19,6 @@ app.add_typer(keys_app, name="keys")
 DB_URL_ENV = "MODELPORT_PREDICTIONS_DB_URL"
 DIR = typer.Option(Path("."), "--dir", "-C", help="The stack's directory.")
 WAIT = typer.Option(300.0, "--wait", help="Seconds to wait for the services to be healthy.")
-
-
-def _progress(line: str) -> None:
-    console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _stack(directory: Path):
@@ -48,9 +44,9 @@ def init(
     from modelport.deploy.stack import init as init_stack
 
     stack = init_stack(directory, model, name=name, db=db, db_image=db_image, gateway_host=gateway_host,
-                       gateway_port=gateway_port, base_image=base_image, cpus=cpus, memory=memory, progress=_progress)
-    console.print(f"[green]Stack {stack.state.name} written to {stack.directory}[/]. Next:\n"
-                  f"  cd {directory} && modelport stack up\n  modelport stack keys create my-client")
+                       gateway_port=gateway_port, base_image=base_image, cpus=cpus, memory=memory, progress=progress)
+    success(f"Stack {stack.state.name} written to {stack.directory}", ". Next:\n"
+            f"  cd {directory} && modelport stack up\n  modelport stack keys create my-client")
 
 
 @app.command()
@@ -59,10 +55,10 @@ def up(directory: Path = DIR, wait: float = WAIT) -> None:
     from modelport.deploy.stack import up as stack_up
 
     stack = _stack(directory)
-    stack_up(stack, wait=wait, progress=_progress)
+    stack_up(stack, wait=wait, progress=progress)
     s = stack.state
-    console.print(f"[green]Stack {s.name} is up[/]: http://{s.gateway_host}:{s.gateway_port} "
-                  f"(models: {', '.join(m.name + ':' + str(m.version) for m in s.models)})")
+    success(f"Stack {s.name} is up", f": http://{s.gateway_host}:{s.gateway_port} "
+            f"(models: {', '.join(m.name + ':' + str(m.version) for m in s.models)})")
 
 
 @app.command()
@@ -121,8 +117,8 @@ def deploy(target: str = typer.Argument(..., help="MODEL=REF (e.g. iris=iris:2, 
             raise ModelportError(f"{target}: {ref} is not a version of {model}")
     else:
         ref = target
-    new = stack_deploy(_stack(directory), ref, wait=wait, progress=_progress)
-    console.print(f"[green]Now serving {new.name}:{new.version}[/] (rollback: modelport stack rollback {new.name})")
+    new = stack_deploy(_stack(directory), ref, wait=wait, progress=progress)
+    success(f"Now serving {new.name}:{new.version}", f" (rollback: modelport stack rollback {new.name})")
 
 
 @app.command()
@@ -130,8 +126,8 @@ def rollback(model: str, directory: Path = DIR, wait: float = WAIT) -> None:
     """Serve the version a model had before its last deploy, with no downtime."""
     from modelport.deploy.stack import rollback as stack_rollback
 
-    new = stack_rollback(_stack(directory), model, wait=wait, progress=_progress)
-    console.print(f"[green]Rolled back: now serving {new.name}:{new.version}[/]")
+    new = stack_rollback(_stack(directory), model, wait=wait, progress=progress)
+    success(f"Rolled back: now serving {new.name}:{new.version}")
 
 
 # -- keys: straight to the database when its URL is known (inside the gateway), else through the gateway
@@ -185,9 +181,9 @@ def keys_create(name: str = typer.Argument(..., help="Who or what will use the k
     if url is None:
         return in_gateway_or_exit(directory, ["stack", "keys", "create", name])
     key, token = _key_store(url).create(name)
-    console.print(f"Created {key.id} ({name}). The key, shown only now:", highlight=False)
+    console.print(f"Created {key.id} ({name}). The key, shown only now:")
     print(token, flush=True)
-    console.print("Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.", highlight=False)
+    console.print("Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
 
 
 @keys_app.command("list")

@@ -20,6 +20,7 @@ from modelport.container.context import (
     source_digest,
     write_context,
 )
+from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
 
 
@@ -56,6 +57,7 @@ def stale_image(tag: str, digest: str) -> str | None:
 def build_image(ref: str, *, tag: str | None = None, base_image: str = DEFAULT_BASE_IMAGE,
                 requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
                 progress: Progress = lambda _: None) -> BuiltImage:
+    require("docker", "Building an image")
     store = get_store(store)
     mv = store.resolve(ref)
     tag = tag or default_tag(mv)
@@ -76,6 +78,7 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = DEFAULT_B
 def write_build_context(ref: str, dest: Path, *, base_image: str = DEFAULT_BASE_IMAGE, requirements: Path | None = None,
                         store: ModelStore | None = None, progress: Progress = lambda _: None) -> Path:
     """The same context ``build`` uses, left on disk for a user's own pipeline."""
+    require("docker", "Writing a build context")  # packaging pins the image's requirements
     store = get_store(store)
     extra = read_requirements_file(requirements) if requirements else []
     return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra, progress=progress)

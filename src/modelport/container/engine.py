@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from modelport.errors import ModelportError
+from modelport.extras import require
 
 
 class EngineUnavailable(ModelportError):
@@ -21,10 +22,9 @@ class BuildError(ModelportError):
 
 def client() -> Any:
     """A connected docker client, or an error explaining how to get one."""
-    try:
-        import docker
-    except ImportError:
-        raise EngineUnavailable("The docker SDK is not installed: pip install 'modelport[docker]'") from None
+    require("docker", "Talking to the Docker Engine")
+    import docker
+
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
         c = docker.from_env(timeout=120)

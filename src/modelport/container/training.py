@@ -28,8 +28,9 @@ from modelport.container.context import (
     modelport_wheel,
 )
 from modelport.errors import DataError, ModelportError
+from modelport.extras import require
 from modelport.store import ModelStore
-from modelport.training.trainer import MODEL_TYPES, TrainResult
+from modelport.training.trainer import TrainResult, check_options
 
 TRAIN_EXTRAS = ("sklearn", "train")
 BUNDLE = "model.tar.gz"
@@ -89,14 +90,12 @@ def train_in_container(data: str | Path, target: str, name: str, *, model: str =
     from modelport.api import get_store
     from modelport.container import engine
     from modelport.store.bundle import import_bundle
-    from modelport.store.refs import check_name
 
+    require("docker", "Training in a container")
     data = Path(data).resolve()
     if not data.is_file():
         raise DataError(f"No such file: {data}")
-    check_name(name)
-    if model not in MODEL_TYPES:
-        raise DataError(f"Unknown model type {model!r}; choose one of: {', '.join(MODEL_TYPES)}")
+    check_options(name, model, test_size)
     tag = training_image(base_image or DEFAULT_BASE_IMAGE, progress)
     out = Path(tempfile.mkdtemp(prefix="modelport-trained-"))
     command = ["--data", f"/data/{data.name}", "--target", target, "--name", name, "--model", model,

@@ -34,6 +34,7 @@ from modelport.container.build import default_tag, stale_image, write_build_cont
 from modelport.container.context import DEFAULT_BASE_IMAGE, Progress, build_time_labels, lock, modelport_wheel
 from modelport.deploy.compose import Project, wait_container, wait_healthy
 from modelport.errors import ModelportError, NotFoundError
+from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.deploy", "templates"),
@@ -159,6 +160,9 @@ def init(directory: Path, refs: list[str], *, name: str | None = None, db: str =
          store: ModelStore | None = None, progress: Progress = lambda _: None) -> Stack:
     if db != "postgres":
         raise ModelportError(f"--db {db}: the prediction log's database is PostgreSQL (--db postgres)")
+    require("docker", "A stack")
+    for extra in GATEWAY_EXTRAS:  # pinned in the gateway image from what is installed here
+        require(extra, "A stack's gateway (its prediction log is in PostgreSQL)")
     if not refs:
         raise ModelportError("A stack needs at least one model: --model REF")
     directory = directory.resolve()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 
+from modelport.extras import require
 from modelport.store.schema import make_engine as make_sqlite_engine
 
 CONNECT_TIMEOUT_S = 3
@@ -34,6 +35,7 @@ def make_engine(url: str) -> Engine:
         return make_sqlite_engine(url)
     args = {}
     if make_url(url).get_backend_name() == "postgresql":
+        require("postgres", "A PostgreSQL prediction log")
         # libpq takes the password from PGPASSWORD when the URL has none: the stack keeps it out of the URL.
         args = {"connect_timeout": CONNECT_TIMEOUT_S, "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"}
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args=args)

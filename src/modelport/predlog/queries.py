@@ -14,6 +14,7 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.engine import Engine
 
 from modelport.errors import ModelportError
+from modelport.extras import require
 from modelport.predlog.writer import COLUMNS, predictions
 
 FORMATS = ("csv", "json", "parquet")
@@ -97,10 +98,17 @@ def iter_records(engine: Engine, *, model: str | None = None, since: datetime | 
             yield [_record(r) for r in part]
 
 
-def export(engine: Engine, out: BinaryIO, fmt: str, *, model: str | None = None, since: datetime | None = None) -> int:
-    """Write the records as CSV, JSON Lines or Parquet; → how many."""
+def check_format(fmt: str) -> None:
+    """Whether ``export`` can write ``fmt`` here: checked before any output file is opened."""
     if fmt not in FORMATS:
         raise ModelportError(f"Unknown format {fmt!r}: choose csv, json (one object a line) or parquet")
+    if fmt == "parquet":
+        require("parquet", "Parquet export")
+
+
+def export(engine: Engine, out: BinaryIO, fmt: str, *, model: str | None = None, since: datetime | None = None) -> int:
+    """Write the records as CSV, JSON Lines or Parquet; → how many."""
+    check_format(fmt)
     chunks = iter_records(engine, model=model, since=since)
     if fmt == "parquet":
         return _parquet(chunks, out)
@@ -122,11 +130,9 @@ def export(engine: Engine, out: BinaryIO, fmt: str, *, model: str | None = None,
 
 
 def _parquet(chunks: Iterator[list[dict[str, Any]]], out: BinaryIO) -> int:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ModelportError("Parquet export needs pyarrow: pip install 'modelport[parquet]'") from None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     schema = pa.schema([("record_id", pa.string()), ("time", pa.timestamp("us", tz="UTC")), ("request_id", pa.string()),
                         ("key_id", pa.string()), ("model", pa.string()), ("version", pa.string()),
                         ("inputs", pa.string()), ("outputs", pa.string()), ("content_type", pa.string()),

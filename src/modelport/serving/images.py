@@ -174,7 +174,10 @@ async def _read_form(request: Request, body: bytes) -> tuple[bytes, str | None]:
     try:
         image = form.get("image")
         if image is None:
-            raise HTTPError(400, NO_IMAGE)
+            # Name what was sent: an upload under another name (curl -F file=@x.jpg) is the usual mistake.
+            got = ", ".join(dict.fromkeys(form.keys())) or "none"
+            raise HTTPError(400, f"{NO_IMAGE}: send the image as the multipart file field 'image', "
+                                 f"e.g. curl -F image=@photo.jpg (got fields: {got})")
         if not isinstance(image, UploadFile):
             raise HTTPError(400, f"{NO_IMAGE}: the field 'image' must be a file upload (curl -F image=@photo.jpg)")
         top_k = form.get("top_k")

@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from modelport import extras
 from modelport.api import model_from_files
 from modelport.errors import InvalidInputError, ModelOutputError, ModelportError
+from modelport.extras import MissingExtraError
 from modelport.frameworks import Predictor
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.serving.batching import BatchConfig, Batcher
@@ -191,10 +193,10 @@ def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> lis
             raise ModelportError(f"Cannot serve {spec.ref}: {e}") from None
         if info.task == IMAGE_CLASSIFICATION:
             modules += ["PIL", "python_multipart"]  # decoding uploads, parsing forms
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        if missing:
-            raise ModelportError(f"Cannot serve {spec.ref}: it needs {', '.join(missing)}, not installed here "
-                                 "(pip install 'modelport[image]' for image models)")
+        absent = [m for m in modules if importlib.util.find_spec(m) is None]
+        if absent:
+            extra = "image" if info.task == IMAGE_CLASSIFICATION else info.framework
+            raise MissingExtraError(extra, f"Serving {spec.ref}", extras.missing(extra) or absent)
         versions.append(info)
     return versions
 

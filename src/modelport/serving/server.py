@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -9,9 +10,11 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import httpx
 from starlette.types import ASGIApp
 
 from modelport.errors import ModelportError
@@ -58,11 +61,47 @@ def check_port(host: str, port: int) -> None:
                                  "Stop whatever uses that port or pass --port with another one.") from None
 
 
+def _probe_address(host: str, port: int) -> str:
+    """Where this machine reaches a server listening on ``host``."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@contextlib.contextmanager
+def announce_when_ready(host: str, port: int, message: str | None) -> Iterator[None]:
+    """Print ``message`` once the server answers its readiness endpoint, not when it is merely
+    starting: with several workers the port accepts connections long before a worker takes them."""
+    if not message:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        url = _probe_address(host, port) + "/v2/health/ready"
+        with httpx.Client(trust_env=False, timeout=2) as client:
+            while not stop.is_set():
+                try:
+                    if client.get(url).status_code == 200:
+                        print(message, flush=True)
+                        return
+                except httpx.HTTPError:
+                    pass
+                stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch, name="modelport-ready", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
           max_body: int = DEFAULT_MAX_BODY, log_format: str = "text", log_level: str = "info",
           access_log: bool = False, on_ready: str | None = None, log_db: str | None = None,
-          trust_proxy_headers: bool = False) -> None:
+          trust_proxy_headers: bool = False, progress: Callable[[str], None] = lambda _: None) -> None:
     """Serve ``specs`` until interrupted. A model that cannot load stops the command with its reason.
+    ``progress`` is told each start-up step; ``on_ready`` is printed once the server answers.
 
     References are resolved once, here, to exact versions. One worker: the models are loaded here
     and served from this process. Several: this process checks them cheaply (found, artifacts intact,
@@ -77,10 +116,17 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
     os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
     versions = check_models(list(specs))
     specs = [dataclasses.replace(s, ref=v.ref, name=s.name or parse_ref(s.ref).name) for s, v in zip(specs, versions, strict=True)]
+    starting = f"Starting {workers} worker{'s' if workers > 1 else ''} on {host}:{port}…"
     with announced([v.ref for v in versions]):
         if workers == 1:
-            _serve_here(load_models(specs), host, port, on_ready, options,
-                        max_body=max_body, log_db=log_db, trust_proxy_headers=trust_proxy_headers)
+            from modelport.serving.app import create_app
+
+            progress(f"Loading {', '.join(s.ref for s in specs)}")
+            app = create_app(load_models(specs), max_body=max_body, log_db=log_db, trust_proxy_headers=trust_proxy_headers)
+            check_port(host, port)
+            progress(starting)
+            with announce_when_ready(host, port, on_ready):
+                uvicorn.run(app, **options)
             return
         check_port(host, port)
         state = Path(tempfile.mkdtemp(prefix="modelport-serve-"))
@@ -93,25 +139,13 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             # Workers are separate processes: prometheus-client sums their metrics through files here.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
             (state / "metrics").mkdir()
-            if on_ready:
-                print(on_ready, flush=True)
-            uvicorn.run("modelport.serving.server:app_from_env", factory=True, workers=workers, **options)
+            progress(starting)
+            with announce_when_ready(host, port, on_ready):
+                uvicorn.run("modelport.serving.server:app_from_env", factory=True, workers=workers, **options)
             if (state / "startup-error").exists():
                 raise ModelportError((state / "startup-error").read_text())
         finally:
             shutil.rmtree(state, ignore_errors=True)
-
-
-def _serve_here(models, host: str, port: int, on_ready: str | None, options: dict, **app_options) -> None:
-    import uvicorn
-
-    from modelport.serving.app import create_app
-
-    app = create_app(models, **app_options)
-    check_port(host, port)
-    if on_ready:
-        print(on_ready, flush=True)
-    uvicorn.run(app, **options)
 
 
 def app_from_env() -> ASGIApp:

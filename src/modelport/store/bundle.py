@@ -25,6 +25,7 @@ def export_version(store: ModelStore, ref: str, dest: str | Path) -> ModelVersio
     manifest = {"format": FORMAT, **mv.to_dict()}
     fd, tmp = tempfile.mkstemp(dir=dest.parent if str(dest.parent) else ".", prefix=".export-")
     try:
+        os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 is for temporary files; an export is the user's file
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             _add(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
             for name, data in files.items():
@@ -34,6 +35,13 @@ def export_version(store: ModelStore, ref: str, dest: str | Path) -> ModelVersio
         Path(tmp).unlink(missing_ok=True)
         raise
     return mv
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process's umask (read by setting it back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -64,4 +64,9 @@ def load_csv(path: str | Path, target: str, *, classification: bool = False) -> 
     if not classification and not pd.api.types.is_numeric_dtype(y):
         raise DataError(f"Target column {target!r} is not numeric (e.g. {y.iloc[0]!r}); "
                         "use a classifier (--model logistic-regression or random-forest-classifier) for labels")
+    if classification and pd.api.types.is_float_dtype(y) and not (fractional := y[y != y.round()]).empty:
+        # scikit-learn would stop with "Unknown label type: continuous" after the split.
+        raise DataError(f"Target column {target!r} holds continuous values (line {int(fractional.index[0]) + 2}: "
+                        f"{float(fractional.iloc[0])}): a classifier needs class labels. To predict a number, use a "
+                        "regression model: --model linear-regression, ridge, random-forest or gradient-boosting")
     return Dataset(features, x, y)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelport import config
+from modelport.extras import require
 from modelport.training.trainer import TrainResult, train
 
 NAME = "diabetes"
@@ -24,6 +25,7 @@ def write_dataset(dest: Path) -> Path:
 
 def run(progress: Callable[[str], None] = lambda _: None) -> tuple[TrainResult, Path, list[float]]:
     """→ (training result, the CSV written, the features of its first row as an example request)."""
+    require("train", "The quickstart")
     import pandas as pd
 
     csv = write_dataset(config.home() / "quickstart" / "diabetes.csv")

@@ -9,7 +9,9 @@ from typing import Any
 
 from modelport.api import save_model
 from modelport.errors import DataError
+from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
+from modelport.store.refs import check_name
 from modelport.training.data import load_csv
 
 
@@ -30,6 +32,15 @@ def _estimators() -> dict[str, tuple[Callable[[int], Any], bool]]:
 MODEL_TYPES = ("linear-regression", "ridge", "random-forest", "gradient-boosting", "logistic-regression", "random-forest-classifier")
 
 
+def check_options(name: str, model: str, test_size: float) -> None:
+    """Everything about a training run that can be wrong before any data is read or anything is fitted."""
+    check_name(name)
+    if model not in MODEL_TYPES:
+        raise DataError(f"Unknown model type {model!r}; choose one of: {', '.join(MODEL_TYPES)}")
+    if not 0 < test_size < 1:
+        raise DataError(f"--test-size must be between 0 and 1 (got {test_size})")
+
+
 @dataclass
 class TrainResult:
     version: ModelVersion
@@ -41,14 +52,11 @@ class TrainResult:
 def train(data: str | Path, target: str, name: str, *, model: str = "linear-regression", test_size: float = 0.2,
           seed: int = 42, store: ModelStore | None = None, description: str = "",
           progress: Callable[[str], None] = lambda _: None) -> TrainResult:
+    require("train", "Training")
+    check_options(name, model, test_size)
     from sklearn.model_selection import train_test_split
 
-    estimators = _estimators()
-    if model not in estimators:
-        raise DataError(f"Unknown model type {model!r}; choose one of: {', '.join(MODEL_TYPES)}")
-    if not 0 < test_size < 1:
-        raise DataError(f"--test-size must be between 0 and 1 (got {test_size})")
-    factory, is_classifier = estimators[model]
+    factory, is_classifier = _estimators()[model]
 
     progress(f"Reading {data}")
     ds = load_csv(data, target, classification=is_classifier)

@@ -1,0 +1,49 @@
+"""The CLI prints messages verbatim: square brackets are text, not Rich markup (issue 12 item 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelport.cli.main import app
+from tests.helpers import run_main
+
+
+def test_errors_keep_square_brackets(home: Path, capsys: pytest.CaptureFixture) -> None:
+    out = run_main(capsys, "models", "show", "pip[docker]")
+    assert out.returncode == 1
+    assert "Error: Invalid model name 'pip[docker]'" in out.stderr, out.stderr
+
+
+def test_progress_and_results_keep_square_brackets(home: Path, regression_csv, tmp_path: Path) -> None:
+    csv, _, _ = regression_csv
+    odd = tmp_path / "[docker]" / "[bold]data.csv"
+    odd.parent.mkdir()
+    csv.rename(odd)
+    out = CliRunner().invoke(app, ["train", "--data", str(odd), "--target", "target", "--name", "m"])
+    assert out.exit_code == 0, out.output
+    assert f"Reading {odd}" in out.output
+    bundle = tmp_path / "[docker]" / "m[1].tar.gz"
+    out = CliRunner().invoke(app, ["models", "export", "m:1", str(bundle)])
+    assert out.exit_code == 0, out.output
+    assert f"Exported m:1 to {bundle}" in " ".join(out.output.split())
+
+
+def _commands(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_texts_survive_rich_markup() -> None:
+    """Typer renders --help with Rich markup: a help text with e.g. "[@VERSION]" would lose it."""
+    from rich.markup import render
+    from typer.main import get_command
+
+    texts = []
+    for path, command in _commands(get_command(app)):
+        texts += [(path, command.help)] + [(path, p.help) for p in command.params if getattr(p, "help", None)]
+    changed = [(" ".join(path), t) for path, t in texts if t and render(t).plain != t]
+    assert not changed
