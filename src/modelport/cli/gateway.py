@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from modelport.cli.limits import BODY_TIMEOUT, HEADER_TIMEOUT, KEEP_ALIVE, MAX_BUFFERED_BYTES
 from modelport.cli.output import print_json
 from modelport.errors import ModelportError
 from modelport.gateway.admin import DEFAULT_ADMIN_PORT
@@ -32,14 +33,20 @@ def gateway(
                                help="Log every prediction to this database (PostgreSQL or SQLite URL)."),
     require_keys: bool = typer.Option(False, "--require-keys", help="Refuse predictions without a valid API key (keys live in --db-url)."),
     spool_dir: Path = typer.Option(None, "--spool-dir", help="Where prediction records wait while the database is unavailable."),
+    header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT, keep_alive: float = KEEP_ALIVE,
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES,
 ) -> None:
     """Serve one published port in front of model services, with switchable routes."""
     from modelport.gateway.hooks import hooks_from_options
     from modelport.gateway.server import run_gateway
+    from modelport.serving.http import DEFAULT_MAX_BODY
+    from modelport.serving.limits import ReadLimits
 
     upstreams = [_parse_route(r) for r in route]
+    limits = ReadLimits(header_timeout, body_timeout, keep_alive, max_buffered_bytes).check(DEFAULT_MAX_BODY)
     hooks = hooks_from_options(db_url, require_keys, spool_dir)
-    run_gateway(upstreams, host=host, port=port, default=default, admin_port=admin_port, log_format=log_format, hooks=hooks)
+    run_gateway(upstreams, host=host, port=port, default=default, admin_port=admin_port, log_format=log_format, hooks=hooks,
+                limits=limits)
 
 
 admin_app = typer.Typer(help="Change a running gateway's routes (run inside its container).", no_args_is_help=True)

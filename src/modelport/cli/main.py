@@ -9,6 +9,7 @@ import typer
 
 from modelport import __version__
 from modelport.cli import containers, gateway, models, predictions, stack
+from modelport.cli.limits import BODY_TIMEOUT, HEADER_TIMEOUT, KEEP_ALIVE, MAX_BUFFERED_BYTES
 from modelport.cli.output import console, err, error, progress, success
 from modelport.errors import ModelportError
 from modelport.extras import require
@@ -128,9 +129,11 @@ def serve(
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     log_db: str = typer.Option(None, "--log-db", help="Record every prediction in this database (e.g. sqlite:///predictions.db); query it with `modelport predictions`."),
     trust_proxy_headers: bool = typer.Option(False, "--trust-proxy-headers", help="Behind modelport's proxy only: record the API key id it sends in X-Modelport-Key-Id."),
+    header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT, keep_alive: float = KEEP_ALIVE,
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES,
 ) -> None:
     """Serve models over HTTP: /predict, the Open Inference Protocol v2, /metrics, /docs."""
-    from modelport.serving.limits import ImageLimits
+    from modelport.serving.limits import ImageLimits, ReadLimits
     from modelport.serving.runtime import ServeSpec
     from modelport.serving.server import serve as run_server
 
@@ -139,6 +142,7 @@ def serve(
     specs = [ServeSpec.parse(r, batch, images) for r in refs]
     run_server(specs, host=host, port=port, workers=workers, max_body=int(max_body_mb * 1024 * 1024),
                log_format=log_format, access_log=access_log, log_db=log_db, trust_proxy_headers=trust_proxy_headers,
+               limits=ReadLimits(header_timeout, body_timeout, keep_alive, max_buffered_bytes),
                on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)",
                progress=progress)
 

@@ -30,11 +30,13 @@ from modelport.predlog.record import PredictionRecord
 from modelport.serving.http import (
     DEFAULT_MAX_BODY,
     REQUEST_ID_FORMAT,
+    ClientGone,
     HTTPError,
     error_response,
     json_response,
     read_body,
 )
+from modelport.serving.limits import DEFAULT_MAX_BUFFERED, BodyBudget
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones httpx sets itself.
 HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -100,15 +102,17 @@ class RouteTable:
 
 
 def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: GatewayHooks | None = None,
-                       timeout: float = 60.0, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+                       timeout: float = 60.0, max_body: int = DEFAULT_MAX_BODY,
+                       max_buffered: int = DEFAULT_MAX_BUFFERED) -> Starlette:
     client = UpstreamClient(timeout)
+    budget = BodyBudget(max_buffered)  # bytes of request bodies being read in this process
 
     async def forward(name: str, request: Request, *, prediction: bool, public: bool = False) -> Response:
         start = time.perf_counter()
         # Every route but the public ones needs a key (when keys are required); predictions are also logged.
         key_id = await hooks.authenticate(request) if hooks is not None and not public else None
         request_id = _request_id(request)
-        body = await read_body(request, max_body) if request.method == "POST" else b""
+        body = await read_body(request, max_body, budget) if request.method == "POST" else b""
         headers = [(k, v) for k, v in request.headers.items() if k not in HOP_HEADERS and k not in OWN_HEADERS]
         headers.append((REQUEST_ID, request_id))
         if key_id is not None:
@@ -201,6 +205,9 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
         assert isinstance(exc, HTTPError)
         return error_response(exc.status, exc.message, exc.headers)
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # never sent: the connection is gone
+
     # Every path the gateway answers is listed here; anything else is a 404 that reaches no model.
     app = Starlette(
         routes=[
@@ -225,7 +232,7 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
             Route("/gateway/routes", gateway_routes, methods=["GET"]),
         ],
         middleware=[Middleware(PathGuard)],
-        exception_handlers={HTTPError: on_http_error},
+        exception_handlers={HTTPError: on_http_error, ClientGone: on_client_gone},
         lifespan=lambda app: _closing(client),
     )
     return app

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from modelport import __version__
 from modelport.serving import openapi, v2
 from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response
+from modelport.serving.limits import DEFAULT_MAX_BUFFERED, BodyBudget
 from modelport.serving.metrics import MetricsFlusher
 from modelport.serving.predict_router import PredictionRouter
 from modelport.serving.runtime import ModelSet, describe
@@ -25,9 +26,10 @@ from modelport.serving.runtime import ModelSet, describe
 log = logging.getLogger("modelport.server")
 
 
-def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: str | None = None,
-               trust_proxy_headers: bool = False) -> ASGIApp:
-    """The Starlette app for everything but predictions, behind the prediction router."""
+def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffered: int = DEFAULT_MAX_BUFFERED,
+               log_db: str | None = None, trust_proxy_headers: bool = False) -> ASGIApp:
+    """The Starlette app for everything but predictions, behind the prediction router.
+    ``max_buffered``: bytes of request bodies this app (one per worker) reads at once."""
     spec = openapi.build_spec(models)
     flusher = MetricsFlusher([m.metrics for m in models])
     prediction_log = None
@@ -116,4 +118,4 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_unexpected})
-    return PredictionRouter(models, app, max_body, prediction_log.submit if prediction_log else None, trust_proxy_headers)
+    return PredictionRouter(models, app, max_body, BodyBudget(max_buffered), prediction_log.submit if prediction_log else None, trust_proxy_headers)

@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from modelport.errors import InvalidInputError, ModelOutputError, ModelportError, NotFoundError
+from modelport.serving.limits import BodyBudget
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 NO_JSON = "Request body is empty: send a JSON object"
@@ -67,23 +69,59 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing it as soon as it passes ``limit`` bytes (even when chunked)."""
-    declared = request.headers.get("content-length")
+class ClientGone(Exception):
+    """The client disconnected (or was timed out) before its request body arrived."""
+
+
+def server_busy(budget: BodyBudget) -> HTTPError:
+    return HTTPError(503, f"The server is already reading its limit of {budget.limit} bytes of request bodies "
+                          "(--max-buffered-bytes); try again shortly", {"retry-after": "1"})
+
+
+async def receive_body(scope: Scope, receive: Receive, limit: int, budget: BodyBudget) -> bytes:
+    """The request body as sent, refused as soon as it passes ``limit`` bytes (even when chunked).
+
+    While it is read its bytes count against the worker's ``budget``: a declared length is taken
+    before reading, so a request that does not fit is refused without buffering any of it."""
+    declared = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            declared = value.decode("latin-1")
+            break
+    held = 0
     if declared is not None:
         if not is_decimal(declared):
             raise HTTPError(400, "Invalid Content-Length header")
-        if int(declared) > limit:
-            raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")
-        body = await request.body()
-    else:
+        held = int(declared)
+        if held > limit:
+            raise HTTPError(413, f"Request body is {held} bytes; the limit is {limit} bytes")
+        if not budget.take(held):
+            raise server_busy(budget)
+    try:
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise HTTPError(413, f"Request body is over the limit of {limit} bytes")
+            if size > held:  # chunked: taken as it arrives
+                if not budget.take(size - held):
+                    raise server_busy(budget)
+                held = size
             chunks.append(chunk)
-        body = b"".join(chunks)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        budget.release(held)
+
+
+async def read_body(request: Request, limit: int, budget: BodyBudget) -> bytes:
+    """A Starlette request's body (see ``receive_body``), which must not be empty."""
+    body = await receive_body(request.scope, request.receive, limit, budget)
     if not body:
         raise HTTPError(400, NO_JSON)
     return body

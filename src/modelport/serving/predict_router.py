@@ -29,13 +29,15 @@ from modelport.serving.http import (
     NO_IMAGE,
     NO_JSON,
     REQUEST_ID_FORMAT,
+    ClientGone,
     HTTPError,
     Reply,
     error_reply,
     from_domain,
-    is_decimal,
     parse_json,
+    receive_body,
 )
+from modelport.serving.limits import BodyBudget
 from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
@@ -71,29 +73,8 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class ClientGone(Exception):
-    pass
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int, empty: str = NO_JSON) -> bytes:
-    declared = header(scope, b"content-length")
-    if declared is not None and not is_decimal(declared):
-        raise HTTPError(400, "Invalid Content-Length header")
-    if declared is not None and int(declared) > limit:
-        raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"Request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+async def read_body(scope: Scope, receive: Receive, limit: int, budget: BodyBudget, empty: str = NO_JSON) -> bytes:
+    body = await receive_body(scope, receive, limit, budget)
     encoding = header(scope, b"content-encoding")
     if encoding is not None and body:
         body = decompress(body, encoding, limit)
@@ -148,11 +129,12 @@ async def simple_predict(model: ServedModel, body: bytes) -> Reply:
 
 
 class PredictionRouter:
-    def __init__(self, models: ModelSet, app: ASGIApp, max_body: int,
+    def __init__(self, models: ModelSet, app: ASGIApp, max_body: int, budget: BodyBudget,
                  log: Callable[[PredictionRecord], None] | None = None, trust_proxy_headers: bool = False) -> None:
         self.models = models
         self.app = app
         self.max_body = max_body
+        self.budget = budget  # this worker's bytes of bodies being read
         self.log = log  # the prediction log (serve --log-db): returns at once, writes in the background
         # Only behind modelport's proxy, which sets X-Modelport-Key-Id after checking the key and
         # drops any copy a client sent: served directly, a client could claim any key id.
@@ -192,7 +174,7 @@ class PredictionRouter:
         body = b""
         try:
             image = protocol == SIMPLE and model.task == IMAGE_CLASSIFICATION
-            body = await read_body(scope, receive, self.max_body, NO_IMAGE if image else NO_JSON)
+            body = await read_body(scope, receive, self.max_body, self.budget, NO_IMAGE if image else NO_JSON)
             if protocol == V2:
                 return body, await v2.infer(model, header(scope, b"inference-header-content-length"), body)
             if image:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 from modelport.errors import ModelportError
 from modelport.serving.batching import BatchConfig
 from modelport.serving.http import DEFAULT_MAX_BODY
-from modelport.serving.limits import ImageLimits
+from modelport.serving.limits import ImageLimits, ReadLimits
 from modelport.serving.logs import log_config
 from modelport.serving.pinning import announced, pin
 from modelport.serving.runtime import ServeSpec, check_models, load_models
@@ -99,7 +99,8 @@ def announce_when_ready(host: str, port: int, message: str | None) -> Iterator[N
 def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
           max_body: int = DEFAULT_MAX_BODY, log_format: str = "text", log_level: str = "info",
           access_log: bool = False, on_ready: str | None = None, log_db: str | None = None,
-          trust_proxy_headers: bool = False, progress: Callable[[str], None] = lambda _: None) -> None:
+          trust_proxy_headers: bool = False, limits: ReadLimits = ReadLimits(),
+          progress: Callable[[str], None] = lambda _: None) -> None:
     """Serve ``specs`` until interrupted. A model that cannot load stops the command with its reason.
     ``progress`` is told each start-up step; ``on_ready`` is printed once the server answers.
 
@@ -109,10 +110,13 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
     same files; a worker that still cannot load one reports why and stops the server."""
     import uvicorn
 
+    from modelport.serving.protocol import uvicorn_options
+
     workers = workers or default_workers()
-    options = {"host": host, "port": port, "http": "httptools", "loop": "uvloop", "access_log": access_log,
+    limits.check(max_body)
+    options = {"host": host, "port": port, "loop": "uvloop", "access_log": access_log,
                "log_config": log_config(log_format, log_level), "timeout_graceful_shutdown": 10,
-               "server_header": False, "proxy_headers": False}
+               "server_header": False, "proxy_headers": False, **uvicorn_options(limits)}
     os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
     versions = check_models(list(specs))
     specs = [dataclasses.replace(s, ref=v.ref, name=s.name or parse_ref(s.ref).name) for s, v in zip(specs, versions, strict=True)]
@@ -122,7 +126,8 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             from modelport.serving.app import create_app
 
             progress(f"Loading {', '.join(s.ref for s in specs)}")
-            app = create_app(load_models(specs), max_body=max_body, log_db=log_db, trust_proxy_headers=trust_proxy_headers)
+            app = create_app(load_models(specs), max_body=max_body, max_buffered=limits.max_buffered, log_db=log_db,
+                             trust_proxy_headers=trust_proxy_headers)
             check_port(host, port)
             progress(starting)
             with announce_when_ready(host, port, on_ready):
@@ -133,7 +138,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
         try:
             # Resolved once, here: every worker, a replacement included, loads exactly these artifacts.
             config = {"specs": [dataclasses.asdict(s) for s in pin(specs, state / "models")], "max_body": max_body,
-                      "log_db": log_db, "trust_proxy_headers": trust_proxy_headers,
+                      "max_buffered": limits.max_buffered, "log_db": log_db, "trust_proxy_headers": trust_proxy_headers,
                       "error_file": str(state / "startup-error")}
             os.environ[_CONFIG_ENV] = json.dumps(config)
             # Workers are separate processes: prometheus-client sums their metrics through files here.
@@ -163,5 +168,5 @@ def app_from_env() -> ASGIApp:
         Path(config["error_file"]).write_text(str(e))
         os.kill(os.getppid(), signal.SIGTERM)
         raise SystemExit(1) from None
-    return create_app(models, max_body=config["max_body"], log_db=config["log_db"],
+    return create_app(models, max_body=config["max_body"], max_buffered=config["max_buffered"], log_db=config["log_db"],
                       trust_proxy_headers=config["trust_proxy_headers"])
