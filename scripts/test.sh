@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# pip refuses to install into an externally managed system Python (PEP 668): say what to do instead.
+if python3 -c 'import os, sys, sysconfig
+managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)'; then
+    echo "test.sh: $(command -v python3) is an externally managed Python; create a venv first:" >&2
+    echo "  python3 -m venv .venv && . .venv/bin/activate && bash scripts/test.sh" >&2
+    exit 1
+fi
+
 echo "==> Installing modelport with its test dependencies"
 python3 -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 # PyTorch only exports the pretrained MobileNetV2 (and tests the torch adapter); this exact

@@ -71,7 +71,10 @@ def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server, initialised in a temporary directory, on a free loopback port."""
     bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
     if bindir is None:
-        pytest.fail("PostgreSQL server binaries not found: scripts/test-env.sh installs them")
+        message = "PostgreSQL server binaries not found: apt-get install postgresql-15 (scripts/test-env.sh does)"
+        if os.environ.get("MODELPORT_REQUIRE_DOCKER"):  # scripts/test.sh, CI: nothing is skipped there
+            pytest.fail(message)
+        pytest.skip(message)
     # Its own directory outside pytest's (root-only) temp tree: the server runs as the postgres user.
     root = Path(tempfile.mkdtemp(prefix="modelport-pg-"))
     data = root / "data"
