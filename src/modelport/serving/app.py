@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from modelport import __version__
-from modelport.serving import openapi, v2
+from modelport.serving import openapi, repository, v2
 from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response
 from modelport.serving.metrics import MetricsFlusher
 from modelport.serving.predict_router import PredictionRouter
@@ -26,8 +27,11 @@ log = logging.getLogger("modelport.server")
 
 
 def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: str | None = None,
-               trust_proxy_headers: bool = False) -> ASGIApp:
-    """The Starlette app for everything but predictions, behind the prediction router."""
+               trust_proxy_headers: bool = False, repository_state: str | None = None) -> ASGIApp:
+    """The Starlette app for everything but predictions, behind the prediction router.
+    ``repository_state``: a directory the worker processes share for which models are unloaded."""
+    if repository_state is not None:
+        models.availability = repository.Availability(Path(repository_state))
     spec = openapi.build_spec(models)
     flusher = MetricsFlusher([m.metrics for m in models])
     prediction_log = None
@@ -56,7 +60,7 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
         return json_response({"status": "ok", "models": len(list(models))})
 
     async def v2_server(request: Request) -> Response:
-        return json_response({"name": "modelport", "version": __version__, "extensions": ["binary_tensor_data"]})
+        return json_response({"name": "modelport", "version": __version__, "extensions": ["binary_tensor_data", "model_repository"]})
 
     # The protocol's bodies (KServe's client parses them; Triton's only looks at the status).
     async def v2_live(request: Request) -> Response:
@@ -70,7 +74,18 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
 
     async def v2_model_ready(request: Request) -> Response:
         model = models.get(request.path_params["name"], request.path_params.get("version"))
+        if not models.availability.is_loaded(model.name):  # the protocol: a 4xx status says "not ready"
+            return json_response({"name": model.name, "ready": False, "error": repository.unloaded_message(model.name)}, 400)
         return json_response({"name": model.name, "ready": True})
+
+    async def repository_index(request: Request) -> Response:
+        return await repository.index(models, request)
+
+    async def repository_load(request: Request) -> Response:
+        return await repository.load(models, request)
+
+    async def repository_unload(request: Request) -> Response:
+        return await repository.unload(models, request)
 
     async def metrics_route(request: Request) -> Response:
         body, content_type = flusher.render()
@@ -94,6 +109,9 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, log_db: st
         Route("/v2/models/{name}/versions/{version}", v2_model, methods=["GET"]),
         Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", v2_model_ready, methods=["GET"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/openapi.json", openapi_route, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),

@@ -67,7 +67,7 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, allow_empty: bool = False) -> bytes:
     """The request body, refusing it as soon as it passes ``limit`` bytes (even when chunked)."""
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -84,7 +84,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise HTTPError(413, f"Request body is over the limit of {limit} bytes")
             chunks.append(chunk)
         body = b"".join(chunks)
-    if not body:
+    if not body and not allow_empty:
         raise HTTPError(400, NO_JSON)
     return body
 

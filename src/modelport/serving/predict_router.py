@@ -36,6 +36,7 @@ from modelport.serving.http import (
     is_decimal,
     parse_json,
 )
+from modelport.serving.repository import check_loaded
 from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
@@ -170,6 +171,7 @@ class PredictionRouter:
             return
         try:
             model = self.models.default if name is None else self.models.get(name, version)
+            check_loaded(self.models, model.name)
         except HTTPError as e:
             await self._send(send, error_reply(e.status, e.message), [])
             return
