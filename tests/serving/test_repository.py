@@ -10,19 +10,15 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.fixtures_serving import small_models
-from tests.helpers import Server, free_port
+from tests.fixtures_serving import serve_small_models
+from tests.helpers import Server
 
 ROW = np.array([[0.5, -1.0, 2.0, 0.25]])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("repository")
-    small_models(tmp / "home").close()
-    port = free_port()
-    with Server(["serve", "lin", "forest", "--port", str(port), "--workers", "2"], port, tmp / "server.log",
-                env={"MODELPORT_HOME": str(tmp / "home")}) as server:
+    with serve_small_models(tmp_path_factory.mktemp("repository")) as server:
         yield server.wait_ready()
 
 
