@@ -14,6 +14,7 @@ worker agrees whichever one took the request."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,9 @@ class Availability:
     def unloaded(self) -> set[str]:
         if self.directory is not None:
             mtime = os.stat(self.directory).st_mtime_ns
-            if mtime != self._seen:
+            # Timestamps may be as coarse as a clock tick: two changes within one leave the mtime as
+            # it was, so for a second after a change the listing is read every time.
+            if mtime != self._seen or time.time_ns() - mtime < 1_000_000_000:
                 self._seen = mtime
                 self._unloaded = {bytes.fromhex(p.name).decode() for p in self.directory.iterdir()}
         return self._unloaded
