@@ -17,6 +17,7 @@ from modelport.serving.app import create_app
 from modelport.serving.batching import BatchConfig
 from modelport.serving.runtime import ModelSet, ServeSpec, load_models
 from modelport.store import ModelStore
+from tests.helpers import Server, free_port
 
 FEATURES = ["a", "b", "c", "d"]
 
@@ -30,6 +31,14 @@ def small_models(home: Path) -> ModelStore:
     forest = RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(x, np.where(x[:, 0] > 0, "yes", "no"))
     modelport.save_model(forest, "forest", feature_names=FEATURES, store=store)
     return store
+
+
+def serve_small_models(tmp: Path, workers: int = 2) -> Server:
+    """``modelport serve lin forest`` (the models of ``small_models``) in its own process; stop it when done."""
+    small_models(tmp / "home").close()
+    port = free_port()
+    return Server(["serve", "lin", "forest", "--port", str(port), "--workers", str(workers)], port, tmp / "server.log",
+                  env={"MODELPORT_HOME": str(tmp / "home")})
 
 
 def serve_in_process(store: ModelStore, refs: list[str], batch: BatchConfig | None = None, **app_options) -> tuple[TestClient, ModelSet]:

@@ -131,7 +131,7 @@ def test_body_over_the_limit_unknown_model_and_routes(served) -> None:
 
 def test_v2_protocol_json(served) -> None:
     server, models = served
-    assert httpx.get(server.url + "/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert httpx.get(server.url + "/v2").json()["extensions"] == ["binary_tensor_data", "model_repository"]
     assert httpx.get(server.url + "/v2/health/live").status_code == 200
     assert httpx.get(server.url + "/v2/models/reg/ready").status_code == 200
     assert httpx.get(server.url + "/v2/models/reg/versions/1/ready").status_code == 200

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from modelport import __version__
-from modelport.serving import openapi, v2
+from modelport.serving import openapi, repository, v2
 from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response
 from modelport.serving.limits import DEFAULT_MAX_BUFFERED, BodyBudget
 from modelport.serving.metrics import MetricsFlusher
@@ -27,9 +28,13 @@ log = logging.getLogger("modelport.server")
 
 
 def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffered: int = DEFAULT_MAX_BUFFERED,
-               log_db: str | None = None, trust_proxy_headers: bool = False) -> ASGIApp:
+               log_db: str | None = None, trust_proxy_headers: bool = False, repository_state: str | None = None) -> ASGIApp:
     """The Starlette app for everything but predictions, behind the prediction router.
-    ``max_buffered``: bytes of request bodies this app (one per worker) reads at once."""
+    ``max_buffered``: bytes of request bodies this app (one per worker) reads at once.
+    ``repository_state``: a directory the worker processes share for which models are unloaded."""
+    if repository_state is not None:
+        models.availability = repository.Availability(Path(repository_state))
+    budget = BodyBudget(max_buffered)
     spec = openapi.build_spec(models)
     flusher = MetricsFlusher([m.metrics for m in models])
     prediction_log = None
@@ -58,7 +63,7 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
         return json_response({"status": "ok", "models": len(list(models))})
 
     async def v2_server(request: Request) -> Response:
-        return json_response({"name": "modelport", "version": __version__, "extensions": ["binary_tensor_data"]})
+        return json_response({"name": "modelport", "version": __version__, "extensions": ["binary_tensor_data", "model_repository"]})
 
     # The protocol's bodies (KServe's client parses them; Triton's only looks at the status).
     async def v2_live(request: Request) -> Response:
@@ -72,7 +77,18 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
 
     async def v2_model_ready(request: Request) -> Response:
         model = models.get(request.path_params["name"], request.path_params.get("version"))
+        if not models.availability.is_loaded(model.name):  # the protocol: a 4xx status says "not ready"
+            return json_response({"name": model.name, "ready": False, "error": repository.unloaded_message(model.name)}, 400)
         return json_response({"name": model.name, "ready": True})
+
+    async def repository_index(request: Request) -> Response:
+        return await repository.index(models, request, budget)
+
+    async def repository_load(request: Request) -> Response:
+        return await repository.load(models, request, budget)
+
+    async def repository_unload(request: Request) -> Response:
+        return await repository.unload(models, request, budget)
 
     async def metrics_route(request: Request) -> Response:
         body, content_type = flusher.render()
@@ -96,6 +112,9 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
         Route("/v2/models/{name}/versions/{version}", v2_model, methods=["GET"]),
         Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", v2_model_ready, methods=["GET"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/openapi.json", openapi_route, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
@@ -118,4 +137,4 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_unexpected})
-    return PredictionRouter(models, app, max_body, BodyBudget(max_buffered), prediction_log.submit if prediction_log else None, trust_proxy_headers)
+    return PredictionRouter(models, app, max_body, budget, prediction_log.submit if prediction_log else None, trust_proxy_headers)

@@ -141,14 +141,16 @@ async def predict(model: ServedModel, scope: Scope, body: bytes) -> Reply:
     request = Request(scope)  # headers and query string only: the body is read already
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     top_k: Any = request.query_params.get("top_k")
+    form_top_k = None
     if media_type == "multipart/form-data":
         data, form_top_k = await _read_form(request, body)
-        top_k = form_top_k if form_top_k is not None else top_k
     elif media_type in ("application/json", "application/x-www-form-urlencoded") and not _looks_binary(body):
         raise HTTPError(400, f"{NO_IMAGE}: {HOW_TO_SEND}")
     else:  # image/*, application/octet-stream, none, or curl --data-binary's default form type with image bytes
         data = body
-    k = clf.top_k(top_k)
+    k = clf.top_k(top_k)  # checked even when the form field wins: a bad value is never silently ignored
+    if form_top_k is not None:
+        k = clf.top_k(form_top_k)
     x = await clf.decode(data, PixelBudget(model.image_limits.max_request_pixels))
     probs = await clf.probabilities(model, x[None])
     (best,) = clf.best(probs, k)

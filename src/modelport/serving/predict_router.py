@@ -38,6 +38,7 @@ from modelport.serving.http import (
     receive_body,
 )
 from modelport.serving.limits import BodyBudget
+from modelport.serving.repository import check_loaded
 from modelport.serving.runtime import ModelSet, ServedModel
 
 log = logging.getLogger("modelport.server")
@@ -152,6 +153,7 @@ class PredictionRouter:
             return
         try:
             model = self.models.default if name is None else self.models.get(name, version)
+            check_loaded(self.models, model.name)
         except HTTPError as e:
             await self._send(send, error_reply(e.status, e.message), [])
             return

@@ -21,6 +21,7 @@ from modelport.serving.http import HTTPError
 from modelport.serving.limits import ImageLimits
 from modelport.serving.metrics import ModelMetrics
 from modelport.serving.pinning import read_pinned
+from modelport.serving.repository import Availability
 from modelport.serving.tabular import TabularSchema
 from modelport.store import ModelStore, ModelVersion, parse_ref
 
@@ -129,6 +130,7 @@ class ModelSet:
         for m in models:
             self.by_name.setdefault(m.name, {}).setdefault(m.version, m)
         self.latest = {name: versions[next(iter(versions))] for name, versions in self.by_name.items()}
+        self.availability = Availability()  # which are unloaded (the repository extension); create_app may share it
 
     def __iter__(self):
         for versions in self.by_name.values():

@@ -139,7 +139,8 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             # Resolved once, here: every worker, a replacement included, loads exactly these artifacts.
             config = {"specs": [dataclasses.asdict(s) for s in pin(specs, state / "models")], "max_body": max_body,
                       "max_buffered": limits.max_buffered, "log_db": log_db, "trust_proxy_headers": trust_proxy_headers,
-                      "error_file": str(state / "startup-error")}
+                      "error_file": str(state / "startup-error"), "repository_state": str(state / "unloaded")}
+            (state / "unloaded").mkdir()  # the workers agree on which models are unloaded through this
             os.environ[_CONFIG_ENV] = json.dumps(config)
             # Workers are separate processes: prometheus-client sums their metrics through files here.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
@@ -169,4 +170,4 @@ def app_from_env() -> ASGIApp:
         os.kill(os.getppid(), signal.SIGTERM)
         raise SystemExit(1) from None
     return create_app(models, max_body=config["max_body"], max_buffered=config["max_buffered"], log_db=config["log_db"],
-                      trust_proxy_headers=config["trust_proxy_headers"])
+                      trust_proxy_headers=config["trust_proxy_headers"], repository_state=config["repository_state"])
