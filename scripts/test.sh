@@ -39,4 +39,9 @@ bash scripts/test-env.sh
 echo "==> Tests"
 # Docker tests are never skipped here: MODELPORT_REQUIRE_DOCKER turns a missing engine into a failure.
 export MODELPORT_REQUIRE_DOCKER=1
+# A temporary root of this run's own: pytest keeps only the three newest session directories of a
+# user, so other pytest runs on a busy machine would otherwise delete this run's files under it.
+PYTEST_DEBUG_TEMPROOT=$(mktemp -d "${TMPDIR:-/tmp}/modelport-tests.XXXXXX")
+export PYTEST_DEBUG_TEMPROOT
 python3 -m pytest "$@"
+rm -rf "$PYTEST_DEBUG_TEMPROOT"  # kept when a test failed (set -e stops before this line)
