@@ -113,3 +113,15 @@ def test_stack_up_on_a_port_a_container_publishes_names_the_container(env: dict)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"port {port} is already in use by the container {env['name']}-holder" in proc.stderr, proc.stderr
     _nothing_created(env)
+
+
+def test_stack_up_gateway_port_is_checked_before_it_is_saved(env: dict) -> None:
+    directory = _write_stack(env, free_port())
+    saved = {f: (directory / f).read_text() for f in ("stack.json", "compose.yaml")}
+    with _held("127.0.0.1") as held:
+        port = held.getsockname()[1]
+        proc = run_cli("stack", "up", "--dir", str(directory), "--gateway-port", str(port), env=env["env"], check=False,
+                       timeout=60)
+    assert proc.returncode == 1 and f"port {port} is already in use by another process" in proc.stderr, proc.stderr
+    assert {f: (directory / f).read_text() for f in saved} == saved
+    _nothing_created(env)
