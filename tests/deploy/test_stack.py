@@ -387,6 +387,19 @@ def test_data_survives_down_and_up(stack: RunningStack) -> None:
                                                         ("gateway", "healthy")}
 
 
+def test_up_brings_back_a_stopped_model_service(stack: RunningStack) -> None:
+    """`docker stop` of one model service, then `stack up` (the gateway still publishing the port):
+    Compose starts it again, and up waits for it rather than failing on the exited container it saw first."""
+    stack.container("ridge").stop(timeout=10)
+    assert stack.container("ridge").status == "exited"
+    proc = stack.cli("stack", "up", timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stack.container("ridge").status == "running"
+    r = stack.predict("ridge", stack.x[:2])
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["predictions"], expected(stack, "ridge:1", stack.x[:2]), rtol=1e-6)
+
+
 def test_up_names_the_service_that_is_not_healthy_and_why(stack: RunningStack, tmp_path: Path) -> None:
     """A second stack whose model services get far too little memory: up fails naming one, with the cause."""
     name = f"mpt-{uuid.uuid4().hex[:6]}"

@@ -50,12 +50,13 @@ def init(
 
 
 @app.command()
-def up(directory: Path = DIR, wait: float = WAIT) -> None:
+def up(directory: Path = DIR, wait: float = WAIT,
+       gateway_port: int = typer.Option(None, "--gateway-port", help="Publish the gateway on this port from now on.")) -> None:
     """Build missing images, start every service, wait until all are healthy."""
     from modelport.deploy.stack import up as stack_up
 
     stack = _stack(directory)
-    stack_up(stack, wait=wait, progress=progress)
+    stack_up(stack, wait=wait, gateway_port=gateway_port, progress=progress)
     s = stack.state
     success(f"Stack {s.name} is up", f": http://{s.gateway_host}:{s.gateway_port} "
             f"(models: {', '.join(m.name + ':' + str(m.version) for m in s.models)})")

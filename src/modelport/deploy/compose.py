@@ -125,6 +125,9 @@ def _wait(targets: dict[str, Callable[[], Any | None]], timeout: float, progress
     ready: set[str] = set()
     while True:
         waiting = []
+        # Read before the containers: one seen exited while `up` still runs may be about to be started
+        # by it (a stopped service of a running stack); only one still exited once `up` ended has failed.
+        done = compose is None or compose.poll() is not None
         for name, find in targets.items():
             c = find()
             if c is None:
@@ -132,6 +135,9 @@ def _wait(targets: dict[str, Callable[[], Any | None]], timeout: float, progress
                 continue
             status = health(c)
             first = restarts.setdefault(c.id, c.attrs.get("RestartCount", 0))
+            if status in ("exited", "created") and not done:
+                waiting.append(name)
+                continue
             if status in ("exited", "dead", "restarting", "unhealthy") or c.attrs.get("RestartCount", 0) > first:
                 _stop(compose)
                 raise ModelportError(f"Service {name!r} is not healthy: {explain(c)}")
@@ -141,7 +147,6 @@ def _wait(targets: dict[str, Callable[[], Any | None]], timeout: float, progress
                     progress(f"{name}: {status}")
             else:
                 waiting.append(name)
-        done = compose is None or compose.poll() is not None
         if compose is not None and done and compose.returncode != 0:
             output = compose_output.read_text(errors="replace").strip() if compose_output else ""
             tail = "\n".join(output.splitlines()[-20:])

@@ -21,6 +21,7 @@ from modelport.container import engine
 from modelport.container.build import build_image, default_tag, stale_image
 from modelport.container.context import DEFAULT_BASE_IMAGE
 from modelport.errors import ModelportError, NotFoundError
+from modelport.ports import check_port
 from modelport.store import ModelStore, parse_ref
 
 MANAGED = "io.modelport.managed"
@@ -92,6 +93,36 @@ def _gateway(service: str) -> Any:
 
 def network_name(service: str) -> str:
     return f"modelport-{service}"
+
+
+# -- ports -----------------------------------------------------------------------------------
+
+def _overlaps(a: str, b: str) -> bool:
+    wildcard = ("", "0.0.0.0", "::")
+    return a == b or a in wildcard or b in wildcard
+
+
+def describe(container: Any) -> str:
+    """A container as a person knows it: the modelport service or stack it belongs to, by its labels."""
+    if SERVICE in container.labels:
+        return f"the modelport service {container.labels[SERVICE]!r} (container {container.name})"
+    if "io.modelport.stack" in container.labels:
+        return f"the modelport stack {container.labels['io.modelport.stack']!r} (container {container.name})"
+    return f"the container {container.name}"
+
+
+def check_publishable(host_ip: str, port: int, *, option: str = "--port",
+                      own: Callable[[Any], bool] = lambda _: False) -> None:
+    """Fail before any build or container start when ``host_ip:port`` cannot be published, naming what
+    holds it. A container for which ``own`` is true (the stack's own gateway) may hold it already."""
+    holders = [c for c in engine.client().containers.list()
+               if any(_overlaps(b.get("HostIp", ""), host_ip) and int(b["HostPort"]) == port
+                      for bs in (c.attrs["NetworkSettings"].get("Ports") or {}).values() for b in bs or [])]
+    others = [c for c in holders if not own(c)]
+    if others:
+        check_port(host_ip, port, option=option, holder=describe(others[0]))
+    if not holders:  # one of ours holds it through Docker's proxy: no bind test then
+        check_port(host_ip, port, option=option, only_conflicts=True)
 
 
 # -- images ----------------------------------------------------------------------------------
@@ -197,6 +228,7 @@ def run(target: str, *, port: int = 8080, name: str | None = None, host_ip: str 
     import docker.errors
 
     settings = settings or RunSettings()
+    check_publishable(host_ip, port)
     image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress)
     service = name or model
     if containers(service):
@@ -217,9 +249,9 @@ def run(target: str, *, port: int = 8080, name: str | None = None, host_ip: str 
                 name=service, detach=True, labels=gateway_labels, network=network_name(service),
                 ports={f"{MODEL_PORT}/tcp": (host_ip, port)}, restart_policy={"Name": settings.restart} if settings.restart != "no" else None)
         except docker.errors.APIError as e:
-            if "allocated" in str(e) or "in use" in str(e):
-                raise ModelportError(f"Port {port} on {host_ip} is already in use: pass --port with a free one "
-                                     "(modelport doctor lists what uses it)") from None
+            if "allocated" in str(e) or "in use" in str(e):  # taken since the check at the start
+                check_publishable(host_ip, port)
+                check_port(host_ip, port, holder="another process")
             raise ModelportError(f"Could not start the gateway: {e.explanation or e}") from None
         wait_answering(gw, "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip, port, wait)
     except BaseException:

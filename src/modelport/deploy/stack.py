@@ -258,8 +258,20 @@ def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progr
 
 # -- lifecycle --------------------------------------------------------------------------------
 
-def up(stack: Stack, *, wait: float = 300, store: ModelStore | None = None, progress: Progress = lambda _: None) -> None:
-    """Build what is missing, start everything, return once every service is healthy."""
+def up(stack: Stack, *, wait: float = 300, gateway_port: int | None = None, store: ModelStore | None = None,
+       progress: Progress = lambda _: None) -> None:
+    """Build what is missing, start everything, return once every service is healthy.
+    ``gateway_port``: publish the gateway there from now on (saved in the stack's files)."""
+    from modelport.deploy.compose import PROJECT
+    from modelport.deploy.containers import check_publishable
+
+    port = gateway_port or stack.state.gateway_port
+    # Before any build or container: the stack's own gateway may hold the port already (up again).
+    check_publishable(stack.state.gateway_host, port, option="--gateway-port",
+                      own=lambda c: c.labels.get(PROJECT) == stack.state.name)
+    if port != stack.state.gateway_port:
+        stack.state.gateway_port = port
+        stack.save()
     ensure_images(stack, store, progress)
     progress(f"Starting the stack {stack.state.name}")
     with tempfile.NamedTemporaryFile("w+", prefix="modelport-compose-", suffix=".log") as output:

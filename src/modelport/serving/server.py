@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +17,7 @@ import httpx
 from starlette.types import ASGIApp
 
 from modelport.errors import ModelportError
+from modelport.ports import check_port
 from modelport.serving.batching import BatchConfig
 from modelport.serving.http import DEFAULT_MAX_BODY
 from modelport.serving.limits import ImageLimits, ReadLimits
@@ -49,16 +49,6 @@ def _cgroup_cpu_quota() -> float | None:
         return None if quota <= 0 else quota / period
     except (OSError, ValueError):
         return None
-
-
-def check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise ModelportError(f"Cannot listen on {host}:{port}: {e.strerror}. "
-                                 "Stop whatever uses that port or pass --port with another one.") from None
 
 
 def _probe_address(host: str, port: int) -> str:
