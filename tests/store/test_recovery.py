@@ -128,3 +128,27 @@ def test_a_directory_in_place_of_an_artifact_file(store: ModelStore, tmp_path: P
     blob.rmdir()
     assert store.blobs.write(data)[1] is False
     modelport.load_model("h", store=store)
+
+
+def test_gc_refuses_when_the_registry_belongs_to_another_store(home: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another store's (valid) registry copied over this one: gc would delete this store's files it does not
+    know; it refuses while the registry refers to files this store does not have."""
+    _, blobs = _two_models(home, tmp_path / "h.tar.gz")
+    other = tmp_path / "other-home"
+    monkeypatch.setenv("MODELPORT_HOME", str(other))
+    other_store = ModelStore()
+    modelport.save_model(_fit(7), "x", store=other_store)
+    other_store.close()
+    monkeypatch.setenv("MODELPORT_HOME", str(home))
+    (home / "registry.db").write_bytes((other / "registry.db").read_bytes())
+    old = time.time() - 7200  # older than gc's minimum age
+    for p in (home / "blobs").rglob("*"):
+        os.utime(p, (old, old))
+
+    _refused(run(capsys, monkeypatch, "models", "gc"), "Not deleting anything", "may not be this store's registry",
+             "--force")
+    assert all((home / "blobs" / "sha256" / d[:2] / d).is_file() for d in blobs.values())
+    r = run(capsys, monkeypatch, "models", "gc", "--force")
+    assert (r.code, r.out.strip()) == (0, "Removed 2 unreferenced artifact file(s)")

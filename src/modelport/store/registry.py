@@ -237,6 +237,16 @@ class ModelStore:
             referenced = {sha for files in s.scalars(select(VersionRow.files)) for sha in (f["sha256"] for f in files.values())}
             adopted = s.get(MetaRow, ADOPTED_AT)
         doomed = self.blobs.unreferenced(referenced, min_age_s=min_age_s)
+        absent = [d for d in referenced if not self.blobs.path(d).is_file()]
+        if doomed and absent and not force:
+            # Versions whose files are not here: this registry may be another store's (copied over this
+            # one), and the files it does not know may be this store's versions.
+            raise RegistryError(
+                f"Not deleting anything: this registry refers to {len(absent)} artifact file(s) that are not in "
+                f"{self.blobs.root} (e.g. sha256 {sorted(absent)[0][:12]}…), so it may not be this store's registry "
+                f"and the {len(doomed)} file(s) it does not know may be versions of yours. Put this store's "
+                "registry back, or `modelport models gc --force` to delete them anyway."
+            )
         if adopted is not None and not force:
             forgotten = [d for d, mtime in doomed.items() if mtime < float(adopted.value)]
             if forgotten:
