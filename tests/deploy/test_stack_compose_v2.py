@@ -51,6 +51,8 @@ def test_stack_lifecycle_under_compose_v2(tmp_path: Path) -> None:
         containers = client.containers.list(filters={"label": f"com.docker.compose.project={name}"})
         assert {c.labels["com.docker.compose.service"] for c in containers} == {"db", "lin", "gateway"}
         assert {c.labels["com.docker.compose.version"] for c in containers} == {"2.40.3"}  # made by Compose v2
+        password = (directory / "secrets" / "db-password").read_text()  # a secret file under v2 too, in no environment
+        assert all(password not in json.dumps(c.attrs) for c in containers)
 
         key = re.search(r"^(mpk_\S+)$", run_cli("stack", "keys", "create", "v2", "--dir", str(directory), env=env).stdout, re.M)[1]
         url = f"http://127.0.0.1:{port}/models/lin/predict"
