@@ -99,6 +99,16 @@ start_engine() {
 
 have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
+# The digest of the files under scripts/images/DIR, kept as a label of the image built from them.
+readonly SOURCE_LABEL=io.modelport.test-env.source
+source_digest() {
+    (cd "$IMAGES_DIR/$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)
+}
+# image_current TAG DIR: TAG exists and was built from DIR's files as they are now.
+image_current() {
+    [ "$("$DOCKER" image inspect -f "{{ index .Config.Labels \"$SOURCE_LABEL\" }}" "$1" 2>/dev/null)" = "$(source_digest "$2")" ]
+}
+
 # The host's Debian mirror: the first non-security URIs of debian.sources, else sources.list.
 apt_mirror() {
     local uri=""
@@ -156,7 +166,7 @@ build_image() {
     say "building $1 from scripts/images/$2 ..."
     # The classic builder uses the local FROM image and never tries a registry.
     logged "build-$2" env DOCKER_BUILDKIT=0 "$DOCKER" build --build-arg BASE_IMAGE="$DEBIAN_IMAGE" \
-        -t "$1" "$IMAGES_DIR/$2"
+        --label "$SOURCE_LABEL=$(source_digest "$2")" -t "$1" "$IMAGES_DIR/$2"
     say "built $1 in $(since "$start")"
 }
 
@@ -222,7 +232,8 @@ main() {
         build_image "$PYTHON_IMAGE" python
         verify_python
     fi
-    if ! have_image "$POSTGRES_IMAGE"; then build_image "$POSTGRES_IMAGE" postgres; fi
+    # Rebuilt when its entrypoint changes: the stack tests need what the current one does.
+    if ! image_current "$POSTGRES_IMAGE" postgres; then build_image "$POSTGRES_IMAGE" postgres; fi
     say "ready; base images:"
     printf '  %s\n' "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE"
 }

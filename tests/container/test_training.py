@@ -12,7 +12,8 @@ from tests.conftest import TEST_BASE_IMAGE
 
 docker = pytest.importorskip("docker")
 
-pytestmark = pytest.mark.docker
+# Image builds and stack start-ups take minutes; on a busy machine far more than the suite's 600 s default.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

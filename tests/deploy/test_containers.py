@@ -18,7 +18,8 @@ import modelport
 from tests.conftest import TEST_BASE_IMAGE
 from tests.helpers import free_port, run_cli
 
-pytestmark = pytest.mark.docker
+# Image builds and stack start-ups take minutes; on a busy machine far more than the suite's 600 s default.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 BASE = ["--base-image", TEST_BASE_IMAGE]
 
 

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Entrypoint of the postgres:15 stand-in: the parts of the official image's entrypoint that
-# people use. POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB (and POSTGRES_HOST_AUTH_METHOD),
-# a data directory initialised on first start, /docker-entrypoint-initdb.d/* run once, and the
-# server running as the postgres user.
+# people use. POSTGRES_USER / POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) / POSTGRES_DB (and
+# POSTGRES_HOST_AUTH_METHOD), a data directory initialised on first start,
+# /docker-entrypoint-initdb.d/* run once, and the server running as the postgres user.
 set -euo pipefail
 
 : "${POSTGRES_USER:=postgres}"
@@ -16,6 +16,18 @@ fi
 
 if [ "$1" != postgres ]; then
     exec "$@"
+fi
+
+# POSTGRES_PASSWORD_FILE (Docker secrets) as the official image reads it: into an exported
+# POSTGRES_PASSWORD, which whatever this script starts inherits, the server included.
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    if [ -n "${POSTGRES_PASSWORD:-}" ]; then
+        echo "error: both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set (but are exclusive)" >&2
+        exit 1
+    fi
+    POSTGRES_PASSWORD=$(<"$POSTGRES_PASSWORD_FILE")
+    export POSTGRES_PASSWORD
+    unset POSTGRES_PASSWORD_FILE
 fi
 
 # Started as root: own the volume (a fresh bind mount is root's) and drop privileges.

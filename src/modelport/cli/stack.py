@@ -40,7 +40,7 @@ def init(
     cpus: float = typer.Option(1.0, "--cpus", help="CPU limit of each model service."),
     memory: str = typer.Option("1g", "--memory", help="Memory limit of each model service."),
 ) -> None:
-    """Write a stack: compose.yaml, .env with generated secrets, and the build contexts."""
+    """Write a stack: compose.yaml, a generated database password (secrets/), and the build contexts."""
     from modelport.deploy.stack import init as init_stack
 
     stack = init_stack(directory, model, name=name, db=db, db_image=db_image, gateway_host=gateway_host,

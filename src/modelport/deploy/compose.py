@@ -36,7 +36,7 @@ def compose_command() -> tuple[str, ...]:
 
 
 class Project:
-    """A compose project: a directory with ``compose.yaml`` and ``.env``, and its name."""
+    """A compose project: a directory with ``compose.yaml`` (and what it refers to), and its name."""
 
     def __init__(self, directory: Path, name: str) -> None:
         self.directory = directory

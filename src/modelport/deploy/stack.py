@@ -1,11 +1,12 @@
 """A stack: model services, a gateway and PostgreSQL, run by Docker Compose from one directory.
 
 ``init`` writes ``stack.json`` (what the stack serves), ``compose.yaml`` (rendered from it),
-``.env`` (generated secrets, mode 600) and the build contexts. ``deploy`` replaces a model's
-version with no failed request: a temporary container of the new version starts, the gateway
-switches to it once it is healthy, Compose recreates the model's service with the new image,
-the gateway switches back to the service, and the temporary container goes. The compose file
-is the truth at every step, so ``up`` after a deploy changes nothing.
+``.env`` (the project name), ``secrets/db-password`` (generated) and the build contexts.
+``deploy`` replaces a model's version with no failed request: a temporary container of the new
+version starts, the gateway switches to it once it is healthy, Compose recreates the model's
+service with the new image, the gateway switches back to the service, and the temporary
+container goes. The compose file is the truth at every step, so ``up`` after a deploy changes
+nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ RESERVED = ("db", "gateway")
 MODEL_PORT = 8080
 SPOOL_DIR = "/var/lib/modelport/spool"
 GATEWAY_EXTRAS = ("postgres",)
+# The database password, a Compose secret (a bind mount at /run/secrets/db_password, with Compose v2 as
+# with docker-compose 1.29, no Swarm): never an environment variable, which `docker inspect` and
+# /proc/PID/environ show. The mount keeps the host file's owner and mode, and the containers' users
+# (postgres, the gateway's 10001) are not its owner: the file is 0644 and the directory holding it
+# 0700, so the containers read it and no other user of the host does (chown would need root).
+PASSWORD_FILE = Path("secrets") / "db-password"
 HEALTHCHECK = {"test": ["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen("
                         "'http://127.0.0.1:8080/v2/health/ready', timeout=2)"],
                "interval": 1_000_000_000, "timeout": 3_000_000_000, "retries": 3, "start_period": 60_000_000_000}
@@ -141,7 +148,8 @@ def render_compose(state: StackState) -> str:
     for m in state.models:  # by service name, not version: a deploy never changes the gateway's config
         command += ["--route", f"{m.name}=http://{m.name}:{MODEL_PORT}"]
     return TEMPLATES.get_template("compose.yaml.j2").render(
-        stack=state, labels=labels, gateway_command=command, modelport_version=modelport.__version__)
+        stack=state, labels=labels, gateway_command=command, password_file=f"./{PASSWORD_FILE}",
+        modelport_version=modelport.__version__)
 
 
 def stack_name(text: str) -> str:
@@ -186,9 +194,11 @@ def init(directory: Path, refs: list[str], *, name: str | None = None, db: str =
             progress(f"Writing the build context of {mv.ref}")
             write_build_context(mv.ref, directory / "build" / m.context, base_image=base_image, store=store, progress=progress)
         state.gateway_image = write_gateway_context(directory / "build" / "gateway", base_image, progress)
-        _write_atomic(directory / ".env", "# Secrets of this stack: keep this file private and out of version control.\n"
-                      f"COMPOSE_PROJECT_NAME={state.name}\nPOSTGRES_PASSWORD={secrets.token_hex(24)}\n", mode=0o600)
-        (directory / ".gitignore").write_text(".env\nbuild/\n")
+        (directory / PASSWORD_FILE.parent).mkdir()
+        os.chmod(directory / PASSWORD_FILE.parent, 0o700)  # mkdir's mode is subject to the umask
+        _write_atomic(directory / PASSWORD_FILE, secrets.token_hex(24), mode=0o644)
+        (directory / ".env").write_text(f"COMPOSE_PROJECT_NAME={state.name}\n")
+        (directory / ".gitignore").write_text(f"{PASSWORD_FILE.parent}/\nbuild/\n")
         stack = Stack(directory, state)
         stack.save()
     except BaseException:
