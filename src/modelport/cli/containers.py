@@ -165,11 +165,13 @@ def doctor(port: list[int] = typer.Option([8080], "--port", help="Ports to check
     """Check the Docker Engine, ports, and explain every modelport container that is not serving."""
     from rich.text import Text
 
-    from modelport.deploy.doctor import diagnose
+    from modelport.deploy.doctor import OK, PROBLEM, WARNING, diagnose
+
+    marks = {OK: ("✔", "green"), WARNING: ("!", "yellow"), PROBLEM: ("✘", "red")}
 
     report = diagnose(port)
     for f in report.findings:
-        console.print(Text.assemble(("✔", "green") if f.ok else ("✘", "red"), " ", f.title))
+        console.print(Text.assemble(marks[f.status], " ", f.title))
         if f.detail:
             console.print("    " + f.detail.replace("\n", "\n    "))
     if not report.healthy:
