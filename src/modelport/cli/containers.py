@@ -95,19 +95,15 @@ def rollback(
 def ps(all: bool = typer.Option(False, "--all", "-a", help="Include stopped containers."),
        as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List modelport's containers."""
-    from rich.table import Table
-
-    from modelport.cli.output import ago, print_json
+    from modelport.cli.output import ago, print_json, table
     from modelport.deploy import containers as svc
 
     rows = svc.status(all=all)
     if as_json:
         return print_json(rows)
-    table = Table("SERVICE", "ROLE", "MODEL", "VERSION", "IMAGE", "STATUS", "HEALTH", "PORTS", "UP SINCE")
-    for r in rows:
-        table.add_row(r["service"], r["role"], r["model"], r["version"], r["image"], r["status"], r["health"],
-                      ", ".join(r["ports"]), ago(r["started_at"]) if r["started_at"] else "-")
-    console.print(table)
+    table(("SERVICE", "ROLE", "MODEL", "VERSION", "IMAGE", "STATUS", "HEALTH", "PORTS", "UP SINCE"),
+          ((r["service"], r["role"], r["model"], r["version"], r["image"], r["status"], r["health"],
+            ",".join(r["ports"]) or "-", ago(r["started_at"]) if r["started_at"] else "-") for r in rows))
 
 
 def logs(service: str, follow: bool = typer.Option(False, "--follow", "-f"),
@@ -165,11 +161,13 @@ def doctor(port: list[int] = typer.Option([8080], "--port", help="Ports to check
     """Check the Docker Engine, ports, and explain every modelport container that is not serving."""
     from rich.text import Text
 
-    from modelport.deploy.doctor import diagnose
+    from modelport.deploy.doctor import OK, PROBLEM, WARNING, diagnose
+
+    marks = {OK: ("✔", "green"), WARNING: ("!", "yellow"), PROBLEM: ("✘", "red")}
 
     report = diagnose(port)
     for f in report.findings:
-        console.print(Text.assemble(("✔", "green") if f.ok else ("✘", "red"), " ", f.title))
+        console.print(Text.assemble(marks[f.status], " ", f.title))
         if f.detail:
             console.print("    " + f.detail.replace("\n", "\n    "))
     if not report.healthy:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from modelport.api import get_store
-from modelport.cli.output import ago, console, err, print_json
+from modelport.cli.output import ago, console, err, print_json, table
 from modelport.errors import ModelportError
 from modelport.store import parse_ref
 from modelport.store.bundle import export_version, import_bundle
@@ -27,11 +26,9 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     if not models:
         console.print("No models yet. Train one: modelport train --data data.csv --target y --name NAME")
         return
-    table = Table("NAME", "LATEST", "VERSIONS", "FRAMEWORK", "TASK", "ALIASES", "UPDATED")
-    for m in models:
-        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m["aliases"].items()))
-        table.add_row(m["name"], str(m["latest"]), str(len(m["versions"])), m["framework"], m["task"], aliases, ago(m["updated_at"]))
-    console.print(table)
+    table(("NAME", "LATEST", "VERSIONS", "FRAMEWORK", "TASK", "ALIASES", "UPDATED"),
+          ((m["name"], m["latest"], len(m["versions"]), m["framework"], m["task"],
+            ",".join(f"{a}→{v}" for a, v in sorted(m["aliases"].items())) or "-", ago(m["updated_at"])) for m in models))
 
 
 @app.command()

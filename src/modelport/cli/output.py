@@ -8,6 +8,7 @@ a path or a command split by an inserted newline cannot be copied."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -33,6 +34,30 @@ def error(message: str) -> None:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print rows under headers the way ``docker ps`` and ``kubectl get`` do: no cell is ever cut short.
+
+    Piped (or too wide for the terminal): plain columns separated by spaces, one line a row, for
+    ``grep``/``awk`` (``--json`` for anything more). In a terminal, when the whole table fits: a Rich table."""
+    from rich import box
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    cells = [["-" if c is None or c == "" else str(c) for c in row] for row in rows]  # no empty column
+    if console.is_terminal:
+        pretty = Table(*headers, box=box.SIMPLE_HEAD, header_style="bold")
+        for column in pretty.columns:
+            column.no_wrap = True
+        for row in cells:
+            pretty.add_row(*row)
+        if Measurement.get(console, console.options.update_width(10**6), pretty).maximum <= console.width:
+            console.print(pretty)
+            return
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def ago(iso: str | None) -> str:

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from modelport.cli.output import console, print_json
+from modelport.cli.output import console, print_json, table
 from modelport.cli.stack import DB_URL, DIR, db_url_or_stack, in_gateway_or_exit
 
 app = typer.Typer(help="Query the prediction log: recent predictions, statistics, exports.", no_args_is_help=True)
@@ -53,12 +52,10 @@ def list_cmd(model: str = MODEL, since: str = SINCE, limit: int = typer.Option(2
     rows = list_predictions(_engine(url), model=model, since=_since(since), limit=limit)
     if as_json:
         return print_json(rows)
-    table = Table("TIME", "REQUEST", "KEY", "MODEL", "STATUS", "MS", "INPUTS", "OUTPUTS")
-    for r in rows:
-        table.add_row(r["time"].strftime("%Y-%m-%d %H:%M:%S"), _short(r["request_id"], 12), r["key_id"] or "-",
-                      f"{r['model']}:{r['version'] or '?'}", str(r["status"]), f"{r['latency_ms']:.1f}",
-                      _short(r["inputs"]), _short(r["outputs"]))
-    console.print(table)
+    table(("TIME", "REQUEST", "KEY", "MODEL", "STATUS", "MS", "INPUTS", "OUTPUTS"),
+          ((r["time"].strftime("%Y-%m-%dT%H:%M:%S"), _short(r["request_id"], 12), r["key_id"] or "-",
+            f"{r['model']}:{r['version'] or '?'}", r["status"], f"{r['latency_ms']:.1f}", _short(r["inputs"]),
+            _short(r["outputs"])) for r in rows))
 
 
 @app.command()
@@ -74,11 +71,9 @@ def stats(model: str = MODEL, since: str = SINCE, as_json: bool = typer.Option(F
     rows = query_stats(_engine(url), model=model, since=_since(since))
     if as_json:
         return print_json(rows)
-    table = Table("MODEL", "VERSION", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS")
-    for r in rows:
-        table.add_row(r["model"], r["version"] or "?", str(r["count"]), str(r["errors"]), f"{r['error_rate']:.2%}",
-                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
-    console.print(table)
+    table(("MODEL", "VERSION", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS"),
+          ((r["model"], r["version"] or "?", r["count"], r["errors"], f"{r['error_rate']:.2%}", f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}") for r in rows))
 
 
 @app.command()

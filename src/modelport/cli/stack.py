@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from modelport.cli.output import console, print_json, progress, success
+from modelport.cli.output import console, print_json, progress, success, table
 from modelport.errors import ModelportError
 
 app = typer.Typer(help="Run models behind a gateway with API keys and a prediction log (Docker Compose).",
@@ -81,10 +80,8 @@ def ps(directory: Path = DIR, as_json: bool = typer.Option(False, "--json", help
     rows = stack_ps(_stack(directory))
     if as_json:
         return print_json(rows)
-    table = Table("SERVICE", "CONTAINER", "IMAGE", "STATE", "PORTS")
-    for r in rows:
-        table.add_row(r["service"], r["container"], r["image"], r["state"], r["ports"])
-    console.print(table)
+    table(("SERVICE", "CONTAINER", "IMAGE", "STATE", "PORTS"),
+          ((r["service"], r["container"], r["image"], r["state"], r["ports"] or "-") for r in rows))
 
 
 @app.command()
@@ -197,11 +194,9 @@ def keys_list(directory: Path = DIR, db_url: str = DB_URL,
     keys = _key_store(url).list()
     if as_json:
         return print_json([k.__dict__ for k in keys])
-    table = Table("ID", "NAME", "PREFIX", "CREATED", "REVOKED")
-    for k in keys:
-        table.add_row(k.id, k.name, k.prefix + "…", k.created_at.strftime("%Y-%m-%d %H:%M"),
-                      k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "-")
-    console.print(table)
+    table(("ID", "NAME", "PREFIX", "CREATED", "REVOKED"),
+          ((k.id, k.name, k.prefix + "…", k.created_at.strftime("%Y-%m-%dT%H:%M"),
+            k.revoked_at.strftime("%Y-%m-%dT%H:%M") if k.revoked_at else "-") for k in keys))
 
 
 @keys_app.command("revoke")

@@ -7,14 +7,21 @@ from dataclasses import dataclass, field
 
 from modelport.container import engine
 from modelport.deploy import containers as svc
+from modelport.deploy.stack import STACK
 from modelport.errors import ModelportError
+
+OK, WARNING, PROBLEM = "ok", "warning", "problem"
 
 
 @dataclass
 class Finding:
-    ok: bool
+    status: str  # OK, WARNING (worth knowing, not broken) or PROBLEM
     title: str
     detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
 
 
 @dataclass
@@ -22,11 +29,43 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
 
     def add(self, ok: bool, title: str, detail: str = "") -> None:
-        self.findings.append(Finding(ok, title, detail))
+        self.findings.append(Finding(OK if ok else PROBLEM, title, detail))
 
     @property
     def healthy(self) -> bool:
-        return all(f.ok for f in self.findings)
+        """No problem: warnings (a port someone else holds) do not make the setup unhealthy."""
+        return all(f.status != PROBLEM for f in self.findings)
+
+
+@dataclass
+class PortHolder:
+    """A container publishing a host port, as its labels describe it."""
+
+    container: str
+    labels: dict[str, str]
+
+
+def owner(labels: dict[str, str]) -> str | None:
+    """The modelport service or stack a container belongs to (from its labels), or None when it is not modelport's."""
+    if labels.get(svc.MANAGED) == "true" and labels.get(svc.SERVICE):
+        return f"modelport service {labels[svc.SERVICE]}"
+    if labels.get(STACK):
+        return f"modelport stack {labels[STACK]}"
+    return None
+
+
+def port_finding(port: int, holders: list[PortHolder], bound_elsewhere: bool) -> Finding:
+    """What a port's holders mean: the user's own modelport service holding its port is how it should be
+    (its health is judged with the containers); a holder modelport does not know is worth a warning."""
+    strangers = sorted({h.container for h in holders if owner(h.labels) is None})
+    if strangers:
+        return Finding(WARNING, f"Port {port} is published by container(s) {', '.join(strangers)}",
+                       "pick another --port, or stop that container")
+    if holders:
+        return Finding(OK, f"Port {port} is in use by {', '.join(sorted({owner(h.labels) or '' for h in holders}))}")
+    if bound_elsewhere:
+        return Finding(WARNING, f"Port {port} is in use by a process on this host", "pick another --port")
+    return Finding(OK, f"Port {port} is free")
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -50,20 +89,14 @@ def diagnose(ports: list[int]) -> Report:
     report.add(True, f"Docker Engine {version.get('Version')} (API {version.get('ApiVersion')}) is reachable")
 
     # Who publishes which host port, across every container (not only modelport's).
-    published: dict[int, list[str]] = {}
+    published: dict[int, list[PortHolder]] = {}
     for c in client.containers.list():
         for bindings in (c.attrs["NetworkSettings"].get("Ports") or {}).values():
             for b in bindings or []:
-                published.setdefault(int(b["HostPort"]), []).append(c.name)
+                published.setdefault(int(b["HostPort"]), []).append(PortHolder(c.name, c.labels or {}))
     for port in ports:
-        users = published.get(port)
-        if users:
-            report.add(False, f"Port {port} is published by container(s) {', '.join(sorted(set(users)))}",
-                       "pick another --port, or stop that container")
-        elif _port_in_use("0.0.0.0", port):
-            report.add(False, f"Port {port} is in use by a process on this host", "pick another --port")
-        else:
-            report.add(True, f"Port {port} is free")
+        holders = published.get(port, [])
+        report.findings.append(port_finding(port, holders, not holders and _port_in_use("0.0.0.0", port)))
 
     rows = svc.containers()
     if not rows:

@@ -77,6 +77,15 @@ class ModelService:
         return {k: getattr(self, k) for k in ("version", "digest", "image", "context")}
 
 
+def _stacks_below(directory: Path) -> str:
+    """The stacks in ``directory``'s subdirectories, as a hint: a stack command is often run one level up."""
+    try:
+        found = sorted(p.parent.name for p in directory.glob(f"*/{STATE_FILE}") if p.is_file())
+    except OSError:
+        return ""
+    return f" (stacks here: {', '.join(f'-C {name}' for name in found)})" if found else ""
+
+
 @dataclass
 class StackState:
     name: str
@@ -104,7 +113,8 @@ class Stack:
         directory = Path(directory).resolve()
         path = directory / STATE_FILE
         if not path.is_file():
-            raise ModelportError(f"{directory} is not a modelport stack (no {STATE_FILE}): "
+            raise ModelportError(f"{directory} is not a modelport stack (no {STATE_FILE}): run the command in "
+                                 f"the stack's directory or name it with -C DIR (--dir DIR){_stacks_below(directory)}; "
                                  "create one with `modelport stack init DIR --model REF`")
         return cls(directory, StackState.from_json(json.loads(path.read_text())))
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -321,8 +322,7 @@ class ModelStore:
     def _model(self, s: Session, name: str) -> ModelRow:
         model = s.scalar(select(ModelRow).where(ModelRow.name == name))
         if model is None:
-            known = ", ".join(s.scalars(select(ModelRow.name).order_by(ModelRow.name)).all()) or "none yet"
-            raise NotFoundError(f"No model named {name!r} in the store (models: {known})")
+            raise NotFoundError(_no_model(name, s.scalars(select(ModelRow.name).order_by(ModelRow.name)).all()))
         return model
 
     def _resolve_row(self, s: Session, ref: Ref) -> VersionRow:
@@ -387,6 +387,13 @@ def _damaged_message(url: str, problem: str) -> str:
             "Put back a backup copy of it, or run `modelport models new-registry` (moves the damaged file aside "
             "and starts an empty registry that keeps the artifact files), then import your exports "
             "(modelport models import FILE).")
+
+
+def _no_model(name: str, known: Sequence[str]) -> str:
+    """The message for a model name that is not in the store: a near miss (a typo) is named."""
+    if close := difflib.get_close_matches(name, known, n=1):
+        return f"No model {name!r} (did you mean {close[0]!r}?)"
+    return f"No model named {name!r} in the store (models: {', '.join(known) or 'none yet'})"
 
 
 def _utc(dt: datetime) -> datetime:
