@@ -23,7 +23,7 @@ from modelport.pretrained import IMAGENET_PREPROCESS, load_labels
 from modelport.vision import Preprocessor, parse_preprocess
 from tests import fixtures_images
 from tests.fixtures_images import CATS, ESPRESSO, encode, photo, photo_jpeg, tiny_onnx
-from tests.helpers import Server, free_port, run_cli
+from tests.helpers import Server, free_port, run_cli, wait_until
 
 LABELS = load_labels()
 CAT_NAMES = {LABELS[i] for i in CATS}
@@ -317,17 +317,28 @@ def upload_burst(server: Server, n: int = 32) -> tuple[list[httpx.Response], flo
         async with httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=n), timeout=60) as client:
             return await asyncio.gather(*(client.post("/predict", files={"image": (f"{m}.jpg", photos[m])}) for m in names))
 
-    time.sleep(1.5)  # let earlier requests' counts reach the metrics before the "before" snapshot
-    before = batch_stats(server)
+    before = settled_batch_stats(server)
     responses = asyncio.run(burst())
     assert all(r.status_code == 200 for r in responses)
     for r, name in zip(responses, names, strict=True):
         top = r.json()["prediction"][0]["class"]
         assert top in CAT_NAMES if name == "chelsea" else top == "espresso"
-    deadline = time.monotonic() + 5  # each worker flushes its metrics every second
-    while (after := batch_stats(server))[1] - before[1] < len(names) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # Each worker flushes its metrics every second: wait for this burst's images to be counted.
+    after = wait_until(lambda: batch_stats(server), lambda a: a[1] - before[1] >= len(names), timeout=30,
+                       what=lambda a: f"{a[1] - before[1]:.0f} of {len(names)} images counted")
     return responses, after[0] - before[0], after[1] - before[1]
+
+
+def settled_batch_stats(server: Server) -> tuple[float, float]:
+    """``batch_stats`` once earlier requests are all counted: the same over more than one flush interval."""
+    readings = [batch_stats(server)]
+
+    def next_reading() -> list[tuple[float, float]]:
+        time.sleep(1.2)  # one metrics flush interval and a margin: the condition is two equal readings across it
+        readings.append(batch_stats(server))
+        return readings
+
+    return wait_until(next_reading, lambda r: r[-1] == r[-2], timeout=30, interval=0)[-1]
 
 
 @pytest.mark.torch
@@ -364,9 +375,10 @@ def test_log_db_records_uploads_like_any_prediction(mobilenet_onnx, home, serve,
     form = upload(server.url + "/predict?top_k=1", image, headers={"x-request-id": "form"})
     bad = upload(server.url + "/predict", b"not an image", headers={"x-request-id": "bad"})
     assert (good.status_code, form.status_code, bad.status_code) == (200, 200, 400)
-    deadline = time.monotonic() + 10
-    while len(rows := list_predictions(make_engine(db), model="mnv2")) < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)  # written in the background every 100 ms
+    # Written in the background: wait for these three requests' own records.
+    rows = wait_until(lambda: list_predictions(make_engine(db), model="mnv2"),
+                      lambda rows: {"raw", "form", "bad"} <= {r["request_id"] for r in rows}, timeout=30,
+                      what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
     by_id = {r["request_id"]: r for r in rows}
     assert {k: r["status"] for k, r in by_id.items()} == {"raw": 200, "form": 200, "bad": 400}
     assert by_id["raw"]["inputs"] == "base64:" + base64.b64encode(image).decode()  # the upload itself, not lost
