@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import resource
 import struct
 import zlib
 
@@ -183,6 +184,34 @@ def test_giant_declared_size_is_refused_even_past_pillows_own_limit(chelsea):
 def test_size_between_pillows_warning_and_error_is_refused():
     with pytest.raises(ImageInputError, match=r"Image is 10000x10000 pixels"):
         decode_image(png_header_only(10000, 10000))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iCCP", b"iTXt"])
+def test_a_png_chunk_bomb_is_refused_without_inflating_it(kind: bytes) -> None:
+    """A 200 KB text or ICC chunk that inflates to 200 MB: refused, never held in memory."""
+    png = encode(Image.new("RGB", (64, 64), (200, 10, 10)), "PNG")
+    payload = zlib.compress(b"\0" * 200_000_000, 9)
+    header = {b"zTXt": b"k\0\0", b"iCCP": b"p\0\0", b"iTXt": b"k\0\1\0\0\0"}[kind]
+    bomb = png[:33] + _png_chunk(kind, header + payload) + png[33:]  # after the signature and IHDR
+    assert len(bomb) < 300_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageInputError):
+        preprocess_bytes(bomb, SPEC)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB: nothing near 200 MB
+
+
+def test_a_frame_bomb_decodes_only_its_first_frame() -> None:
+    """Thousands of frames, every one after the first broken: only the first is ever decoded."""
+    frames = [Image.new("RGB", (64, 48), (255, 0, 0))] + [Image.new("RGB", (64, 48), (0, 0, i % 256)) for i in range(1, 3000)]
+    data = bytearray(encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=10, loop=0))
+    second = data.index(b"\x2c", data.index(b"\x2c") + 1)  # the second image descriptor
+    data[second + 10:] = b"\xff" * (len(data) - second - 10)  # its data and every later frame: garbage
+    img = decode_image(bytes(data))
+    assert img.size == (64, 48) and np.all(np.asarray(img) == (255, 0, 0))
 
 
 def test_error_is_a_value_error():
