@@ -1,0 +1,82 @@
+"""The README's tutorial flow run as written: every `$ command` of its console block, compared with the output the
+README shows (issue 12: a newcomer following the README gets what it shows)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIAL = "## The tutorial's flow: CSV → train → serve → curl"
+
+
+def console_steps(title: str) -> list[tuple[str, list[str]]]:
+    """(command, the output lines shown under it) for each `$ ` line of the section's console block."""
+    section = (ROOT / "README.md").read_text().split(title, 1)[1]
+    block = section.split("```console\n", 1)[1].split("```", 1)[0]
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif line:
+            steps[-1][1].append(line)
+    return steps
+
+
+def normalised(lines: list[str]) -> list[str]:
+    # The worker count is one per core of the machine serving.
+    return [re.sub(r"Starting \d+ workers?", "Starting N workers", line.rstrip()) for line in lines]
+
+
+def argv_of(command: str, port: int) -> list[str]:
+    argv = shlex.split(command.replace("8080", str(port)))
+    return [sys.executable, "-m", "modelport", *argv[1:]] if argv[0] == "modelport" else argv
+
+
+def test_the_tutorial_flow_gives_what_the_readme_shows(home: Path) -> None:
+    steps = console_steps(TUTORIAL)
+    assert [shlex.split(c)[0] for c, _ in steps][:3] == ["head", "modelport", "modelport"]
+    port = free_port()
+    server: subprocess.Popen[str] | None = None
+    try:
+        for command, shown in steps:
+            expected = normalised([line.replace("8080", str(port)) for line in shown])
+            argv = argv_of(command, port)
+            if argv[3:5] == ["serve", "houses"]:
+                argv += ["--port", str(port)]
+                server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                          start_new_session=True)
+                lines = read_lines(server, len(expected), timeout=180)
+                assert normalised(lines) == expected, command
+                continue
+            run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ)
+            assert run.returncode == 0, f"{command}\n{run.stderr}"
+            assert normalised(run.stdout.splitlines()) == expected, command
+    finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+
+
+def read_lines(proc: subprocess.Popen[str], n: int, timeout: float) -> list[str]:
+    """The first ``n`` lines ``proc`` prints (the serve banner comes once the server answers)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        while len(lines) < n and (line := proc.stdout.readline()):
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert len(lines) == n, f"after {timeout:.0f}s the server printed only {lines}"
+    return lines
