@@ -87,6 +87,13 @@ def import_cmd(
 
         mv = import_model(name, model_file, framework=framework, trust_pickle=trust_pickle, description=description)
     success(f"Registered {mv.ref}", f" ({mv.framework}, {mv.task})")
+    sig = mv.signature
+    if "features" in sig and sig.get("kind") != "tabular":
+        console.print(f"  /predict takes its {len(sig['features'])} features ({', '.join(sig['features'][:10])}"
+                      f"{', …' if len(sig['features']) > 10 else ''}); v2: /v2/models/{mv.name}/infer")
+    elif sig.get("kind") == "tensor" and mv.task != "image-classification":
+        console.print(f"  /predict is not available for this model (its inputs are not one numeric [batch, n] table "
+                      f"with one output); use v2: POST /v2/models/{mv.name}/infer")
 
 
 @app.command("pretrained")
