@@ -15,6 +15,7 @@ import modelport
 from modelport.cli.main import app
 from modelport.store import ModelStore
 from tests.fixtures_serving import serve_in_process
+from tests.helpers import run_main
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(60, 4))
@@ -53,8 +54,8 @@ def two_inputs_onnx(path: Path) -> Path:
     return path
 
 
-def _import(name: str, path: Path) -> str:
-    out = CliRunner().invoke(app, ["import", name, str(path)])
+def _import(name: str, path: Path, *options: str) -> str:
+    out = CliRunner().invoke(app, ["import", name, str(path), *options])
     assert out.exit_code == 0, out.output
     return " ".join(out.output.split())
 
@@ -112,3 +113,28 @@ def test_feature_names_given_with_an_onnx_model_name_its_columns(store: ModelSto
     mv = modelport.save_model(onnx.load(path), "named", feature_names=["a", "b", "c", "d"], store=store)
     assert mv.signature["features"] == ["a", "b", "c", "d"]
     np.testing.assert_allclose(modelport.load_model("named", store=store).predict(X[:3]), reg.predict(X[:3]), rtol=1e-5)
+
+
+def test_import_features_names_the_columns(store: ModelStore, tmp_path: Path) -> None:
+    path, reg = regressor_onnx(tmp_path / "model.onnx")
+    said = _import("onx", path, "--features", "rooms, area,age,floor")
+    assert "/predict takes its 4 features (rooms, area, age, floor)" in said
+    client, _ = serve_in_process(store, ["onx"])
+    with client:
+        r = client.post("/predict", json={"features": dict(zip(["rooms", "area", "age", "floor"], X[0].tolist(), strict=True))})
+        assert r.status_code == 200, r.text
+        assert r.json()["prediction"] == pytest.approx(reg.predict(X[:1])[0], rel=1e-5)
+
+
+@pytest.mark.parametrize(("features", "error"), [
+    ("a,b", "2 feature names given; the model's input has 4 columns"),
+    ("a,b,a,c", "Feature names must be distinct and non-empty"),
+])
+def test_import_refuses_feature_names_that_do_not_fit(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                      features: str, error: str) -> None:
+    path, _ = regressor_onnx(tmp_path / "model.onnx")
+    out = run_main(capsys, "import", "onx", str(path), "--features", features)
+    assert out.returncode == 1 and error in out.stderr, out.stderr
+    out = run_main(capsys, "import", "adder", str(two_inputs_onnx(tmp_path / "adder.onnx")), "--features", "a,b,c,d")
+    assert out.returncode == 1 and "one numeric input of shape [batch, n]" in out.stderr, out.stderr
+

@@ -56,6 +56,8 @@ def tensor_signature(sess: Any, feature_names: list[str] | None = None) -> dict[
     if n is not None:
         if feature_names is not None and len(feature_names) != n:
             raise FrameworkError(f"{len(feature_names)} feature names given; the model's input has {n} columns")
+        if feature_names is not None and (len(set(feature_names)) != n or not all(feature_names)):
+            raise FrameworkError("Feature names must be distinct and non-empty")
         sig["features"] = [str(f) for f in feature_names] if feature_names is not None else [f"f{i}" for i in range(n)]
     elif feature_names is not None:
         raise FrameworkError("Feature names apply only to a model with one numeric input of shape [batch, n] "
@@ -104,8 +106,8 @@ class OnnxAdapter:
     def accepts_file(self, path: Path, head: bytes) -> bool:
         return path.suffix == ".onnx"
 
-    def pack_file(self, path: Path) -> Packed:
-        return self._pack_bytes(path.read_bytes())
+    def pack_file(self, path: Path, feature_names: list[str] | None = None) -> Packed:
+        return self._pack_bytes(path.read_bytes(), feature_names)
 
     def _pack_bytes(self, data: bytes, feature_names: list[str] | None = None) -> Packed:
         sess = session(data)
