@@ -73,7 +73,7 @@ def import_cmd(
     labels: Path = typer.Option(None, "--labels", help="With --task image-classification: class names, one per line."),
     preprocess: str = typer.Option(None, "--preprocess", help="With --task image-classification: 'imagenet' or a JSON object."),
     description: str = typer.Option("", "--description"),
-    features: str = typer.Option(None, "--features", help="An ONNX model with one [batch, n] input: its n column names, comma-separated (default f0..f{n-1})."),
+    features: str = typer.Option(None, "--features", help="An ONNX model with one table input (batch × n): its n column names, comma-separated (default f0..f{n-1})."),
 ) -> None:
     """Register an existing model file (ONNX, skops, XGBoost, LightGBM, TorchScript, or a trusted pickle)."""
     if task == "image-classification":
