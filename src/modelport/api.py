@@ -53,7 +53,8 @@ def save_model(model: Any, name: str, *, framework: str | None = None, feature_n
 
 
 def import_model(name: str, path: str | Path, *, framework: str | None = None, trust_pickle: bool = False,
-                 description: str = "", store: ModelStore | None = None) -> ModelVersion:
+                 description: str = "", feature_names: list[str] | None = None,
+                 store: ModelStore | None = None) -> ModelVersion:
     """Register a model file. Pickles are converted to a safe format, and only when trusted."""
     path = Path(path)
     if not path.is_file():
@@ -71,7 +72,13 @@ def import_model(name: str, path: str | Path, *, framework: str | None = None, t
         return save_model(obj, name, framework=framework, description=description, store=store)
     adapter = get_adapter(framework) if framework else adapter_for_file(path)
     require(adapter.name, f"Importing {path.name} ({adapter.name})")
-    packed = adapter.pack_file(path)
+    if feature_names is None:
+        packed = adapter.pack_file(path)
+    elif adapter.name == "onnx":  # other formats record their own feature names
+        packed = adapter.pack_file(path, feature_names=feature_names)  # type: ignore[call-arg]
+    else:
+        raise ModelportError(f"Feature names can be given only for an ONNX model; {path.name} is {adapter.name}, "
+                             "which records its own")
     return register(name, packed, framework=adapter.name, description=description, store=store)
 
 

@@ -73,6 +73,7 @@ def import_cmd(
     labels: Path = typer.Option(None, "--labels", help="With --task image-classification: class names, one per line."),
     preprocess: str = typer.Option(None, "--preprocess", help="With --task image-classification: 'imagenet' or a JSON object."),
     description: str = typer.Option("", "--description"),
+    features: str = typer.Option(None, "--features", help="An ONNX model with one table input (batch × n): its n column names, comma-separated (default f0..f{n-1})."),
 ) -> None:
     """Register an existing model file (ONNX, skops, XGBoost, LightGBM, TorchScript, or a trusted pickle)."""
     if task == "image-classification":
@@ -85,8 +86,17 @@ def import_cmd(
     else:
         from modelport.api import import_model
 
-        mv = import_model(name, model_file, framework=framework, trust_pickle=trust_pickle, description=description)
+        names = [f.strip() for f in features.split(",")] if features is not None else None
+        mv = import_model(name, model_file, framework=framework, trust_pickle=trust_pickle, description=description,
+                          feature_names=names)
     success(f"Registered {mv.ref}", f" ({mv.framework}, {mv.task})")
+    sig = mv.signature
+    if "features" in sig and sig.get("kind") != "tabular":
+        console.print(f"  /predict takes its {len(sig['features'])} features ({', '.join(sig['features'][:10])}"
+                      f"{', …' if len(sig['features']) > 10 else ''}); v2: /v2/models/{mv.name}/infer")
+    elif sig.get("kind") == "tensor" and mv.task != "image-classification":
+        console.print(f"  /predict is not available for this model (its inputs are not one numeric [batch, n] table "
+                      f"with one output); use v2: POST /v2/models/{mv.name}/infer")
 
 
 @app.command("pretrained")

@@ -48,6 +48,8 @@ def show(ref: str, as_json: bool = typer.Option(False, "--json", help="Print JSO
         if sig.get("classes") is not None:
             console.print(f"  {'classes':<12} {', '.join(map(str, sig['classes']))}")
     else:
+        if "features" in sig:  # a tensor model shaped like a table: /predict takes its rows
+            console.print(f"  {'/predict':<12} {len(sig['features'])} features: {', '.join(sig['features'])}")
         for t in sig.get("inputs", []):
             console.print(f"  {'input':<12} {t['name']} {t['dtype']} {t['shape']}")
         for t in sig.get("outputs", []):

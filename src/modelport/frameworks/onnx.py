@@ -46,18 +46,45 @@ def _tensors(args: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def tensor_signature(sess: Any) -> dict[str, Any]:
-    return {"kind": "tensor", "inputs": _tensors(sess.get_inputs()), "outputs": _tensors(sess.get_outputs())}
+_NUMERIC = {"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64"}
+
+
+def tensor_signature(sess: Any, feature_names: list[str] | None = None) -> dict[str, Any]:
+    """Named tensors for v2; plus ``features`` when the model is tabular in shape, so /predict serves it too."""
+    sig: dict[str, Any] = {"kind": "tensor", "inputs": _tensors(sess.get_inputs()), "outputs": _tensors(sess.get_outputs())}
+    n = tabular_width(sig)
+    if n is not None:
+        if feature_names is not None and len(feature_names) != n:
+            raise FrameworkError(f"{len(feature_names)} feature names given; the model's input has {n} columns")
+        if feature_names is not None and (len(set(feature_names)) != n or not all(feature_names)):
+            raise FrameworkError("Feature names must be distinct and non-empty")
+        sig["features"] = [str(f) for f in feature_names] if feature_names is not None else [f"f{i}" for i in range(n)]
+    elif feature_names is not None:
+        raise FrameworkError("Feature names apply only to a model with one numeric input of shape [batch, n] "
+                             "and one numeric output")
+    return sig
+
+
+def tabular_width(sig: dict[str, Any]) -> int | None:
+    """n when the model takes one numeric [batch, n] input and gives one numeric output: a table's rows."""
+    ins, outs = sig["inputs"], sig["outputs"]
+    if len(ins) != 1 or len(outs) != 1 or ins[0]["dtype"] not in _NUMERIC or outs[0]["dtype"] not in _NUMERIC:
+        return None
+    shape = ins[0]["shape"]
+    return shape[1] if len(shape) == 2 and shape[1] > 0 else None
 
 
 class OnnxPredictor(Predictor):
-    def __init__(self, sess: Any) -> None:
+    def __init__(self, sess: Any, tabular: bool = False) -> None:
         self.session = sess
         self._input = sess.get_inputs()[0].name
         self._dtype = _ORT_TYPES.get(sess.get_inputs()[0].type, "float32")
+        self._tabular = tabular
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input: x.astype(self._dtype, copy=False)})[0]
+        y = self.session.run(None, {self._input: x.astype(self._dtype, copy=False)})[0]
+        # A regressor converted to ONNX answers [batch, 1]: one number per row, like any tabular model.
+        return y[:, 0] if self._tabular and y.ndim == 2 and y.shape[1] == 1 else y
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
@@ -74,18 +101,18 @@ class OnnxAdapter:
 
     def pack(self, obj: Any, *, feature_names: list[str] | None = None,
              input_example: Any = None) -> Packed:
-        return self._pack_bytes(obj.SerializeToString())
+        return self._pack_bytes(obj.SerializeToString(), feature_names)
 
     def accepts_file(self, path: Path, head: bytes) -> bool:
         return path.suffix == ".onnx"
 
-    def pack_file(self, path: Path) -> Packed:
-        return self._pack_bytes(path.read_bytes())
+    def pack_file(self, path: Path, feature_names: list[str] | None = None) -> Packed:
+        return self._pack_bytes(path.read_bytes(), feature_names)
 
-    def _pack_bytes(self, data: bytes) -> Packed:
+    def _pack_bytes(self, data: bytes, feature_names: list[str] | None = None) -> Packed:
         sess = session(data)
-        return Packed(files={FILE_NAME: data}, task=TENSOR, signature=tensor_signature(sess),
+        return Packed(files={FILE_NAME: data}, task=TENSOR, signature=tensor_signature(sess, feature_names),
                       libraries=versions_of("onnxruntime", "numpy"))
 
     def load(self, files: dict[str, bytes], signature: dict[str, Any], extra: dict[str, Any]) -> Predictor:
-        return OnnxPredictor(session(files[FILE_NAME]))
+        return OnnxPredictor(session(files[FILE_NAME]), tabular="features" in signature)

@@ -111,7 +111,8 @@ async def simple_predict(model: ServedModel, body: bytes) -> Reply:
     import orjson
 
     if model.schema is None:
-        raise HTTPError(400, f"Model {model.name!r} takes named tensors: use POST /v2/models/{model.name}/infer")
+        raise HTTPError(400, f"/predict is not available for model {model.name!r}: its inputs are not one table of "
+                             f"rows (one numeric [batch, n] input, one output). Use POST /v2/models/{model.name}/infer")
     payload = parse_json(body)
     # No finiteness check here: orjson refuses NaN, Infinity and numbers that overflow, and a null
     # becomes NaN only for models that accept missing values.

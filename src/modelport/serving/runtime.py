@@ -53,7 +53,8 @@ class ServedModel:
         self.version = str(info.version)
         self.predictor = predictor
         self.task = info.task
-        self.schema = TabularSchema(info.signature) if info.signature.get("kind") == "tabular" else None
+        # Tabular models, and tensor models shaped like one (one [batch, n] input): the simple API's rows
+        self.schema = TabularSchema(info.signature) if "features" in info.signature else None
         self.metrics = ModelMetrics(name, self.version)
         self.executor = executor
         self.batch = batch
@@ -206,4 +207,5 @@ def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> lis
 def describe(models: ModelSet) -> list[dict[str, Any]]:
     return [{"name": m.name, "version": m.version, "framework": m.info.framework, "task": m.task,
              "sha256": m.info.digest, "batching": asdict(m.batch),
+             **({"features": m.schema.features} if m.schema is not None else {}),
              **({"image_limits": asdict(m.image_limits)} if m.task == IMAGE_CLASSIFICATION else {})} for m in models]

@@ -351,7 +351,7 @@ def plain_tabular_rows(model: ServedModel, request: Any) -> np.ndarray | None:
     spec = inputs[0]
     if type(spec) is not dict or spec.keys() != _PLAIN_SPEC_KEYS or spec["datatype"] != "FP64" or type(spec["name"]) is not str or not spec["name"]:
         return None
-    data, shape, n = spec["data"], spec["shape"], model.schema.n if model.schema is not None else 0
+    data, shape, n = spec["data"], spec["shape"], model.schema.n if model.schema is not None and _tabular(model) else 0
     if type(data) is not list or not data or not n or len(data) % n or shape != [len(data) // n, n] or type(shape[0]) is not int:
         return None
     if not set(map(type, data)) <= _NUMBERS:  # bools, strings, nulls, nested lists: the general path
@@ -366,7 +366,7 @@ def plain_tabular_reply(model: ServedModel, request: dict[str, Any], y: np.ndarr
 
 async def infer(model: ServedModel, header_length: str | None, body: bytes) -> Reply:
     req, binary = split_body(body, header_length)
-    if not binary and model.schema is not None:
+    if not binary and model.schema is not None and _tabular(model):
         x = plain_tabular_rows(model, req)
         if x is not None:
             return plain_tabular_reply(model, req, await model.predict(x))
@@ -375,7 +375,7 @@ async def infer(model: ServedModel, header_length: str | None, body: bytes) -> R
         from modelport.serving import images
 
         return encode_response(model, req, await images.v2_outputs(model, req, tensors))
-    if model.schema is not None:
+    if model.schema is not None and _tabular(model):
         x = tabular_rows(model, tensors, unchecked)
         outputs: dict[str, np.ndarray] = {"predictions": await model.predict(x)}
         if "probabilities" in requested_outputs(req) and model.schema.classes is not None:
@@ -383,6 +383,12 @@ async def infer(model: ServedModel, header_length: str | None, body: bytes) -> R
     else:
         outputs = await model.infer(check_tensor_inputs(model, tensors))
     return encode_response(model, req, outputs)
+
+
+def _tabular(model: ServedModel) -> bool:
+    """A tabular model's v2 contract (one FP64 input, "predictions" out); a tensor model keeps its own names
+    here even when the simple API serves it as rows."""
+    return model.info.signature.get("kind") == "tabular"
 
 
 def check_tensor_inputs(model: ServedModel, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
