@@ -194,6 +194,7 @@ def test_deploy_and_rollback_without_a_failed_request(env: dict) -> None:
     assert load.failed == [] and load.ok > 50 and load.versions == {"1", "2"}
     r = httpx.post(url + "/predict", json={"features": env["x"][0].tolist()})
     assert r.headers["x-model-version"] == "2"
+    assert gateway_version(env, name) == "2"  # what the gateway serves now, not the version it started with
     assert r.json()["prediction"] == pytest.approx(_expected(env, f"{env['name']}:2", env["x"][:1])[0])
     with Load(url) as load:
         out = run_cli("rollback", name, *BASE, env=env["env"], timeout=900)
@@ -202,8 +203,15 @@ def test_deploy_and_rollback_without_a_failed_request(env: dict) -> None:
     assert load.failed == [] and load.versions == {"1", "2"}
     r = httpx.post(url + "/predict", json={"features": env["x"][0].tolist()})
     assert r.headers["x-model-version"] == "1"
+    assert gateway_version(env, name) == "1"
     assert r.json()["prediction"] == _expected(env, f"{env['name']}:1", env["x"][:1])[0]
     assert len(env["client"].containers.list(filters={"label": [f"io.modelport.service={name}", "io.modelport.role=model"]})) == 1
+
+
+def gateway_version(env: dict, service: str) -> str:
+    (row,) = [r for r in json.loads(run_cli("ps", "--json", env=env["env"]).stdout)
+              if r["service"] == service and r["role"] == "gateway"]
+    return row["version"]
 
 
 def _broken_image(env: dict, tmp_path: Path) -> str:

@@ -367,6 +367,16 @@ def exec_in(service: str, command: list[str]) -> tuple[int, bytes]:
     return result.exit_code, result.output
 
 
+def _gateway_version(gateway: Any) -> str | None:
+    """The version a gateway routes to now: its label holds the one it started with, before any deploy."""
+    code, out = gateway.exec_run(["modelport", "gateway-admin", "routes"])
+    try:
+        versions = sorted({r["version"] for r in json.loads(out)["routes"] if r.get("version")}) if code == 0 else []
+    except (ValueError, KeyError, TypeError):
+        versions = []
+    return ",".join(versions) or gateway.labels.get("io.modelport.version")
+
+
 def status(all: bool = False) -> list[dict[str, Any]]:
     """One row per container, for ``ps``."""
     rows = []
@@ -376,7 +386,9 @@ def status(all: bool = False) -> list[dict[str, Any]]:
         started = state.get("StartedAt", "")
         rows.append({
             "service": c.labels.get(SERVICE), "role": c.labels.get(ROLE), "name": c.name,
-            "model": c.labels.get("io.modelport.model"), "version": c.labels.get("io.modelport.version"),
+            "model": c.labels.get("io.modelport.model"),
+            "version": _gateway_version(c) if c.labels.get(ROLE) == "gateway" and state["Status"] == "running"
+            else c.labels.get("io.modelport.version"),
             "image": (c.image.tags or [c.image.short_id])[0], "status": state["Status"],
             "health": (state.get("Health") or {}).get("Status", "-"), "ports": ports,
             "started_at": started if state["Status"] == "running" else None,
