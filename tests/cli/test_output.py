@@ -47,3 +47,26 @@ def test_help_texts_survive_rich_markup() -> None:
         texts += [(path, command.help)] + [(path, p.help) for p in command.params if getattr(p, "help", None)]
     changed = [(" ".join(path), t) for path, t in texts if t and render(t).plain != t]
     assert not changed
+
+
+def test_long_commands_show_their_steps_and_keep_tool_output_in_a_log(home: Path, capsys: pytest.CaptureFixture) -> None:
+    from modelport.cli.output import LoggedProgress
+    from modelport.errors import ModelportError
+    from modelport.progress import ToolOutput
+
+    lines = ["Building the modelport wheel", ToolOutput("Collecting numpy==2.4.1"), "Step 2/9 : RUN pip install",
+             ToolOutput(" ---> Running in 3f2a")]
+    with pytest.raises(ModelportError) as failure, LoggedProgress("build") as log:
+        for line in lines:
+            log(line)
+        raise ModelportError("Image build failed at Step 2/9")
+    shown = capsys.readouterr().out
+    assert "Building the modelport wheel" in shown and "Step 2/9" in shown
+    assert "Collecting" not in shown and "Running in" not in shown
+    message, path = str(failure.value).split("\nFull log: ")
+    assert message == "Image build failed at Step 2/9"
+    assert Path(path).read_text().splitlines() == lines
+
+    with LoggedProgress("build") as log:  # a success leaves no log behind
+        log(ToolOutput("Successfully built"))
+    assert not log.path.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -265,6 +266,10 @@ def test_build_failure_names_the_step(env: dict) -> None:
     assert out.returncode == 1
     text = " ".join(out.stderr.split())
     assert "Image build failed at Step" in text and "python3 -m venv" in text
+    # The terminal got the steps, not the tools' output; all of it is in the log the error names.
+    log = Path(re.search(r"Full log: (\S+)", out.stderr)[1])
+    assert "Step 1/" in out.stdout and " ---> " not in out.stdout
+    assert " ---> " in log.read_text() and "Step 1/" in log.read_text()
 
 
 def test_run_rebuilds_an_image_that_holds_another_stores_model(env: dict, tmp_path: Path) -> None:

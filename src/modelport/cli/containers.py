@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from modelport.cli.output import console, progress, success
+from modelport.cli.output import LoggedProgress, console, success
 
 BASE_IMAGE_HELP = "Base image with Python 3.11 (the Dockerfile's FROM)."
 
@@ -22,11 +22,12 @@ def build(
     """Build a lean, offline-reproducible image serving a model."""
     from modelport.container.build import build_image, write_build_context
 
-    if context_only:
-        write_build_context(ref, context_only, base_image=base_image, requirements=requirements, progress=progress)
-        success(f"Build context written to {context_only}", f"  (docker build -t IMAGE {context_only})")
-        return
-    image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache, progress=progress)
+    with LoggedProgress("build") as log:
+        if context_only:
+            write_build_context(ref, context_only, base_image=base_image, requirements=requirements, progress=log)
+            success(f"Build context written to {context_only}", f"  (docker build -t IMAGE {context_only})")
+            return
+        image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache, progress=log)
     success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}")
 
 
@@ -60,8 +61,9 @@ def run(
     """Run a model as a service: builds the image if missing, starts it with limits, waits until healthy."""
     from modelport.deploy import containers as svc
 
-    info = svc.run(target, port=port, name=name, host_ip=host_ip, settings=_settings(cpus, memory, restart, env),
-                   base_image=base_image, wait=wait, progress=progress)
+    with LoggedProgress("run") as log:
+        info = svc.run(target, port=port, name=name, host_ip=host_ip, settings=_settings(cpus, memory, restart, env),
+                       base_image=base_image, wait=wait, progress=log)
     success(info.service, f" serves {info.model}:{info.version} at {info.url}")
     console.print(f"  curl -X POST {info.url}/predict -H 'Content-Type: application/json' -d '{{\"features\": [...]}}'")
 
@@ -75,7 +77,8 @@ def deploy(
     """Replace a running service's model with no downtime (the old one serves until the new one is healthy)."""
     from modelport.deploy import containers as svc
 
-    info = svc.deploy(target, replace=replace, base_image=base_image, wait=wait, progress=progress)
+    with LoggedProgress("deploy") as log:
+        info = svc.deploy(target, replace=replace, base_image=base_image, wait=wait, progress=log)
     success(info.service, f" now serves {info.model}:{info.version} at {info.url}")
 
 
@@ -88,7 +91,8 @@ def rollback(
     """Go back to an earlier version with no downtime."""
     from modelport.deploy import containers as svc
 
-    info = svc.rollback(service, to=to, base_image=base_image, wait=wait, progress=progress)
+    with LoggedProgress("rollback") as log:
+        info = svc.rollback(service, to=to, base_image=base_image, wait=wait, progress=log)
     success(info.service, f" rolled back to {info.model}:{info.version}")
 
 

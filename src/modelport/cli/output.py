@@ -8,11 +8,16 @@ a path or a command split by an inserted newline cannot be copied."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.text import Text
+
+from modelport.errors import ModelportError
+from modelport.progress import ToolOutput
 
 console = Console(markup=False, highlight=False, emoji=False, soft_wrap=True)
 err = Console(stderr=True, markup=False, highlight=False, emoji=False, soft_wrap=True)
@@ -26,6 +31,37 @@ def success(headline: str, rest: str = "") -> None:
 def progress(line: str) -> None:
     """One step of a long command, indented."""
     console.print(f"  {line}")
+
+
+class LoggedProgress:
+    """Progress of a long command: every line goes to a log file; the terminal shows modelport's own
+    steps (and `docker build`'s "Step k/N" lines), not the hundreds of lines pip and Docker print.
+    Use as a context manager: a failure names the log file, a success removes it."""
+
+    def __init__(self, command: str) -> None:
+        from modelport.config import home
+
+        self.path = home() / "logs" / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        self._file: TextIO | None = None
+
+    def __call__(self, line: str) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
+        self._file.write(line + "\n")
+        if not isinstance(line, ToolOutput):
+            progress(line)
+
+    def __enter__(self) -> LoggedProgress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._file is not None:
+            self._file.close()
+        if isinstance(exc, ModelportError) and self._file is not None:
+            exc.args = (f"{exc}\nFull log: {self.path}",)
+        elif exc is None:
+            self.path.unlink(missing_ok=True)
 
 
 def error(message: str) -> None:

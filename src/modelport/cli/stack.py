@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from modelport.cli.output import console, print_json, progress, success, table
+from modelport.cli.output import LoggedProgress, console, print_json, success, table
 from modelport.errors import ModelportError
 
 app = typer.Typer(help="Run models behind a gateway with API keys and a prediction log (Docker Compose).",
@@ -42,8 +42,9 @@ def init(
     """Write a stack: compose.yaml, a generated database password (secrets/), and the build contexts."""
     from modelport.deploy.stack import init as init_stack
 
-    stack = init_stack(directory, model, name=name, db=db, db_image=db_image, gateway_host=gateway_host,
-                       gateway_port=gateway_port, base_image=base_image, cpus=cpus, memory=memory, progress=progress)
+    with LoggedProgress("stack-init") as log:
+        stack = init_stack(directory, model, name=name, db=db, db_image=db_image, gateway_host=gateway_host,
+                           gateway_port=gateway_port, base_image=base_image, cpus=cpus, memory=memory, progress=log)
     success(f"Stack {stack.state.name} written to {stack.directory}", ". Next:\n"
             f"  cd {directory} && modelport stack up\n  modelport stack keys create my-client")
 
@@ -55,7 +56,8 @@ def up(directory: Path = DIR, wait: float = WAIT,
     from modelport.deploy.stack import up as stack_up
 
     stack = _stack(directory)
-    stack_up(stack, wait=wait, gateway_port=gateway_port, progress=progress)
+    with LoggedProgress("stack-up") as log:
+        stack_up(stack, wait=wait, gateway_port=gateway_port, progress=log)
     s = stack.state
     success(f"Stack {s.name} is up", f": http://{s.gateway_host}:{s.gateway_port} "
             f"(models: {', '.join(m.name + ':' + str(m.version) for m in s.models)})")
@@ -115,7 +117,8 @@ def deploy(target: str = typer.Argument(..., help="MODEL=REF (e.g. iris=iris:2, 
             raise ModelportError(f"{target}: {ref} is not a version of {model}")
     else:
         ref = target
-    new = stack_deploy(_stack(directory), ref, wait=wait, progress=progress)
+    with LoggedProgress("stack-deploy") as log:
+        new = stack_deploy(_stack(directory), ref, wait=wait, progress=log)
     success(f"Now serving {new.name}:{new.version}", f" (rollback: modelport stack rollback {new.name})")
 
 
@@ -124,7 +127,8 @@ def rollback(model: str, directory: Path = DIR, wait: float = WAIT) -> None:
     """Serve the version a model had before its last deploy, with no downtime."""
     from modelport.deploy.stack import rollback as stack_rollback
 
-    new = stack_rollback(_stack(directory), model, wait=wait, progress=progress)
+    with LoggedProgress("stack-rollback") as log:
+        new = stack_rollback(_stack(directory), model, wait=wait, progress=log)
     success(f"Rolled back: now serving {new.name}:{new.version}")
 
 

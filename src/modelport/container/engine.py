@@ -10,6 +10,7 @@ from typing import Any
 
 from modelport.errors import ModelportError
 from modelport.extras import require
+from modelport.progress import ToolOutput
 
 
 class EngineUnavailable(ModelportError):
@@ -66,7 +67,7 @@ def build(context: Path, tag: str, *, labels: dict[str, str] | None = None, noca
                 elif line.strip():
                     log.lines.append(line)
                 if line.strip():
-                    progress(line)
+                    progress(line if line.startswith("Step ") else ToolOutput(line))
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
         if "error" in chunk:

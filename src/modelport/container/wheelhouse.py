@@ -18,6 +18,7 @@ from pathlib import Path
 
 from modelport import config
 from modelport.errors import ModelportError
+from modelport.progress import ToolOutput
 
 # PEP 600 legacy names of manylinux_2_N: older wheels may carry only these.
 _LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
@@ -93,7 +94,7 @@ def build_wheelhouse(
             line = line.rstrip()
             tail.append(line)
             if progress is not None:
-                progress(line)
+                progress(ToolOutput(line))
     if proc.returncode != 0:
         output = "\n".join(tail)
         found = re.search(r"No matching distribution found for (.+)", output)
