@@ -70,3 +70,14 @@ def test_long_commands_show_their_steps_and_keep_tool_output_in_a_log(home: Path
     with LoggedProgress("build") as log:  # a success leaves no log behind
         log(ToolOutput("Successfully built"))
     assert not log.path.exists()
+
+
+def test_a_long_command_is_printed_on_one_line(capsys: pytest.CaptureFixture) -> None:
+    """A curl printed for the user to copy is never hard-wrapped at the terminal's width (80 here)."""
+    from modelport.cli.output import console, progress
+
+    line = ("curl -X POST http://127.0.0.1:8080/predict -H 'Content-Type: application/json' "
+            "-d '{\"features\": [120.5, 4, 12, 3.2]}'")
+    assert console.width <= 80 < len(line)
+    progress(line)
+    assert capsys.readouterr().out == f"  {line}\n"
