@@ -80,3 +80,27 @@ def read_lines(proc: subprocess.Popen[str], n: int, timeout: float) -> list[str]
     reader.join(timeout)
     assert len(lines) == n, f"after {timeout:.0f}s the server printed only {lines}"
     return lines
+
+
+def fenced_blocks(title: str, language: str) -> list[str]:
+    """The ```language blocks of the README section that starts with ``title``."""
+    section = (ROOT / "README.md").read_text().split(title, 1)[1].split("\n## ", 1)[0]
+    return [part.split("```", 1)[0] for part in section.split(f"```{language}\n")[1:]]
+
+
+def test_the_model_store_section_runs_as_written(home: Path, tmp_path: Path) -> None:
+    """Its first bash block, line by line, then its Python example, after the tutorial's `train`."""
+    modelport = f"{sys.executable} -m modelport"
+    train, _ = console_steps(TUTORIAL)[1]
+    commands = [train] + [line.split("  #", 1)[0].strip()
+                          for line in fenced_blocks("## The model store", "bash")[0].splitlines() if line.strip()]
+    work = tmp_path / "work"  # a directory like the repository's root (examples/), so exports land here
+    work.mkdir()
+    (work / "examples").symlink_to(ROOT / "examples")
+    for command in commands:
+        shell = re.sub(r"(^|&& )modelport ", rf"\g<1>{modelport} ", command)
+        run = subprocess.run(["bash", "-c", shell], cwd=work, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
+    (python,) = fenced_blocks("## The model store", "python")
+    run = subprocess.run([sys.executable, "-c", python], cwd=work, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
