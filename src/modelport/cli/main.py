@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -55,7 +60,7 @@ def train_cmd(
     else:
         from modelport.training.trainer import train
 
-        with console.status("Training…") as status:
+        with console.status("Training…") as status, interrupt_at_once():
             result = train(data, target, name, model=model, test_size=test_size, seed=seed, description=description,
                            progress=lambda m: (status.update(m), progress(m)))
     success(f"Registered {result.version.ref}", f" ({result.n_train} training rows, {result.n_test} test rows)")
@@ -184,6 +189,26 @@ def quickstart(
              f"  curl -s http://{host}:{port}/metrics | grep modelport_requests_total\n  open http://{host}:{port}/docs\n")
     run_server([ServeSpec(result.version.ref, name=qs.NAME)], host=host, port=port, workers=workers, on_ready=ready,
                progress=progress)
+
+
+@contextlib.contextmanager
+def interrupt_at_once() -> Iterator[None]:
+    """Ctrl-C ends the command now. Fitting runs in worker threads (n_jobs=-1) that Python cannot
+    interrupt: the usual KeyboardInterrupt would wait for them to finish their trees, a minute on
+    a busy machine. Exiting is safe: a version is registered in one transaction, at the end."""
+    def stop(signum: int, frame: object) -> None:
+        err.print("Interrupted")
+        sys.stdout.flush()
+        os._exit(130)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None) -> None:
