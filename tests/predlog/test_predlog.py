@@ -47,6 +47,16 @@ def test_records_are_written_in_batches(db_url: str, tmp_path: Path) -> None:
     assert not list((tmp_path / "spool").glob("*.jsonl"))  # the database was up: nothing spooled
 
 
+def test_close_writes_every_queued_record_without_a_flush(db_url: str, tmp_path: Path) -> None:
+    """A normal stop calls close() only: what is still queued then must reach the database."""
+    plog = PredictionLog(db_url, tmp_path / "spool", flush_interval=60)  # the writer would not wake on its own
+    for n in range(300):
+        plog.submit(record(n))
+    assert plog.pending > 0
+    plog.close()
+    assert {r["request_id"] for r in stored(db_url)} == {f"req-{n}" for n in range(300)}
+
+
 def test_records_spooled_while_the_database_is_unreachable_are_replayed_once(db_url: str, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     down = PredictionLog(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone", spool)

@@ -336,6 +336,32 @@ def test_a_model_that_only_fails_inside_the_workers_stops_serve(home: Path) -> N
     assert "Refusing to load a scikit-learn model that contains types outside" in " ".join(out.stderr.split())
 
 
+def test_a_normal_stop_of_serve_writes_every_prediction_record(home: Path, regression_csv, serve, tmp_path: Path) -> None:
+    """SIGTERM right after the last answer: every record still queued in a worker is written before it exits."""
+    import asyncio
+
+    from modelport.predlog.db import make_engine
+    from modelport.predlog.queries import list_predictions
+
+    path, x, _ = regression_csv
+    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    db = f"sqlite:///{tmp_path / 'predictions.db'}"
+    server = serve("house", "--log-db", db, workers=2)
+    ids = [f"stop-{i}" for i in range(300)]
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            replies = await asyncio.gather(*(client.post("/predict", json={"features": x[i % len(x)].tolist()},
+                                                         headers={"x-request-id": rid}) for i, rid in enumerate(ids)))
+        return [r.status_code for r in replies]
+
+    assert asyncio.run(burst()) == [200] * len(ids)
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(30) == 0, server.output()
+    stored = {r["request_id"] for r in list_predictions(make_engine(db), model="house", limit=10_000)}
+    assert set(ids) <= stored, f"{len(set(ids) - stored)} records lost at stop"
+
+
 def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve, tmp_path: Path) -> None:
     path, x, _ = regression_csv
     run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
