@@ -219,6 +219,14 @@ def test_a_changed_value_shows_in_the_rendered_output(tmp_path: Path, capsys: py
     k8s(capsys, "export", "houses:1", "-o", out, "--autoscale", "3:12")
     (hpa,) = read_dir(out)["hpa.yaml"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    k8s(capsys, "export", "houses:1", "-o", out, "--autoscale", "off")  # again: the autoscaler's file goes
+    assert "hpa.yaml" not in read_dir(out)
+    (out / "mine.yaml").write_text("kind: ConfigMap\n")  # a file of the user's stays; one in the way is refused
+    k8s(capsys, "export", "houses:1", "-o", out)
+    assert (out / "mine.yaml").read_text() == "kind: ConfigMap\n"
+    (out / "hpa.yaml").write_text("kind: Mine\n")
+    refused = run_main(capsys, "k8s", "export", "houses:1", "-o", str(out))
+    assert refused.returncode == 1 and "did not write: hpa.yaml" in " ".join(refused.stderr.split())
 
 
 @pytest.mark.parametrize("bad", ["replicaCount=0", "canary.weight=100", "replicas=3", "image.pullPolicy=Sometimes"])

@@ -150,6 +150,6 @@ def validate_inference_services(docs: list[dict[str, Any]]) -> None:
     assert not errors, errors
     for doc in docs:  # the pod parts, by Kubernetes' own strict schemas too
         predictor = doc["spec"]["predictor"]
-        pod = {k: predictor[k] for k in ("containers", "volumes", "securityContext", "automountServiceAccountToken")}
+        pod = {k: predictor[k] for k in ("containers", "volumes", "securityContext", "imagePullSecrets") if k in predictor}
         kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"}, "spec": pod},
                                      KUBERNETES, strict=True)

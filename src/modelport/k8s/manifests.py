@@ -243,11 +243,16 @@ def _header(release: ModelRelease, file: str) -> str:
 
 
 def write(files: dict[str, str], dest: Path) -> list[Path]:
-    """Write generated files into ``dest`` (created), refusing to overwrite other files."""
+    """Write generated files into ``dest`` (created), refusing to overwrite other files. Files an
+    earlier export wrote there and this one does not (an hpa.yaml before --autoscale off) go:
+    ``kubectl apply -f DIR`` applies what is in the directory."""
     dest.mkdir(parents=True, exist_ok=True)
     clashes = [name for name in files if (dest / name).exists() and not _generated(dest / name)]
     if clashes:
         raise ModelportError(f"{dest} holds files modelport did not write: {', '.join(clashes)}; give another directory")
+    for stale in dest.rglob("*.yaml"):
+        if str(stale.relative_to(dest)) not in files and _generated(stale):
+            stale.unlink()
     paths = []
     for name, text in files.items():
         path = dest / name
