@@ -321,3 +321,10 @@ def test_validation_is_strict(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     monitor["spec"]["endpoints"][0]["targetPort"] = "http"
     with pytest.raises(AssertionError, match="unknown fields"):
         validate([monitor])
+
+
+@pytest.mark.parametrize(("model", "name"), [("iris", "iris"), ("my_model.v2", "my-model-v2"), ("3d-net", "model-3d-net")])
+def test_model_names_become_kubernetes_names(model: str, name: str) -> None:
+    from modelport.k8s.manifests import check_name, resource_name
+
+    assert check_name(resource_name(model), "name") == name
