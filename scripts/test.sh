@@ -33,6 +33,10 @@ if ! "$KSERVE_VENV/bin/python" -c "import kserve" 2>/dev/null; then
 fi
 export MODELPORT_KSERVE_PYTHON=$KSERVE_VENV/bin/python
 
+echo "==> Helm (helm lint and helm template in the Kubernetes tests)"
+MODELPORT_HELM=$(bash scripts/install-helm.sh)
+export MODELPORT_HELM
+
 echo "==> Docker test environment"
 bash scripts/test-env.sh
 

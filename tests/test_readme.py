@@ -104,3 +104,33 @@ def test_the_model_store_section_runs_as_written(home: Path, tmp_path: Path) -> 
     (python,) = fenced_blocks("## The model store", "python")
     run = subprocess.run([sys.executable, "-c", python], cwd=work, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+
+
+def test_the_kubernetes_section_runs_as_written(home: Path, tmp_path: Path) -> None:
+    """Its `modelport k8s` and `helm lint|template` lines in order, with houses:1 and houses:2 in the
+    store (what they are does not matter to these commands). Not run here: `modelport build` (the Containers section's, tested with
+    the images) and the lines marked as needing a cluster (`kubectl`, `helm install`): no machine of
+    this project has one."""
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    import modelport as mp
+    from tests.k8s.validation import helm
+
+    modelport = f"{sys.executable} -m modelport"
+    x = np.random.default_rng(0).normal(size=(40, 4))
+    for scale in (1, 2):
+        mp.save_model(LinearRegression().fit(x, x.sum(axis=1) * scale), "houses")
+    work = tmp_path / "work"
+    work.mkdir()
+    lines = [line.split("  #", 1) for line in fenced_blocks("## Kubernetes and KServe", "bash")[0].splitlines() if line]
+    skipped = [cmd for cmd, *note in lines if "needs a" in "".join(note)]
+    assert {cmd.split()[0] for cmd in skipped} == {"modelport", "kubectl", "helm"}  # build, apply, install
+    for command in [cmd.strip() for cmd, *note in lines if "needs a" not in "".join(note)]:
+        if command.startswith("helm "):
+            helm(*shlex.split(command)[1:], cwd=work)
+            continue
+        shell = re.sub(r"^modelport ", f"{modelport} ", command)
+        run = subprocess.run(["bash", "-c", shell], cwd=work, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
+    assert (work / "k8s" / "deployment.yaml").is_file() and (work / "kserve" / "inferenceservice-canary.yaml").is_file()

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from modelport import __version__
-from modelport.cli import containers, gateway, models, predictions, stack
+from modelport.cli import containers, gateway, k8s, models, predictions, stack
 from modelport.cli.limits import BODY_TIMEOUT, HEADER_TIMEOUT, KEEP_ALIVE, MAX_BUFFERED_BYTES
 from modelport.cli.output import console, err, error, progress, success
 from modelport.errors import ModelportError
@@ -26,6 +26,7 @@ containers.register(app)
 gateway.register(app)
 app.add_typer(stack.app, name="stack")
 app.add_typer(predictions.app, name="predictions")
+app.add_typer(k8s.app, name="k8s")
 
 
 def _version(value: bool) -> None:

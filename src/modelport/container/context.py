@@ -27,6 +27,13 @@ TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.container"
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 IMAGE_REQUIREMENTS = ("pillow", "python-multipart")  # what image classifiers need beyond their framework
 LOCK_FILE = "requirements.lock"
+# What a model image serves and how it runs, for the Dockerfile and for whatever runs the image
+# (Kubernetes manifests): the port, the probe paths, the user, and the one path it writes to.
+SERVING_PORT = 8080
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+RUN_AS = 10001  # uid and gid of the image's modelport user
+WRITABLE_PATH = "/tmp"  # temporary files, the workers' pinned models and metrics (its WORKDIR)
 
 Progress = Callable[[str], None]
 
@@ -182,7 +189,8 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
-        model=mv, base_image=base_image, labels=labels_for(mv), modelport_version=modelport.__version__)
+        model=mv, base_image=base_image, labels=labels_for(mv), modelport_version=modelport.__version__,
+        port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH)
     (dest / "Dockerfile").write_text(dockerfile)
     (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())
     return dest
