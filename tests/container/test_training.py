@@ -41,13 +41,15 @@ def test_metrics_and_predictions_equal_a_local_run(model: str, store, regression
                                progress=lines.append)
     assert any("Fitting" in line for line in lines)  # the container's own progress came through
     assert (boxed.n_train, boxed.n_test) == (local.n_train, local.n_test)
-    assert boxed.metrics == pytest.approx(local.metrics, rel=1e-12)
+    assert boxed.metrics == pytest.approx(local.metrics, rel=1e-9)
     assert boxed.version.ref == "boxed:1"
     registered = store.resolve("boxed")
-    assert registered.metrics == pytest.approx(local.metrics, rel=1e-12)
+    assert registered.metrics == pytest.approx(local.metrics, rel=1e-9)
     assert registered.tags["model_type"] == model and registered.tags["data"] == path.name
+    # The same coefficients; the host's OpenBLAS may pick another kernel (OPENBLAS_CORETYPE is set here, not in the
+    # container), which changes the last bits of a matrix product: 2e-14 absolute was seen on a value of 0.011.
     np.testing.assert_allclose(load_model("boxed", store=store).predict(x), load_model("local", store=store).predict(x),
-                               rtol=1e-12)
+                               rtol=1e-9, atol=1e-12)
 
 
 def test_errors_inside_the_container_reach_the_caller(store, regression_csv, cleanup_training_images) -> None:
