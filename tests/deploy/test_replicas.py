@@ -95,8 +95,15 @@ def test_a_killed_replica_costs_no_request_and_rejoins(service: dict) -> None:
     assert back["started_at"] != victim["started_at"] and back["weight"] == 33
 
 
-def test_scale_down_and_up_under_load(service: dict) -> None:
+def test_scale_replaces_a_docker_killed_replica_then_down_and_up_under_load(service: dict) -> None:
+    (victim, *_) = wait_until(lambda: replicas(service), all_up(3), timeout=60)
     with Load(service["url"]) as load:
+        wait_until(lambda: load.ok, lambda ok: ok >= 50, timeout=60)
+        service["client"].containers.get(victim["name"]).kill()  # a manual stop: Docker leaves it down
+        wait_until(lambda: load.ok, lambda ok: ok >= 300, timeout=120)
+        run_cli("scale", service["name"], "3", env=service["env"], timeout=600)  # replaces it
+        wait_until(lambda: replicas(service), all_up(3), timeout=60)
+        assert not service["client"].containers.list(all=True, filters={"name": victim["name"]})  # removed
         out = run_cli("scale", service["name"], "1", env=service["env"], timeout=300)
         assert "runs 1 replica(s)" in out.stdout
         assert [r["weight"] for r in replicas(service)] == [100]

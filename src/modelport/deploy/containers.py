@@ -375,7 +375,7 @@ def deploy(target: str, *, replace: str, canary: int | None = None, base_image: 
     if model != current.labels["io.modelport.model"]:
         raise ModelportError(f"Service {replace!r} serves {current.labels['io.modelport.model']!r}, not {model!r}: "
                              f"deploy a version of it, or `modelport run {target}` as a new service")
-    count = len(EngineReplicas(replace).of(serving))
+    count = len(EngineReplicas(replace).members(serving))
     old = current.labels["io.modelport.version"]
     spec = Spec(image, version, Spec.of(current).settings, old, str(time.time_ns()))
     progress(f"Starting {count} replica(s) of {model}:{version} beside version {old}")
@@ -421,11 +421,16 @@ def rollback(service: str, *, to: int | None = None, base_image: str = DEFAULT_B
 
 
 def scale(service: str, count: int, *, wait: float = 120, progress: Progress = lambda _: None) -> ServiceInfo:
-    """``count`` replicas of the serving release (during a canary too; the canary keeps its own)."""
+    """``count`` running replicas of the serving release (during a canary too; the canary keeps its own).
+    Replicas that exited and stay down (stopped or killed by hand) are replaced."""
     _check_replicas(count, option="replica count")
     serving, _ = _slots(service)
     current = _serving(service, serving)
-    rollout.scale(EngineReplicas(service), _runtime(service), slot=serving, spec=Spec.of(current), count=count, wait=wait,
+    backend = EngineReplicas(service)
+    if down := [c.id for c in backend.of(serving) if c.status in ("exited", "dead")]:
+        progress(f"Removing {len(down)} replica(s) that are down")
+        backend.remove(down)
+    rollout.scale(backend, _runtime(service), slot=serving, spec=Spec.of(current), count=count, wait=wait,
                   progress=progress)
     return _info(service, serving)
 
