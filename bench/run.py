@@ -20,6 +20,7 @@ from types import FrameType
 
 from bench import envs
 from bench.check import post_json, verify, wait_ready
+from bench.deployed import DEPLOYED
 from bench.errors import BenchError
 from bench.load import check_wrk, write_script, wrk
 from bench.procs import Server, free_port
@@ -30,7 +31,7 @@ from bench.tabular import TABULAR
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work"
-SUITES: list[Suite] = [TABULAR]  # the extension point: a second table is one more Suite here
+SUITES: list[Suite] = [TABULAR, DEPLOYED]  # the extension point: a second table is one more Suite here
 
 
 @dataclass(frozen=True)

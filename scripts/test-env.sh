@@ -12,6 +12,7 @@ readonly DOCKER=/usr/bin/docker
 readonly DEBIAN_IMAGE=modelport-test/debian:bookworm
 readonly PYTHON_IMAGE=modelport-test/python:3.11-slim
 readonly POSTGRES_IMAGE=modelport-test/postgres:15
+readonly HAPROXY_IMAGE=modelport-test/haproxy:2.6
 readonly PACKAGES=(docker.io debootstrap docker-compose wrk postgresql-15)
 readonly DOCKERD_LOG=/var/log/modelport-dockerd.log
 # Compose v2 for the tests that exercise it, beside Debian's docker-compose 1.29: the real
@@ -192,7 +193,7 @@ check() {
         return 1
     fi
     say "engine: Docker $version"
-    for image in "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE"; do
+    for image in "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE"; do
         if have_image "$image"; then say "image $image: $(mb "$image")"; else say "image $image: missing"; fi
     done
 }
@@ -234,8 +235,10 @@ main() {
     fi
     # Rebuilt when its entrypoint changes: the stack tests need what the current one does.
     if ! image_current "$POSTGRES_IMAGE" postgres; then build_image "$POSTGRES_IMAGE" postgres; fi
+    # The services' gateway is built on it (Debian's HAProxy 2.6 laid out like the official image).
+    if ! image_current "$HAPROXY_IMAGE" haproxy; then build_image "$HAPROXY_IMAGE" haproxy; fi
     say "ready; base images:"
-    printf '  %s\n' "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE"
+    printf '  %s\n' "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE"
 }
 
 main "$@"

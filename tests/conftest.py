@@ -127,3 +127,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # Tests build on a local stand-in for python:3.11-slim (no registry is reachable here).
 TEST_BASE_IMAGE = os.environ.get("MODELPORT_TEST_BASE_IMAGE", "modelport-test/python:3.11-slim")
+# The gateway is built on a local stand-in for haproxy:2.6 (Debian's HAProxy 2.6, scripts/test-env.sh).
+TEST_PROXY_IMAGE = os.environ.get("MODELPORT_TEST_PROXY_IMAGE", "modelport-test/haproxy:2.6")

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -148,3 +150,41 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Load:
+    """Requests in a loop on one keep-alive connection (at most ``limit``), counting every failure and
+    which version answered each one."""
+
+    def __init__(self, url: str, limit: int = 50_000) -> None:
+        self.url, self.limit, self.ok, self.failed = url, limit, 0, []
+        self.counts: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def versions(self) -> set[str]:
+        return set(self.counts)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            for _ in range(self.limit):
+                if self._stop.is_set():
+                    break
+                try:
+                    r = client.post(self.url + "/predict", json={"features": [0.5] * 8})
+                    if r.status_code == 200:
+                        self.ok += 1
+                        self.counts[r.headers["x-model-version"]] += 1
+                    else:
+                        self.failed.append(f"{r.status_code} {r.text}")
+                except httpx.HTTPError as e:
+                    self.failed.append(repr(e))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)

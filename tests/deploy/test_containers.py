@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +15,8 @@ import numpy as np
 import pytest
 
 import modelport
-from tests.conftest import TEST_BASE_IMAGE
-from tests.helpers import free_port, run_cli
+from tests.conftest import TEST_BASE_IMAGE, TEST_PROXY_IMAGE
+from tests.helpers import Load, free_port, run_cli
 
 # Image builds and stack start-ups take minutes; on a busy machine far more than the suite's 600 s default.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -33,7 +32,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
     tmp = tmp_path_factory.mktemp("docker")
     name = f"ct-{uuid.uuid4().hex[:6]}"
-    env = {"MODELPORT_HOME": str(tmp / "home")}
+    env = {"MODELPORT_HOME": str(tmp / "home"), "MODELPORT_PROXY_IMAGE": TEST_PROXY_IMAGE}
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(200, 8)), columns=[f"f{i}" for i in range(8)])
     frame["target"] = frame.to_numpy() @ np.arange(1, 9) + 3
@@ -52,6 +51,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def _expected(env: dict, ref: str, x: np.ndarray) -> np.ndarray:
+    """The model's predictions here. Compare to a container's within 1e-12, not exactly: OpenBLAS picks its
+    kernel by CPU (or OPENBLAS_CORETYPE, which a host may set and a container does not inherit), and two
+    kernels can differ in the last bit."""
     import os
 
     old = os.environ.get("MODELPORT_HOME")
@@ -94,7 +96,8 @@ def test_build_run_predict_and_inspect(env: dict) -> None:
                   env=env["env"], timeout=600)
     assert f"http://127.0.0.1:{port}" in out.stdout
     r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": env["x"][0].tolist()})
-    assert r.status_code == 200 and r.json()["prediction"] == _expected(env, f"{name}:1", env["x"][:1])[0]
+    assert r.status_code == 200 and r.json()["prediction"] == pytest.approx(_expected(env, f"{name}:1", env["x"][:1])[0],
+                                                                           rel=1e-12)
 
     model = _model_container(env, name)
     deadline = time.monotonic() + 30
@@ -155,36 +158,6 @@ def _wait_ok(url: str, timeout: float = 60) -> bool:
     return False
 
 
-class Load:
-    """Requests in a loop on one keep-alive connection, counting every failure."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.ok, self.failed, self.versions = url, 0, [], set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                try:
-                    r = client.post(self.url + "/predict", json={"features": [0.5] * 8})
-                    if r.status_code == 200:
-                        self.ok += 1
-                        self.versions.add(r.headers["x-model-version"])
-                    else:
-                        self.failed.append(f"{r.status_code} {r.text}")
-                except httpx.HTTPError as e:
-                    self.failed.append(repr(e))
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-
 def test_deploy_and_rollback_without_a_failed_request(env: dict) -> None:
     name, port = env["name"] + "-r", free_port()
     run_cli("run", f"{env['name']}:1", "--port", str(port), "--name", name, *BASE, env=env["env"], timeout=600)
@@ -205,7 +178,7 @@ def test_deploy_and_rollback_without_a_failed_request(env: dict) -> None:
     r = httpx.post(url + "/predict", json={"features": env["x"][0].tolist()})
     assert r.headers["x-model-version"] == "1"
     assert gateway_version(env, name) == "1"
-    assert r.json()["prediction"] == _expected(env, f"{env['name']}:1", env["x"][:1])[0]
+    assert r.json()["prediction"] == pytest.approx(_expected(env, f"{env['name']}:1", env["x"][:1])[0], rel=1e-12)
     assert len(env["client"].containers.list(filters={"label": [f"io.modelport.service={name}", "io.modelport.role=model"]})) == 1
 
 
@@ -277,7 +250,7 @@ def test_run_rebuilds_an_image_that_holds_another_stores_model(env: dict, tmp_pa
     import pandas as pd
 
     name, port = env["name"], free_port()
-    other = {"MODELPORT_HOME": str(tmp_path / "other-home")}
+    other = {**env["env"], "MODELPORT_HOME": str(tmp_path / "other-home")}
     rng = np.random.default_rng(5)
     frame = pd.DataFrame(rng.normal(size=(100, 8)), columns=[f"f{i}" for i in range(8)])
     frame["target"] = frame.to_numpy() @ -np.arange(1, 9)

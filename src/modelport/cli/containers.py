@@ -1,4 +1,4 @@
-"""``modelport build | run | ps | logs | stop | start | restart | rm | exec | deploy | rollback | doctor``."""
+"""``modelport build | run | scale | ps | logs | stop | start | restart | rm | exec | deploy | promote | rollback | doctor``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from modelport.cli.output import LoggedProgress, console, success
 
 BASE_IMAGE_HELP = "Base image with Python 3.11 (the Dockerfile's FROM)."
+PROXY_IMAGE_HELP = "HAProxy image the service's gateway is built on."
 
 
 def build(
@@ -55,22 +56,28 @@ def run(
     memory: str = typer.Option(None, "--memory", help="Memory limit, e.g. 512m."),
     restart: str = typer.Option("unless-stopped", "--restart", help="Restart policy."),
     env: list[str] = typer.Option(None, "--env", "-e", help="KEY=VALUE for the model container; repeatable."),
+    replicas: int = typer.Option(1, "--replicas", help="Model containers to balance over."),
     base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
+    proxy_image: str = typer.Option("haproxy:2.6", "--proxy-image", envvar="MODELPORT_PROXY_IMAGE", help=PROXY_IMAGE_HELP),
     wait: float = typer.Option(120, "--wait", help="Seconds to wait for the service to be healthy."),
 ) -> None:
-    """Run a model as a service: builds the image if missing, starts it with limits, waits until healthy."""
+    """Run a model as a service: builds the image if missing, starts its replicas with limits behind a
+    proxy, waits until healthy."""
     from modelport.deploy import containers as svc
 
     with LoggedProgress("run") as log:
-        info = svc.run(target, port=port, name=name, host_ip=host_ip, settings=_settings(cpus, memory, restart, env),
-                       base_image=base_image, wait=wait, progress=log)
-    success(info.service, f" serves {info.model}:{info.version} at {info.url}")
+        info = svc.run(target, port=port, name=name, host_ip=host_ip, replicas=replicas,
+                       settings=_settings(cpus, memory, restart, env), base_image=base_image, proxy_image=proxy_image,
+                       wait=wait, progress=log)
+    success(info.service, f" serves {info.model}:{info.version} at {info.url} ({len(info.replicas)} replica(s))")
     console.print(f"  curl -X POST {info.url}/predict -H 'Content-Type: application/json' -d '{{\"features\": [...]}}'")
 
 
 def deploy(
     target: str = typer.Argument(..., help="The model version to deploy (NAME:3, NAME@alias)."),
     replace: str = typer.Option(..., "--replace", help="The service whose model to replace."),
+    canary: int = typer.Option(None, "--canary", help="Send only this percent of requests to the new version, "
+                               "until `modelport promote` (or `rollback`)."),
     base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
     wait: float = typer.Option(120, "--wait"),
 ) -> None:
@@ -78,8 +85,31 @@ def deploy(
     from modelport.deploy import containers as svc
 
     with LoggedProgress("deploy") as log:
-        info = svc.deploy(target, replace=replace, base_image=base_image, wait=wait, progress=log)
+        info = svc.deploy(target, replace=replace, canary=canary, base_image=base_image, wait=wait, progress=log)
+    if canary is not None:
+        success(info.service, f" sends {canary}% of requests to {info.model}:{info.version}: "
+                f"`modelport promote {info.service}` or `modelport rollback {info.service}`")
+    else:
+        success(info.service, f" now serves {info.model}:{info.version} at {info.url}")
+
+
+def promote(service: str) -> None:
+    """Send all traffic to a service's canary and retire the version it replaces."""
+    from modelport.deploy import containers as svc
+
+    with LoggedProgress("promote") as log:
+        info = svc.promote(service, progress=log)
     success(info.service, f" now serves {info.model}:{info.version} at {info.url}")
+
+
+def scale(service: str, replicas: int = typer.Argument(..., help="How many replicas to run."),
+          wait: float = typer.Option(120, "--wait")) -> None:
+    """Run N replicas of a service's model (new ones get traffic once healthy, removed ones drain first)."""
+    from modelport.deploy import containers as svc
+
+    with LoggedProgress("scale") as log:
+        info = svc.scale(service, replicas, wait=wait, progress=log)
+    success(info.service, f" runs {len(info.replicas)} replica(s) of {info.model}:{info.version}")
 
 
 def rollback(
@@ -88,7 +118,7 @@ def rollback(
     base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
     wait: float = typer.Option(120, "--wait"),
 ) -> None:
-    """Go back to an earlier version with no downtime."""
+    """Go back to an earlier version with no downtime; during a canary, all traffic back to the serving version."""
     from modelport.deploy import containers as svc
 
     with LoggedProgress("rollback") as log:
@@ -98,21 +128,23 @@ def rollback(
 
 def ps(all: bool = typer.Option(False, "--all", "-a", help="Include stopped containers."),
        as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List modelport's containers."""
+    """List modelport's containers: each service's gateway and every replica, with the proxy's check of
+    it (UP, DOWN, DRAIN...) and the percent of the service's requests it gets."""
     from modelport.cli.output import ago, print_json, table
     from modelport.deploy import containers as svc
 
     rows = svc.status(all=all)
     if as_json:
         return print_json(rows)
-    table(("SERVICE", "ROLE", "MODEL", "VERSION", "IMAGE", "STATUS", "HEALTH", "PORTS", "UP SINCE"),
-          ((r["service"], r["role"], r["model"], r["version"], r["image"], r["status"], r["health"],
-            ",".join(r["ports"]) or "-", ago(r["started_at"]) if r["started_at"] else "-") for r in rows))
+    table(("SERVICE", "ROLE", "NAME", "VERSION", "STATUS", "HEALTH", "PROXY", "WEIGHT", "PORTS", "UP SINCE"),
+          ((r["service"], r["role"], r["name"], r["version"], r["status"], r["health"], r["proxy"] or "-",
+            "-" if r["weight"] is None else f"{r['weight']}%", ",".join(r["ports"]) or "-",
+            ago(r["started_at"]) if r["started_at"] else "-") for r in rows))
 
 
 def logs(service: str, follow: bool = typer.Option(False, "--follow", "-f"),
          tail: int = typer.Option(None, "--tail", help="Only the last N lines.")) -> None:
-    """Show a service's model container logs."""
+    """Show a service's model container logs (every replica's, each line prefixed by its name when there are several)."""
     import sys
 
     from modelport.deploy import containers as svc
@@ -180,6 +212,6 @@ def doctor(port: list[int] = typer.Option([8080], "--port", help="Ports to check
 
 def register(app: typer.Typer) -> None:
     app.command()(build)
-    for command in (run, deploy, rollback, ps, logs, stop, start, restart, rm, doctor):
+    for command in (run, scale, deploy, promote, rollback, ps, logs, stop, start, restart, rm, doctor):
         app.command()(command)
     app.command("exec")(exec_cmd)

@@ -1,15 +1,18 @@
-"""Model services on one Docker Engine: run, inspect, stop/start, replace with no downtime, roll back.
+"""Model services on one Docker Engine: run, scale, inspect, stop/start, release with no downtime
+(at once or as a canary), promote, roll back.
 
-A service is a gateway container that owns the published port and routes to a model container on
-the service's private network. Replacing the model starts the new container, waits until it is
-healthy, switches the gateway's route (requests already on the old one finish there), then removes
-the old one. Everything is found by labels, never by name patterns.
+A service is a gateway (HAProxy, deploy/proxy.py) that owns the published port and balances over the
+model replicas on the service's private network. Replicas of one release share a slot (blue or
+green); a release starts in the idle slot and deploy/rollout.py shifts traffic to it. Everything is
+found by labels, never by name patterns.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +23,8 @@ from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.build import build_image, default_tag, stale_image
 from modelport.container.context import DEFAULT_BASE_IMAGE
+from modelport.deploy import proxy, rollout
+from modelport.deploy.proxy import DEFAULT_PROXY_IMAGE, Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.ports import check_port
 from modelport.store import ModelStore, parse_ref
@@ -29,7 +34,8 @@ SERVICE = "io.modelport.service"
 ROLE = "io.modelport.role"
 PREVIOUS = "io.modelport.previous-version"
 SETTINGS = "io.modelport.settings"
-MODEL_PORT = 8080
+SLOT = "io.modelport.slot"
+RELEASE = "io.modelport.release"  # when the release started: tells a candidate from the serving one
 Progress = Callable[[str], None]
 
 
@@ -54,12 +60,29 @@ class RunSettings:
 
 
 @dataclass
+class Spec:
+    """A release as the Docker Engine runs it: every replica of it gets the same."""
+
+    image: str
+    version: str
+    settings: RunSettings
+    previous: str | None
+    release: str
+
+    @classmethod
+    def of(cls, replica: Any) -> Spec:
+        labels = replica.labels
+        return cls(replica.attrs["Config"]["Image"], labels["io.modelport.version"],
+                   RunSettings(**json.loads(labels.get(SETTINGS, "{}"))), labels.get(PREVIOUS), labels[RELEASE])
+
+
+@dataclass
 class ServiceInfo:
     service: str
     url: str | None
     model: str
     version: str
-    container: str
+    replicas: list[str]
 
 
 # -- finding things --------------------------------------------------------------------------
@@ -77,18 +100,18 @@ def service_containers(service: str) -> list[Any]:
     return found
 
 
-def _model_container(service: str) -> Any:
-    running = [c for c in containers(service, role="model") if c.status == "running"]
-    if not running:
-        raise ModelportError(f"Service {service!r} has no running model container: modelport start {service}")
-    return running[0]
-
-
 def _gateway(service: str) -> Any:
     found = containers(service, role="gateway")
     if not found:
         raise ModelportError(f"Service {service!r} has no gateway container")
     return found[0]
+
+
+def _runtime(service: str) -> Runtime:
+    gw = _gateway(service)
+    if gw.status != "running":
+        raise ModelportError(f"Service {service!r} is stopped: modelport start {service}")
+    return Runtime(gw)
 
 
 def network_name(service: str) -> str:
@@ -151,23 +174,6 @@ def resolve_image(target: str, *, base_image: str, store: ModelStore, progress: 
 
 # -- health ----------------------------------------------------------------------------------
 
-def wait_healthy(container: Any, timeout: float) -> None:
-    """Return once the container's healthcheck passes; otherwise raise with the reason."""
-    deadline = time.monotonic() + timeout
-    while True:
-        container.reload()
-        state = container.attrs["State"]
-        health = (state.get("Health") or {}).get("Status")
-        healthy = health == "healthy" or (health is None and _no_healthcheck(container))
-        if state["Status"] == "running" and healthy:
-            return
-        if state["Status"] in ("exited", "dead") or state.get("Restarting") or container.attrs.get("RestartCount", 0) > 0:
-            raise ModelportError(f"{container.name} did not start: {explain(container)}")
-        if time.monotonic() > deadline:
-            raise ModelportError(f"{container.name} was not healthy after {timeout:.0f}s: {explain(container)}")
-        time.sleep(0.25)
-
-
 def wait_answering(container: Any, host: str, port: int, timeout: float) -> None:
     """Wait for a published container to answer its readiness endpoint from here: sooner than its
     healthcheck, which only runs every few seconds."""
@@ -185,10 +191,6 @@ def wait_answering(container: Any, host: str, port: int, timeout: float) -> None
             break
         time.sleep(0.1)
     raise ModelportError(f"{container.name} is not answering on {host}:{port}: {explain(container)}")
-
-
-def _no_healthcheck(container: Any) -> bool:
-    return not container.attrs["Config"].get("Healthcheck")
 
 
 def explain(container: Any, lines: int = 15) -> str:
@@ -211,86 +213,201 @@ def explain(container: Any, lines: int = 15) -> str:
     return "; ".join(parts) + (f"\nLast log lines:\n{logs}" if logs else "")
 
 
+# -- replicas on the Docker Engine -----------------------------------------------------------
+
+def _failed(container: Any) -> bool:
+    state = container.attrs["State"]
+    return state["Status"] in ("exited", "dead") or bool(state.get("Restarting")) or container.attrs.get("RestartCount", 0) > 0
+
+
+class EngineReplicas:
+    """rollout.Replicas on one Docker Engine: a replica is a container found by its labels, and its
+    slot a network alias on the service's network (the proxy resolves it)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def of(self, slot: str, *, all: bool = True) -> list[Any]:
+        """The slot's model containers, oldest first."""
+        found = [c for c in containers(self.service, role="model", all=all) if c.labels.get(SLOT) == slot]
+        return sorted(found, key=lambda c: c.attrs["Created"])
+
+    def start(self, slot: str, spec: Spec, count: int) -> list[str]:
+        client = engine.client()
+        labels = {MANAGED: "true", SERVICE: self.service, ROLE: "model", SLOT: slot, RELEASE: spec.release,
+                  SETTINGS: json.dumps(spec.settings.__dict__)}
+        if spec.previous:
+            labels[PREVIOUS] = spec.previous
+        network = network_name(self.service)
+        endpoint = {network: client.api.create_endpoint_config(aliases=[proxy.alias(slot)])}
+        return [client.containers.run(spec.image, name=f"{self.service}-v{spec.version}-{uuid.uuid4().hex[:6]}",
+                                      detach=True, labels=labels, network=network, networking_config=endpoint,
+                                      **spec.settings.docker_kwargs()).id
+                for _ in range(count)]
+
+    def members(self, slot: str, *, running: bool = True) -> list[str]:
+        return [c.id for c in self.of(slot) if c.status == "running" or not running]
+
+    def address(self, replica: str) -> str | None:
+        networks = engine.client().containers.get(replica).attrs["NetworkSettings"]["Networks"]
+        return (networks.get(network_name(self.service)) or {}).get("IPAddress") or None
+
+    def failure(self, replicas: list[str]) -> str | None:
+        for replica in replicas:
+            c = engine.client().containers.get(replica)
+            if _failed(c):
+                return f"{c.name} did not start: {explain(c)}"
+        return None
+
+    def explain(self, replicas: list[str]) -> str:
+        return "\n".join(f"{c.name}: {explain(c)}" for c in map(engine.client().containers.get, replicas))
+
+    def remove(self, replicas: list[str]) -> None:
+        """Stop (each one's graceful stop lets its requests finish) and remove, all at once."""
+        import docker.errors
+
+        def remove(replica: str) -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                c = engine.client().containers.get(replica)
+                c.stop(timeout=15)
+                c.remove(force=True)
+
+        threads = [threading.Thread(target=remove, args=(r,)) for r in replicas]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def _slots(service: str) -> tuple[str, str | None]:
+    """The slot of the serving release, and the candidate's while a canary runs (the newer release)."""
+    models = containers(service, role="model")
+    if any(SLOT not in c.labels for c in models):
+        raise ModelportError(f"Service {service!r} was started by an earlier modelport (before its HAProxy gateway): "
+                             f"`modelport rm --force {service}`, then `modelport run` it again")
+    releases = {c.labels[SLOT]: int(c.labels[RELEASE]) for c in models}
+    if not releases:
+        service_containers(service)  # no such service: says so
+        raise ModelportError(f"Service {service!r} has no model container")
+    if len(releases) == 1:
+        return next(iter(releases)), None
+    serving = min(releases, key=releases.__getitem__)
+    return serving, proxy.other(serving)
+
+
+def _serving(service: str, slot: str) -> Any:
+    replicas = EngineReplicas(service).of(slot)
+    running = [c for c in replicas if c.status == "running"]
+    if not running:
+        raise ModelportError(f"Service {service!r} has no running model container: modelport start {service}")
+    return running[0]
+
+
+def _check_replicas(count: int, option: str = "--replicas") -> None:
+    if not 1 <= count <= proxy.MAX_REPLICAS:
+        raise ModelportError(f"Invalid {option} {count}: from 1 to {proxy.MAX_REPLICAS}")
+
+
+def _info(service: str, slot: str) -> ServiceInfo:
+    replicas = EngineReplicas(service).of(slot)
+    labels = replicas[0].labels
+    return ServiceInfo(service, published_url(service), labels["io.modelport.model"], labels["io.modelport.version"],
+                       [c.name for c in replicas])
+
+
 # -- lifecycle -------------------------------------------------------------------------------
 
-def _start_model(service: str, image: str, model: str, version: str, settings: RunSettings, previous: str | None) -> Any:
-    labels = {MANAGED: "true", SERVICE: service, ROLE: "model", SETTINGS: json.dumps(settings.__dict__)}
-    if previous:
-        labels[PREVIOUS] = previous
-    name = f"{service}-v{version}-{uuid.uuid4().hex[:6]}"
-    return engine.client().containers.run(image, name=name, detach=True, labels=labels, network=network_name(service),
-                                          **settings.docker_kwargs())
-
-
-def run(target: str, *, port: int = 8080, name: str | None = None, host_ip: str = "127.0.0.1",
-        settings: RunSettings | None = None, base_image: str = DEFAULT_BASE_IMAGE, wait: float = 120,
-        store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
+def run(target: str, *, port: int = 8080, name: str | None = None, host_ip: str = "127.0.0.1", replicas: int = 1,
+        settings: RunSettings | None = None, base_image: str = DEFAULT_BASE_IMAGE, proxy_image: str = DEFAULT_PROXY_IMAGE,
+        wait: float = 120, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
     import docker.errors
 
     settings = settings or RunSettings()
+    _check_replicas(replicas)
     check_publishable(host_ip, port)
     image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress)
     service = name or model
+    if service in map(proxy.alias, proxy.SLOTS):
+        raise ModelportError(f"{service!r} is a name modelport uses inside a service: choose another --name")
     if containers(service):
         raise ModelportError(f"A service named {service!r} exists already (modelport ps --all): "
                              f"use `modelport deploy {target} --replace {service}` or `modelport rm {service}`")
+    gateway_image = proxy.gateway_image(proxy_image, progress)
     client = engine.client()
     client.networks.create(network_name(service), driver="bridge", labels={MANAGED: "true", SERVICE: service})
     try:
-        progress(f"Starting {model}:{version} from {image}")
-        backend = _start_model(service, image, model, version, settings, None)
-        wait_healthy(backend, wait)
-        progress(f"{backend.name} is healthy; starting the gateway on {host_ip}:{port}")
-        gateway_labels = {MANAGED: "true", SERVICE: service, ROLE: "gateway"}
+        progress(f"Starting the gateway on {host_ip}:{port}")
         try:
+            # dns: the proxy only looks up replicas; names Docker does not know stay on this host.
             gw = client.containers.run(
-                image, ["gateway", "--host", "0.0.0.0", "--port", str(MODEL_PORT),
-                        "--route", f"{model}=http://{backend.name}:{MODEL_PORT}@{version}"],
-                name=service, detach=True, labels=gateway_labels, network=network_name(service),
-                ports={f"{MODEL_PORT}/tcp": (host_ip, port)}, restart_policy={"Name": settings.restart} if settings.restart != "no" else None)
+                gateway_image, name=service, detach=True, labels={MANAGED: "true", SERVICE: service, ROLE: "gateway"},
+                network=network_name(service), ports={f"{proxy.PORT}/tcp": (host_ip, port)}, dns=["127.0.0.1"],
+                restart_policy={"Name": settings.restart} if settings.restart != "no" else None)
         except docker.errors.APIError as e:
             if "allocated" in str(e) or "in use" in str(e):  # taken since the check at the start
                 check_publishable(host_ip, port)
                 check_port(host_ip, port, holder="another process")
             raise ModelportError(f"Could not start the gateway: {e.explanation or e}") from None
+        progress(f"Starting {replicas} replica(s) of {model}:{version} from {image}")
+        backend = EngineReplicas(service)
+        started = backend.start(proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())), replicas)
+        rollout.wait_ready(backend, Runtime(gw), proxy.SLOTS[0], started, wait)
         wait_answering(gw, "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip, port, wait)
     except BaseException:
         _remove_service(service)
         raise
-    return ServiceInfo(service, f"http://{host_ip}:{port}", model, version, backend.name)
+    return _info(service, proxy.SLOTS[0])
 
 
-def deploy(target: str, *, replace: str, base_image: str = DEFAULT_BASE_IMAGE, wait: float = 120,
-           store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
-    """Replace the model behind ``replace`` with ``target``, with no failed request."""
-    current = _model_container(replace)
+def deploy(target: str, *, replace: str, canary: int | None = None, base_image: str = DEFAULT_BASE_IMAGE,
+           wait: float = 120, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
+    """Release ``target`` in ``replace`` with no failed request: all traffic once it is healthy, or
+    ``canary`` percent of it until ``promote`` (or ``rollback``)."""
+    if canary is not None and not 1 <= canary <= 99:
+        raise ModelportError(f"Invalid --canary {canary}: a percent of requests from 1 to 99")
+    serving, candidate = _slots(replace)
+    if candidate is not None:
+        raise ModelportError(f"Service {replace!r} runs a canary: `modelport promote {replace}` or "
+                             f"`modelport rollback {replace}` first")
+    runtime = _runtime(replace)
+    current = _serving(replace, serving)
     image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress)
     if model != current.labels["io.modelport.model"]:
         raise ModelportError(f"Service {replace!r} serves {current.labels['io.modelport.model']!r}, not {model!r}: "
                              f"deploy a version of it, or `modelport run {target}` as a new service")
-    settings = RunSettings(**json.loads(current.labels.get(SETTINGS, "{}")))
-    progress(f"Starting {model}:{version} next to {current.name}")
-    new = _start_model(replace, image, model, version, settings, previous=current.labels["io.modelport.version"])
+    count = len(EngineReplicas(replace).members(serving))
+    old = current.labels["io.modelport.version"]
+    spec = Spec(image, version, Spec.of(current).settings, old, str(time.time_ns()))
+    progress(f"Starting {count} replica(s) of {model}:{version} beside version {old}")
+    slot = proxy.other(serving)
     try:
-        wait_healthy(new, wait)
+        rollout.release(EngineReplicas(replace), runtime, slot=slot, spec=spec, count=count, canary=canary, wait=wait,
+                        progress=progress)
     except ModelportError as e:
-        new.remove(force=True)
-        raise ModelportError(f"{e}\nThe current version ({current.labels['io.modelport.version']}) keeps serving.") from None
-    progress(f"{new.name} is healthy; switching the gateway")
-    result = _gateway(replace).exec_run(["modelport", "gateway-admin", "set-route", model,
-                                         f"http://{new.name}:{MODEL_PORT}", "--version", version])
-    if result.exit_code != 0:
-        new.remove(force=True)
-        raise ModelportError(f"Switching the gateway failed; the current version keeps serving:\n{result.output.decode()}")
-    progress(f"Switched; removing {current.name}")
-    current.stop(timeout=15)
-    current.remove()
-    return ServiceInfo(replace, published_url(replace), model, version, new.name)
+        raise ModelportError(f"{e}\nThe current version ({old}) keeps serving.") from None
+    return _info(replace, slot)
+
+
+def promote(service: str, *, progress: Progress = lambda _: None) -> ServiceInfo:
+    """Send all traffic to the canary, then retire the version it replaces."""
+    _, candidate = _slots(service)
+    if candidate is None:
+        raise ModelportError(f"Service {service!r} runs no canary (modelport deploy REF --replace {service} --canary 10)")
+    rollout.switch(EngineReplicas(service), _runtime(service), candidate, progress)
+    return _info(service, candidate)
 
 
 def rollback(service: str, *, to: int | None = None, base_image: str = DEFAULT_BASE_IMAGE, wait: float = 120,
              store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
-    current = _model_container(service)
+    """Back to an earlier version with no failed request; during a canary, all traffic back to the
+    serving version (and the canary retired)."""
+    serving, candidate = _slots(service)
+    if candidate is not None:
+        if to is not None:
+            raise ModelportError(f"Service {service!r} runs a canary: `modelport rollback {service}` (without --to) ends it")
+        rollout.switch(EngineReplicas(service), _runtime(service), serving, progress)
+        return _info(service, serving)
+    current = _serving(service, serving)
     model, version = current.labels["io.modelport.model"], int(current.labels["io.modelport.version"])
     if to is None:
         previous = current.labels.get(PREVIOUS)
@@ -303,10 +420,25 @@ def rollback(service: str, *, to: int | None = None, base_image: str = DEFAULT_B
     return deploy(f"{model}:{to}", replace=service, base_image=base_image, wait=wait, store=store, progress=progress)
 
 
+def scale(service: str, count: int, *, wait: float = 120, progress: Progress = lambda _: None) -> ServiceInfo:
+    """``count`` running replicas of the serving release (during a canary too; the canary keeps its own).
+    Replicas that exited and stay down (stopped or killed by hand) are replaced."""
+    _check_replicas(count, option="replica count")
+    serving, _ = _slots(service)
+    current = _serving(service, serving)
+    backend = EngineReplicas(service)
+    if down := [c.id for c in backend.of(serving) if c.status in ("exited", "dead")]:
+        progress(f"Removing {len(down)} replica(s) that are down")
+        backend.remove(down)
+    rollout.scale(backend, _runtime(service), slot=serving, spec=Spec.of(current), count=count, wait=wait,
+                  progress=progress)
+    return _info(service, serving)
+
+
 def published_url(service: str) -> str | None:
     gw = _gateway(service)
     gw.reload()
-    bindings = (gw.attrs["NetworkSettings"].get("Ports") or {}).get(f"{MODEL_PORT}/tcp") or []
+    bindings = (gw.attrs["NetworkSettings"].get("Ports") or {}).get(f"{proxy.PORT}/tcp") or []
     return f"http://{bindings[0]['HostIp'] or '0.0.0.0'}:{bindings[0]['HostPort']}" if bindings else None
 
 
@@ -321,8 +453,10 @@ def start(service: str, wait: float = 120) -> list[str]:
     found = sorted(service_containers(service), key=lambda c: c.labels[ROLE] == "gateway")  # models first
     for c in found:
         c.start()
-    for c in found:
-        wait_healthy(c, wait)
+    backend, runtime = EngineReplicas(service), _runtime(service)
+    for slot in proxy.SLOTS:
+        if replicas := backend.members(slot):
+            rollout.wait_ready(backend, runtime, slot, replicas, wait)
     return [c.name for c in found]
 
 
@@ -353,44 +487,76 @@ def _remove_service(service: str) -> list[str]:
 
 
 def logs(service: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
-    model = [c for c in service_containers(service) if c.labels[ROLE] == "model"]
-    if not model:
+    """The model replicas' logs; with several, each line starts with the replica's name."""
+    replicas = sorted((c for c in service_containers(service) if c.labels[ROLE] == "model"), key=lambda c: c.attrs["Created"])
+    if not replicas:
         raise ModelportError(f"Service {service!r} has no model container")
-    if follow:
-        yield from model[0].logs(stream=True, follow=True, tail=tail if tail is not None else "all")
-    else:
-        yield model[0].logs(tail=tail if tail is not None else "all")
+    tail_arg = tail if tail is not None else "all"
+    if len(replicas) == 1:
+        c = replicas[0]
+        yield from c.logs(stream=True, follow=True, tail=tail_arg) if follow else [c.logs(tail=tail_arg)]
+        return
+    if not follow:
+        for c in replicas:
+            yield b"".join(f"{c.name} | ".encode() + line for line in c.logs(tail=tail_arg).splitlines(keepends=True))
+        return
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def pump(c: Any) -> None:
+        for chunk in c.logs(stream=True, follow=True, tail=tail_arg):
+            lines.put(b"".join(f"{c.name} | ".encode() + line for line in chunk.splitlines(keepends=True)))
+
+    for c in replicas:
+        threading.Thread(target=pump, args=(c,), daemon=True).start()
+    while True:
+        yield lines.get()
 
 
 def exec_in(service: str, command: list[str]) -> tuple[int, bytes]:
-    result = _model_container(service).exec_run(command)
+    serving, _ = _slots(service)
+    result = _serving(service, serving).exec_run(command)
     return result.exit_code, result.output
 
 
-def _gateway_version(gateway: Any) -> str | None:
-    """The version a gateway routes to now: its label holds the one it started with, before any deploy."""
-    code, out = gateway.exec_run(["modelport", "gateway-admin", "routes"])
+def _proxy_view(gateway: Any) -> tuple[list[proxy.Server], dict[str, int]] | None:
+    """What a running gateway's proxy sees: its servers and the traffic split (None if it does not answer)."""
+    if gateway.status != "running":
+        return None
+    runtime = Runtime(gateway)
     try:
-        versions = sorted({r["version"] for r in json.loads(out)["routes"] if r.get("version")}) if code == 0 else []
-    except (ValueError, KeyError, TypeError):
-        versions = []
-    return ",".join(versions) or gateway.labels.get("io.modelport.version")
+        return runtime.servers(), runtime.shares()
+    except ModelportError:
+        return None
 
 
 def status(all: bool = False) -> list[dict[str, Any]]:
-    """One row per container, for ``ps``."""
+    """One row per container, for ``ps``: every replica with what the proxy sees of it (its check,
+    the percent of the service's requests it gets)."""
+    found = containers(all=all)
+    views = {c.labels.get(SERVICE): _proxy_view(c) for c in found if c.labels.get(ROLE) == "gateway"}
     rows = []
-    for c in containers(all=all):
-        state = c.attrs["State"]
+    for c in found:
+        state, service, role = c.attrs["State"], c.labels.get(SERVICE), c.labels.get(ROLE)
         ports = [f"{b['HostIp']}:{b['HostPort']}->{p}" for p, bs in (c.attrs["NetworkSettings"].get("Ports") or {}).items() for b in bs or []]
-        started = state.get("StartedAt", "")
-        rows.append({
-            "service": c.labels.get(SERVICE), "role": c.labels.get(ROLE), "name": c.name,
-            "model": c.labels.get("io.modelport.model"),
-            "version": _gateway_version(c) if c.labels.get(ROLE) == "gateway" and state["Status"] == "running"
-            else c.labels.get("io.modelport.version"),
+        row = {
+            "service": service, "role": role, "name": c.name, "model": c.labels.get("io.modelport.model"),
+            "version": c.labels.get("io.modelport.version"), "slot": c.labels.get(SLOT),
             "image": (c.image.tags or [c.image.short_id])[0], "status": state["Status"],
-            "health": (state.get("Health") or {}).get("Status", "-"), "ports": ports,
-            "started_at": started if state["Status"] == "running" else None,
-        })
-    return sorted(rows, key=lambda r: (r["service"] or "", r["role"] != "gateway"))
+            "health": (state.get("Health") or {}).get("Status", "-"), "proxy": None, "weight": None, "ports": ports,
+            "started_at": state.get("StartedAt", "") if state["Status"] == "running" else None,
+        }
+        view = views.get(service)
+        if view and role == "gateway":
+            models = [m for m in found if m.labels.get(SERVICE) == service and m.labels.get(ROLE) == "model"]
+            row["model"] = next((m.labels.get("io.modelport.model") for m in models), None)
+            row["version"] = ",".join(sorted({m.labels["io.modelport.version"] for m in models
+                                              if view[1].get(m.labels.get(SLOT, ""), 0) > 0}, key=int)) or None
+        elif view and role == "model":
+            servers, shares = view
+            address = (c.attrs["NetworkSettings"]["Networks"].get(network_name(service)) or {}).get("IPAddress")
+            mine = next((s for s in servers if s.address and s.address == address and s.slot == row["slot"]), None)
+            up = [s for s in servers if s.slot == row["slot"] and s.status == "UP"]
+            row["proxy"] = mine.status if mine else "-"
+            row["weight"] = round(shares.get(row["slot"], 0) / len(up)) if mine in up else 0
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["service"] or "", r["role"] != "gateway", r["slot"] or "", r["name"]))
