@@ -49,3 +49,19 @@ class InvalidInputError(ModelportError):
 
 class ModelOutputError(ModelportError):
     """A model that answered with something that is not a prediction, such as NaN or infinity."""
+
+
+class LimitExceededError(InvalidInputError):
+    """Request data over a limit the server sets (images per request, pixels to decode)."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """A model or version that this server does not serve."""
+
+
+class ModelUnavailableError(ModelportError):
+    """A served model that is unloaded (the model repository extension) and takes no requests."""
+
+
+class ModelFailedError(ModelportError):
+    """A model that raised while predicting on valid input: the server's fault, not the client's."""

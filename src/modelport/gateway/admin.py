@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from modelport.errors import ModelportError
 from modelport.gateway.proxy import RouteTable
-from modelport.serving.http import HTTPError, error_response, json_response, parse_json
+from modelport.serving.http import HTTPError, json_response, on_error, parse_json
 
 DEFAULT_ADMIN_PORT = 8081
 
@@ -32,13 +32,9 @@ def create_admin_app(routes: RouteTable) -> Starlette:
         return json_response({"route": routes.get(name).__dict__, "previous": previous.__dict__ if previous else None,
                               "drained": drained})
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPError)
-        return error_response(exc.status, exc.message)
-
     return Starlette(routes=[Route("/routes", list_routes, methods=["GET"]),
                              Route("/routes/{name}", set_route, methods=["PUT"])],
-                     exception_handlers={HTTPError: on_http_error})
+                     exception_handlers={HTTPError: on_error, ModelportError: on_error})
 
 
 def set_route(name: str, url: str, version: str | None = None, *, port: int = DEFAULT_ADMIN_PORT,

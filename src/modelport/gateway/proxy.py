@@ -34,6 +34,7 @@ from modelport.serving.http import (
     HTTPError,
     error_response,
     json_response,
+    on_error,
     read_body,
 )
 from modelport.serving.limits import DEFAULT_MAX_BUFFERED, BodyBudget
@@ -201,10 +202,6 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
         return json_response({"routes": [{k: v for k, v in r.items() if k != "url"} for r in routes.snapshot()],
                               "default": default})
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPError)
-        return error_response(exc.status, exc.message, exc.headers)
-
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         return Response(status_code=499)  # never sent: the connection is gone
 
@@ -232,7 +229,7 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
             Route("/gateway/routes", gateway_routes, methods=["GET"]),
         ],
         middleware=[Middleware(PathGuard)],
-        exception_handlers={HTTPError: on_http_error, ClientGone: on_client_gone},
+        exception_handlers={HTTPError: on_error, ClientGone: on_client_gone},
         lifespan=lambda app: _closing(client),
     )
     return app

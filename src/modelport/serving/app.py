@@ -17,8 +17,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from modelport import __version__
+from modelport.errors import ModelportError
 from modelport.serving import openapi, repository, v2
-from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response
+from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response, on_error
 from modelport.serving.limits import DEFAULT_MAX_BUFFERED, BodyBudget
 from modelport.serving.metrics import MetricsFlusher
 from modelport.serving.predict_router import PredictionRouter
@@ -121,10 +122,6 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
         Mount("/docs/static", StaticFiles(directory=openapi.swagger_ui_dir())),
     ]
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPError)
-        return error_response(exc.status, exc.message, exc.headers)
-
     async def on_starlette_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         message = {404: f"No such endpoint: {request.method} {request.url.path}",
@@ -136,5 +133,5 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
         return error_response(500, f"Internal server error ({type(exc).__name__}); see the server log")
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_unexpected})
+        HTTPError: on_error, ModelportError: on_error, HTTPException: on_starlette_error, Exception: on_unexpected})
     return PredictionRouter(models, app, max_body, budget, prediction_log.submit if prediction_log else None, trust_proxy_headers)

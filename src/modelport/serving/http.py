@@ -11,7 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from modelport.errors import InvalidInputError, ModelOutputError, ModelportError, NotFoundError
+from modelport.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    ModelFailedError,
+    ModelOutputError,
+    ModelportError,
+    ModelUnavailableError,
+    NotFoundError,
+)
 from modelport.serving.limits import BodyBudget
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -21,10 +29,13 @@ NO_IMAGE = "No image provided"  # the tutorial's message for image models, kept 
 REQUEST_ID_FORMAT = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-# Domain errors raised below the HTTP layer, and the status each becomes at the edge. A model's
-# non-finite output is a 422: the request was well formed, but there is no prediction to give for it.
+# Domain errors raised below the HTTP layer, and the status each becomes at the edge: the only place
+# one is chosen (the first match wins, so a subclass comes before its base). A model's non-finite
+# output is a 422: the request was well formed, but there is no prediction to give for it. An
+# unloaded model is a 400, as the protocol's ready endpoint answers. Any other error is a 500.
 _DOMAIN_STATUS: tuple[tuple[type[ModelportError], int], ...] = (
-    (InvalidInputError, 400), (NotFoundError, 404), (ModelOutputError, 422))
+    (LimitExceededError, 413), (InvalidInputError, 400), (ModelUnavailableError, 400), (NotFoundError, 404),
+    (ModelOutputError, 422), (ModelFailedError, 500))
 
 
 class HTTPError(Exception):
@@ -50,6 +61,13 @@ class Reply:
 def from_domain(error: ModelportError) -> HTTPError:
     status = next((status for cls, status in _DOMAIN_STATUS if isinstance(error, cls)), 500)
     return HTTPError(status, str(error))
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    """The Starlette apps' handler for ``HTTPError`` and domain errors: ``{"error": message}``, its status."""
+    error = from_domain(exc) if isinstance(exc, ModelportError) else exc
+    assert isinstance(error, HTTPError)
+    return error_response(error.status, error.message, error.headers)
 
 
 def error_reply(status: int, message: str) -> Reply:
@@ -132,6 +150,6 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         if any(token in body for token in (b"NaN", b"Infinity")):
-            raise HTTPError(400, "NaN and Infinity are not valid JSON numbers; send null for a missing value "
-                                 "if the model accepts missing values") from None
-        raise HTTPError(400, f"Malformed JSON: {e}") from None
+            raise InvalidInputError("NaN and Infinity are not valid JSON numbers; send null for a missing value "
+                                    "if the model accepts missing values") from None
+        raise InvalidInputError(f"Malformed JSON: {e}") from None

@@ -32,8 +32,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Scope
 
+from modelport.errors import InvalidInputError, LimitExceededError, ModelFailedError
 from modelport.imaging import ImageInputError, ImageLimitError, PixelBudget
-from modelport.serving.http import NO_IMAGE, HTTPError, Reply
+from modelport.serving.http import NO_IMAGE, Reply
 from modelport.serving.runtime import ServedModel
 from modelport.vision import Preprocessor
 
@@ -61,7 +62,7 @@ class Classifier:
 
     def __init__(self, model: ServedModel) -> None:
         if model.labels is None:
-            raise HTTPError(500, f"Model {model.name!r} was loaded without its labels")
+            raise ModelFailedError(f"Model {model.name!r} was loaded without its labels")
         extra = model.info.extra
         self.labels = np.array(model.labels, dtype=object)
         self.preprocess = Preprocessor(extra["preprocess"])
@@ -84,10 +85,10 @@ class Classifier:
             raise limit_error(str(e), e.setting) from None
         except ImageInputError as e:
             budget.close()
-            raise HTTPError(400, f"{where}{e}") from None
+            raise InvalidInputError(f"{where}{e}") from None
         except MemoryError:
             budget.close()
-            raise HTTPError(413, f"{where}Image is too large to decode") from None
+            raise LimitExceededError(f"{where}Image is too large to decode") from None
 
     async def probabilities(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
         """[N, ...] model inputs -> [N, classes] float64 probabilities."""
@@ -102,7 +103,7 @@ class Classifier:
                 try:
                     parts.append(await loop.run_in_executor(model.executor, model.predictor.predict, row[None]))
                 except Exception as e:
-                    raise HTTPError(500, f"Model {model.name!r} failed to predict: {type(e).__name__}: {e}") from e
+                    raise model.failed(e, "predict") from e
             scores = np.concatenate(parts)
         scores = np.asarray(scores, dtype=np.float64).reshape(len(x), -1)
         if not self.softmax:
@@ -118,7 +119,7 @@ class Classifier:
         except (TypeError, ValueError):
             k = 0
         if k < 1 or isinstance(raw, bool | float):
-            raise HTTPError(400, f"top_k must be a positive integer (at most {len(self.labels)}), got {raw!r}")
+            raise InvalidInputError(f"top_k must be a positive integer (at most {len(self.labels)}), got {raw!r}")
         return min(k, len(self.labels))
 
     def best(self, probs: np.ndarray, k: int) -> np.ndarray:
@@ -128,8 +129,8 @@ class Classifier:
         return np.take_along_axis(idx, order, axis=1)
 
 
-def limit_error(message: str, setting: str) -> HTTPError:
-    return HTTPError(413, f"{message} (modelport serve {_OPTIONS[setting]} N raises it)")
+def limit_error(message: str, setting: str) -> LimitExceededError:
+    return LimitExceededError(f"{message} (modelport serve {_OPTIONS[setting]} N raises it)")
 
 
 # -- POST /predict -----------------------------------------------------------------------------
@@ -145,7 +146,7 @@ async def predict(model: ServedModel, scope: Scope, body: bytes) -> Reply:
     if media_type == "multipart/form-data":
         data, form_top_k = await _read_form(request, body)
     elif media_type in ("application/json", "application/x-www-form-urlencoded") and not _looks_binary(body):
-        raise HTTPError(400, f"{NO_IMAGE}: {HOW_TO_SEND}")
+        raise InvalidInputError(f"{NO_IMAGE}: {HOW_TO_SEND}")
     else:  # image/*, application/octet-stream, none, or curl --data-binary's default form type with image bytes
         data = body
     k = clf.top_k(top_k)  # checked even when the form field wins: a bad value is never silently ignored
@@ -172,16 +173,16 @@ async def _read_form(request: Request, body: bytes) -> tuple[bytes, str | None]:
     try:
         form = await parser.parse()
     except MultiPartException as e:
-        raise HTTPError(400, f"Malformed multipart body: {e.message}") from None
+        raise InvalidInputError(f"Malformed multipart body: {e.message}") from None
     try:
         image = form.get("image")
         if image is None:
             # Name what was sent: an upload under another name (curl -F file=@x.jpg) is the usual mistake.
             got = ", ".join(dict.fromkeys(form.keys())) or "none"
-            raise HTTPError(400, f"{NO_IMAGE}: send the image as the multipart file field 'image', "
-                                 f"e.g. curl -F image=@photo.jpg (got fields: {got})")
+            raise InvalidInputError(f"{NO_IMAGE}: send the image as the multipart file field 'image', "
+                                    f"e.g. curl -F image=@photo.jpg (got fields: {got})")
         if not isinstance(image, UploadFile):
-            raise HTTPError(400, f"{NO_IMAGE}: the field 'image' must be a file upload (curl -F image=@photo.jpg)")
+            raise InvalidInputError(f"{NO_IMAGE}: the field 'image' must be a file upload (curl -F image=@photo.jpg)")
         top_k = form.get("top_k")
         return await image.read(), (top_k if isinstance(top_k, str) else None)
     finally:
@@ -195,12 +196,12 @@ async def v2_outputs(model: ServedModel, request: dict[str, Any], tensors: dict[
     ``probabilities`` FP32 [N, classes], ``labels`` BYTES [N, k], ``confidences`` FP32 [N, k]."""
     clf = Classifier.of(model)
     if len(tensors) != 1:
-        raise HTTPError(400, f"The model takes one BYTES input (the encoded image files), got {len(tensors)} inputs")
+        raise InvalidInputError(f"The model takes one BYTES input (the encoded image files), got {len(tensors)} inputs")
     ((name, arr),) = tensors.items()
     if arr.dtype != object:
-        raise HTTPError(400, f"Input {name!r} must be BYTES: the encoded image files (JPEG, PNG, ...)")
+        raise InvalidInputError(f"Input {name!r} must be BYTES: the encoded image files (JPEG, PNG, ...)")
     if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != 1) or arr.shape[0] == 0:
-        raise HTTPError(400, f"Input {name!r} has shape {list(arr.shape)}; send [N] or [N, 1] images, N >= 1")
+        raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; send [N] or [N, 1] images, N >= 1")
     limits = model.image_limits
     if arr.shape[0] > limits.max_images:  # before any decoding: 1,500 tiny images once took a worker to 15 GB
         raise limit_error(f"Input {name!r} has {arr.shape[0]} images; the limit is {limits.max_images} per request",
@@ -222,5 +223,5 @@ def _unbase64(item: bytes, name: str, i: int) -> bytes:
     try:
         return base64.b64decode(item, validate=True)
     except (binascii.Error, ValueError):
-        raise HTTPError(400, f"Input {name!r}[{i}]: BYTES sent as JSON must be the base64 of an image file "
-                             "(or send it as binary data)") from None
+        raise InvalidInputError(f"Input {name!r}[{i}]: BYTES sent as JSON must be the base64 of an image file "
+                                "(or send it as binary data)") from None

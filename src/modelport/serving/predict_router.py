@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelport.errors import ModelportError
+from modelport.errors import InvalidInputError, ModelportError
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.predlog.record import PredictionRecord
 from modelport.serving import v2
@@ -111,20 +111,20 @@ async def simple_predict(model: ServedModel, body: bytes) -> Reply:
     import orjson
 
     if model.schema is None:
-        raise HTTPError(400, f"/predict is not available for model {model.name!r}: its inputs are not one table of "
-                             f"rows (one numeric [batch, n] input, one output). Use POST /v2/models/{model.name}/infer")
+        raise InvalidInputError(f"/predict is not available for model {model.name!r}: its inputs are not one table of "
+                                f"rows (one numeric [batch, n] input, one output). Use POST /v2/models/{model.name}/infer")
     payload = parse_json(body)
     # No finiteness check here: orjson refuses NaN, Infinity and numbers that overflow, and a null
     # becomes NaN only for models that accept missing values.
     x, single = model.schema.parse(payload)
     probabilities = payload.get("probabilities", False)
     if type(probabilities) is not bool:
-        raise HTTPError(400, f'"probabilities" must be true or false, got {orjson.dumps(probabilities).decode()[:40]}')
+        raise InvalidInputError(f'"probabilities" must be true or false, got {orjson.dumps(probabilities).decode()[:40]}')
     y = (await model.predict(x)).tolist()
     out: dict[str, Any] = {"prediction": y[0]} if single else {"predictions": y}
     if probabilities:
         if model.schema.classes is None:
-            raise HTTPError(400, f"Model {model.name!r} is a {model.task} model: it has no class probabilities")
+            raise InvalidInputError(f"Model {model.name!r} is a {model.task} model: it has no class probabilities")
         probs = model.schema.probabilities(await model.predict_proba(x))
         out["probabilities"] = probs[0] if single else probs
     return Reply(orjson.dumps(out))
@@ -155,8 +155,9 @@ class PredictionRouter:
         try:
             model = self.models.default if name is None else self.models.get(name, version)
             check_loaded(self.models, model.name)
-        except HTTPError as e:
-            await self._send(send, error_reply(e.status, e.message), [])
+        except ModelportError as e:
+            error = from_domain(e)
+            await self._send(send, error_reply(error.status, error.message), [])
             return
         start = time.perf_counter()
         rid = request_id(scope)
@@ -188,7 +189,7 @@ class PredictionRouter:
         except HTTPError as e:
             return body, self._error(model, e)
         except ModelportError as e:
-            return body, self._error(model, from_domain(e))
+            return body, self._error(model, from_domain(e), e)
         except ClientGone:
             raise
         except Exception as e:
@@ -205,9 +206,9 @@ class PredictionRouter:
             status=reply.status))
 
     @staticmethod
-    def _error(model: ServedModel, e: HTTPError) -> Reply:
-        if e.status >= 500:
-            log.error("prediction failed: %s", e.message, extra={"model": model.name, "version": model.version})
+    def _error(model: ServedModel, e: HTTPError, cause: ModelportError | None = None) -> Reply:
+        if e.status >= 500:  # with the model's own traceback, when it raised
+            log.error("prediction failed: %s", e.message, exc_info=cause, extra={"model": model.name, "version": model.version})
         reply = error_reply(e.status, e.message)
         reply.headers = [(k.encode(), v.encode()) for k, v in (e.headers or {}).items()]
         return reply

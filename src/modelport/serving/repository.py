@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.serving.http import HTTPError, json_response, parse_json, receive_body
+from modelport.errors import InvalidInputError, ModelNotFoundError, ModelUnavailableError
+from modelport.serving.http import json_response, parse_json, receive_body
 from modelport.serving.limits import BodyBudget
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def unloaded_message(name: str) -> str:
 
 def check_loaded(models: ModelSet, name: str) -> None:
     if not models.availability.is_loaded(name):
-        raise HTTPError(400, unloaded_message(name))
+        raise ModelUnavailableError(unloaded_message(name))
 
 
 async def _body(request: Request, budget: BodyBudget) -> dict[str, Any]:
@@ -80,18 +81,18 @@ async def _body(request: Request, budget: BodyBudget) -> dict[str, Any]:
         return {}
     payload = parse_json(body)
     if type(payload) is not dict:
-        raise HTTPError(400, "The request body must be a JSON object")
+        raise InvalidInputError("The request body must be a JSON object")
     params = payload.get("parameters")
     if params is not None and type(params) is not dict:
-        raise HTTPError(400, '"parameters" must be a JSON object')
+        raise InvalidInputError('"parameters" must be a JSON object')
     return payload
 
 
 def _served(models: ModelSet, request: Request) -> str:
     name = request.path_params["name"]
     if name not in models.by_name:
-        raise HTTPError(404, f"Model {name!r} is not served here (served: {', '.join(models.by_name)}); this server "
-                             "serves the models it was started with: add it to `modelport serve` to serve it")
+        raise ModelNotFoundError(f"Model {name!r} is not served here (served: {', '.join(models.by_name)}); this server "
+                                 "serves the models it was started with: add it to `modelport serve` to serve it")
     return name
 
 
@@ -99,7 +100,7 @@ async def index(models: ModelSet, request: Request, budget: BodyBudget) -> Respo
     payload = await _body(request, budget)
     only_ready = payload.get("ready", False)
     if type(only_ready) is not bool:
-        raise HTTPError(400, '"ready" must be true or false')
+        raise InvalidInputError('"ready" must be true or false')
     unloaded = models.availability.unloaded()
     entries = [{"name": m.name, "version": m.version, "state": UNAVAILABLE if m.name in unloaded else READY,
                 "reason": "unloaded" if m.name in unloaded else ""} for m in models]
@@ -110,8 +111,8 @@ async def load(models: ModelSet, request: Request, budget: BodyBudget) -> Respon
     name = _served(models, request)
     params = (await _body(request, budget)).get("parameters") or {}
     if params:  # Triton's config and file overrides: this server cannot apply them, so it says so
-        raise HTTPError(400, f"Loading with parameters ({', '.join(sorted(params))}) is not supported: "
-                             "a served model is loaded as it was registered")
+        raise InvalidInputError(f"Loading with parameters ({', '.join(sorted(params))}) is not supported: "
+                                "a served model is loaded as it was registered")
     models.availability.set_loaded(name, True)
     return json_response({})
 
@@ -121,9 +122,9 @@ async def unload(models: ModelSet, request: Request, budget: BodyBudget) -> Resp
     params = (await _body(request, budget)).get("parameters") or {}
     unknown = sorted(set(params) - {"unload_dependents"})
     if unknown:
-        raise HTTPError(400, f"Unknown unload parameter {unknown[0]!r}: the only one is unload_dependents")
+        raise InvalidInputError(f"Unknown unload parameter {unknown[0]!r}: the only one is unload_dependents")
     dependents = params.get("unload_dependents", False)
     if type(dependents) is not bool:  # no model here has dependents (ensembles): accepted and moot
-        raise HTTPError(400, 'Parameter "unload_dependents" must be true or false')
+        raise InvalidInputError('Parameter "unload_dependents" must be true or false')
     models.availability.set_loaded(name, False)
     return json_response({})

@@ -12,12 +12,18 @@ import numpy as np
 
 from modelport import extras
 from modelport.api import model_from_files
-from modelport.errors import InvalidInputError, ModelOutputError, ModelportError
+from modelport.errors import (
+    FrameworkError,
+    InvalidInputError,
+    ModelFailedError,
+    ModelNotFoundError,
+    ModelOutputError,
+    ModelportError,
+)
 from modelport.extras import MissingExtraError
 from modelport.frameworks import Predictor
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.serving.batching import BatchConfig, Batcher
-from modelport.serving.http import HTTPError
 from modelport.serving.limits import ImageLimits
 from modelport.serving.metrics import ModelMetrics
 from modelport.serving.pinning import read_pinned
@@ -47,7 +53,7 @@ class ServeSpec:
 
 class ServedModel:
     def __init__(self, name: str, info: ModelVersion, predictor: Predictor, batch: BatchConfig, executor: ThreadPoolExecutor,
-                 images: ImageLimits | None = None) -> None:
+                 images: ImageLimits | None = None, labels: list[str] | None = None) -> None:
         self.name = name
         self.info = info
         self.version = str(info.version)
@@ -61,7 +67,7 @@ class ServedModel:
         self.batcher = Batcher(self._call, batch, executor, self.metrics.observe_batch) if batch.enabled else None
         self.headers = {"x-model": name, "x-model-version": self.version}
         self.raw_headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
-        self.labels: list[str] | None = None  # class names of an image classifier (set by load_models)
+        self.labels = labels  # class names of an image classifier
         self.image_limits = (images or ImageLimits()).resolved()
 
     def _call(self, x: np.ndarray) -> np.ndarray:
@@ -79,27 +85,35 @@ class ServedModel:
             else:
                 self.metrics.observe_batch(len(x))
                 y = self._call(x)
-        except HTTPError:
-            raise
         except Exception as e:
-            raise HTTPError(500, f"Model {self.name!r} failed to predict: {type(e).__name__}: {e}") from e
+            raise self.failed(e, "predict") from e
         return self._finite(y, "prediction")
 
     async def predict_proba(self, x: np.ndarray) -> np.ndarray:
         try:
             proba = await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.predict_proba, x)
+        except (FrameworkError, NotImplementedError) as e:  # a classifier without them: the request asks too much
+            raise InvalidInputError(f"Model {self.name!r} cannot give probabilities: {e}") from e
         except Exception as e:
-            raise HTTPError(400, f"Model {self.name!r} cannot give probabilities: {e}") from e
+            raise self.failed(e, "give probabilities") from e
         return self._finite(proba, "probabilities")
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # The inputs were checked against the signature (names, shapes, dtypes): what fails now is the model.
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.infer, inputs)
         except Exception as e:
-            raise HTTPError(400, f"Model {self.name!r} could not run on these inputs: {type(e).__name__}: {e}") from e
+            raise self.failed(e, "run") from e
         for name, arr in outputs.items():
             self._finite(np.asarray(arr), f"output {name!r}")
         return outputs
+
+    def failed(self, error: Exception, what: str) -> ModelportError:
+        """What a model's exception becomes: the inputs were checked before the call, so an unexpected
+        exception is the model's failure (a 5xx), never the client's; a domain error keeps its meaning."""
+        if isinstance(error, ModelportError):
+            return error
+        return ModelFailedError(f"Model {self.name!r} failed to {what}: {type(error).__name__}: {error}")
 
     def _check_range(self, x: np.ndarray, limit: float) -> None:
         """Models that compute in float32 fail (or overflow to infinity) on larger values: refuse them."""
@@ -140,12 +154,12 @@ class ModelSet:
     def get(self, name: str, version: str | None = None) -> ServedModel:
         versions = self.by_name.get(name)
         if versions is None:
-            raise HTTPError(404, f"Model {name!r} is not served here (served: {', '.join(self.by_name)})")
+            raise ModelNotFoundError(f"Model {name!r} is not served here (served: {', '.join(self.by_name)})")
         if version is None:
             return self.latest[name]
         model = versions.get(version)
         if model is None:
-            raise HTTPError(404, f"Model {name!r} version {version} is not served here (versions: {', '.join(versions)})")
+            raise ModelNotFoundError(f"Model {name!r} version {version} is not served here (versions: {', '.join(versions)})")
         return model
 
 
@@ -164,12 +178,12 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
             raise ModelportError(f"Cannot serve {spec.ref}: loading failed with {type(e).__name__}: {e}") from None
         name = spec.name or parse_ref(spec.ref).name
         batch = spec.batch.over(model.info.extra.get("batching"))
-        served = ServedModel(name, model.info, model.predictor, batch, executor, spec.images)
-        if served.task == IMAGE_CLASSIFICATION:
+        labels = None
+        if model.info.task == IMAGE_CLASSIFICATION:
             from modelport.vision import read_labels  # Pillow only where images are served
 
-            served.labels = read_labels(model.info, files)
-        models.append(served)
+            labels = read_labels(model.info, files)
+        models.append(ServedModel(name, model.info, model.predictor, batch, executor, spec.images, labels))
     return ModelSet(models)
 
 

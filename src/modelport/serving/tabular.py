@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.serving.http import HTTPError
+from modelport.errors import InvalidInputError
 
 _NUMBER = (int, float)
 
@@ -25,10 +25,10 @@ class TabularSchema:
         if isinstance(values, dict):
             return self._row_from_mapping(values, where)
         if not isinstance(values, list):
-            raise HTTPError(400, f"{where} must be a list of {self.n} numbers or an object keyed by feature name")
+            raise InvalidInputError(f"{where} must be a list of {self.n} numbers or an object keyed by feature name")
         if len(values) != self.n:
-            raise HTTPError(400, f"{where} has {len(values)} values; the model expects {self.n} "
-                                 f"({', '.join(self.features[:10])}{', …' if self.n > 10 else ''})")
+            raise InvalidInputError(f"{where} has {len(values)} values; the model expects {self.n} "
+                                    f"({', '.join(self.features[:10])}{', …' if self.n > 10 else ''})")
         for i, v in enumerate(values):
             if type(v) not in _NUMBER:
                 values = self._fix_value(values, i, v, where)
@@ -41,8 +41,8 @@ class TabularSchema:
             return values
         name = self.features[i]
         if v is None:
-            raise HTTPError(400, f"{where}: feature {name!r} is null; this model does not accept missing values")
-        raise HTTPError(400, f"{where}: feature {name!r} must be a number, got {_describe(v)}")
+            raise InvalidInputError(f"{where}: feature {name!r} is null; this model does not accept missing values")
+        raise InvalidInputError(f"{where}: feature {name!r} must be a number, got {_describe(v)}")
 
     def _row_from_mapping(self, values: dict[str, Any], where: str) -> list[float]:
         unknown = [k for k in values if k not in self.index]
@@ -53,28 +53,28 @@ class TabularSchema:
                 parts.append(f"missing {', '.join(map(repr, missing[:10]))}")
             if unknown:
                 parts.append(f"unknown {', '.join(map(repr, unknown[:10]))}")
-            raise HTTPError(400, f"{where}: {'; '.join(parts)} (the model expects {', '.join(self.features)})")
+            raise InvalidInputError(f"{where}: {'; '.join(parts)} (the model expects {', '.join(self.features)})")
         return self.row([values[f] for f in self.features], where)
 
     def parse(self, payload: Any) -> tuple[np.ndarray, bool]:
         """→ (rows as a float64 array, whether the request was a single row)."""
         if not isinstance(payload, dict):
-            raise HTTPError(400, 'Request body must be a JSON object like {"features": [...]} or {"instances": [[...], ...]}')
+            raise InvalidInputError('Request body must be a JSON object like {"features": [...]} or {"instances": [[...], ...]}')
         if "features" in payload:
             if "instances" in payload:
-                raise HTTPError(400, 'Send either "features" (one row) or "instances" (several rows), not both')
+                raise InvalidInputError('Send either "features" (one row) or "instances" (several rows), not both')
             return np.array([self.row(payload["features"], "features")], dtype=np.float64), True
         if "instances" in payload:
             instances = payload["instances"]
             if not isinstance(instances, list) or not instances:
-                raise HTTPError(400, '"instances" must be a non-empty list of rows')
+                raise InvalidInputError('"instances" must be a non-empty list of rows')
             rows = [self.row(r, f"instances[{i}]") for i, r in enumerate(instances)]
             return np.array(rows, dtype=np.float64), False
-        raise HTTPError(400, 'Expected "features" (one row) or "instances" (several rows) in the request body')
+        raise InvalidInputError('Expected "features" (one row) or "instances" (several rows) in the request body')
 
     def check_finite(self, x: np.ndarray) -> None:
         if not self.allow_nan and not np.isfinite(x).all():
-            raise HTTPError(400, "Input contains NaN or infinite values, which this model does not accept")
+            raise InvalidInputError("Input contains NaN or infinite values, which this model does not accept")
 
     def probabilities(self, proba: np.ndarray) -> list[dict[str, float]]:
         labels = [str(c) for c in self.classes or range(proba.shape[1])]

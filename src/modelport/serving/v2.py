@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelport.errors import InvalidInputError
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
-from modelport.serving.http import HTTPError, Reply, is_decimal, parse_json
+from modelport.serving.http import Reply, is_decimal, parse_json
 from modelport.serving.runtime import ServedModel
 
 DATATYPES = {
@@ -38,7 +39,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]
     if header_length is None:
         return parse_json(body), memoryview(b"")
     if not is_decimal(header_length) or int(header_length) > len(body):
-        raise HTTPError(400, "Inference-Header-Content-Length does not fit the request body")
+        raise InvalidInputError("Inference-Header-Content-Length does not fit the request body")
     split = int(header_length)
     return parse_json(body[:split]), memoryview(body)[split:]
 
@@ -49,14 +50,14 @@ def parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
     if params is None:
         return {}
     if type(params) is not dict:
-        raise HTTPError(400, f'{where}"parameters" must be a JSON object, got {_json_type(params)}')
+        raise InvalidInputError(f'{where}"parameters" must be a JSON object, got {_json_type(params)}')
     return params
 
 
 def _flag(params: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
     value = params.get(key, default)
     if type(value) is not bool:
-        raise HTTPError(400, f'{where}parameter "{key}" must be true or false, got {_json_type(value)}')
+        raise InvalidInputError(f'{where}parameter "{key}" must be true or false, got {_json_type(value)}')
     return value
 
 
@@ -72,14 +73,14 @@ def requested_outputs(request: dict[str, Any]) -> dict[str, bool | None]:
     if requested is None:
         return {}
     if type(requested) is not list:
-        raise HTTPError(400, f'"outputs" must be a list of objects with a name, got {_json_type(requested)}')
+        raise InvalidInputError(f'"outputs" must be a list of objects with a name, got {_json_type(requested)}')
     wanted: dict[str, bool | None] = {}
     for i, spec in enumerate(requested):
         if type(spec) is not dict:
-            raise HTTPError(400, f"outputs[{i}] must be an object with a name, got {_json_type(spec)}")
+            raise InvalidInputError(f"outputs[{i}] must be an object with a name, got {_json_type(spec)}")
         name = spec.get("name")
         if type(name) is not str or not name:
-            raise HTTPError(400, f'outputs[{i}]: "name" must be a non-empty string, got {_json_type(name)}')
+            raise InvalidInputError(f'outputs[{i}]: "name" must be a non-empty string, got {_json_type(name)}')
         params = parameters(spec, f"outputs[{i}]: ")
         wanted[name] = _flag(params, "binary_data", f"outputs[{i}]: ") if "binary_data" in params else None
     return wanted
@@ -92,33 +93,33 @@ def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarra
     Infinity and numbers that overflow. Binary tensors and narrower floats may not be, so models
     that refuse NaN check just those."""
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
-        raise HTTPError(400, 'An inference request must be a JSON object with a non-empty "inputs" list')
+        raise InvalidInputError('An inference request must be a JSON object with a non-empty "inputs" list')
     if "id" in request and type(request["id"]) is not str:
-        raise HTTPError(400, f'"id" must be a string, got {_json_type(request["id"])}')
+        raise InvalidInputError(f'"id" must be a string, got {_json_type(request["id"])}')
     parameters(request, "")
     tensors: dict[str, np.ndarray] = {}
     unchecked: list[str] = []
     offset = 0
     for i, spec in enumerate(request["inputs"]):
         if not isinstance(spec, dict):
-            raise HTTPError(400, f"inputs[{i}] must be an object with name, shape, datatype and data")
+            raise InvalidInputError(f"inputs[{i}] must be an object with name, shape, datatype and data")
         name = spec.get("name")
         if not isinstance(name, str) or not name:
-            raise HTTPError(400, f"inputs[{i}] has no name")
+            raise InvalidInputError(f"inputs[{i}] has no name")
         shape = _shape(spec.get("shape"), name)
         datatype = spec.get("datatype")
         if type(datatype) is not str or datatype not in DATATYPES:
-            raise HTTPError(400, f"Input {name!r} has datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
+            raise InvalidInputError(f"Input {name!r} has datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
         size = parameters(spec, f"Input {name!r}: ").get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(binary):
-                raise HTTPError(400, f"Input {name!r}: binary_data_size does not fit the request body")
+                raise InvalidInputError(f"Input {name!r}: binary_data_size does not fit the request body")
             tensors[name] = _from_binary(binary[offset:offset + size], datatype, shape, name)
             offset += size
             unchecked.append(name)
         else:
             if "data" not in spec:
-                raise HTTPError(400, f"Input {name!r} has no data")
+                raise InvalidInputError(f"Input {name!r} has no data")
             tensors[name] = _from_json(spec["data"], datatype, shape, name)
             if datatype in ("FP16", "FP32"):
                 unchecked.append(name)
@@ -128,7 +129,7 @@ def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarra
 def _shape(shape: Any, name: str) -> tuple[int, ...]:
     if type(shape) is list and (not shape or (set(map(type, shape)) == _INT and min(shape) >= 0)):
         return tuple(shape)
-    raise HTTPError(400, f"Input {name!r} needs a shape: a list of non-negative integers")
+    raise InvalidInputError(f"Input {name!r} needs a shape: a list of non-negative integers")
 
 
 def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -136,25 +137,25 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
     if datatype == "BYTES":
         flat = _flatten(data)
         if len(flat) != count:
-            raise HTTPError(400, f"Input {name!r} has {len(flat)} elements but its shape {list(shape)} needs {count}")
+            raise InvalidInputError(f"Input {name!r} has {len(flat)} elements but its shape {list(shape)} needs {count}")
         if not all(isinstance(v, str) for v in flat):
-            raise HTTPError(400, f"Input {name!r} is BYTES: its data must be strings")
+            raise InvalidInputError(f"Input {name!r} is BYTES: its data must be strings")
         arr = np.empty(count, dtype=object)
         arr[:] = [v.encode() for v in flat]
         return arr.reshape(shape)
     try:
         arr = np.asarray(data, dtype=DATATYPES[datatype])
     except OverflowError:
-        raise HTTPError(400, f"Input {name!r} has values out of the range of {datatype}") from None
+        raise InvalidInputError(f"Input {name!r} has values out of the range of {datatype}") from None
     except (ValueError, TypeError):
-        raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers") from None
+        raise InvalidInputError(f"Input {name!r} has values that are not {datatype} numbers") from None
     if _has_non_numbers(data, _NUMBER_OR_BOOL if datatype == "BOOL" else _NUMBERS):
-        raise HTTPError(400, f"Input {name!r} has values that are not {datatype} numbers")
+        raise InvalidInputError(f"Input {name!r} has values that are not {datatype} numbers")
     if arr.dtype.kind in "biu" and not _fits(data, arr):
         allowed = "true, false, 0 or 1" if datatype == "BOOL" else "whole numbers"
-        raise HTTPError(400, f"Input {name!r} has values that do not fit {datatype} ({allowed})")
+        raise InvalidInputError(f"Input {name!r} has values that do not fit {datatype} ({allowed})")
     if arr.size != count:
-        raise HTTPError(400, f"Input {name!r} has {arr.size} elements but its shape {list(shape)} needs {count}")
+        raise InvalidInputError(f"Input {name!r} has {arr.size} elements but its shape {list(shape)} needs {count}")
     return arr if arr.shape == shape else arr.reshape(shape)
 
 
@@ -202,22 +203,22 @@ def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], name: s
         items, pos = [], 0
         while pos < len(raw):
             if pos + 4 > len(raw):
-                raise HTTPError(400, f"Input {name!r}: malformed BYTES data")
+                raise InvalidInputError(f"Input {name!r}: malformed BYTES data")
             (n,) = struct.unpack_from("<I", raw, pos)
             if pos + 4 + n > len(raw):
-                raise HTTPError(400, f"Input {name!r}: malformed BYTES data")
+                raise InvalidInputError(f"Input {name!r}: malformed BYTES data")
             items.append(bytes(raw[pos + 4:pos + 4 + n]))
             pos += 4 + n
         if len(items) != count:
-            raise HTTPError(400, f"Input {name!r} has {len(items)} elements but its shape {list(shape)} needs {count}")
+            raise InvalidInputError(f"Input {name!r} has {len(items)} elements but its shape {list(shape)} needs {count}")
         arr = np.empty(count, dtype=object)
         arr[:] = items
         return arr.reshape(shape)
     dtype = np.dtype(DATATYPES[datatype])
     if len(raw) != count * dtype.itemsize:
-        raise HTTPError(400, f"Input {name!r}: {len(raw)} bytes of binary data do not fit shape {list(shape)} of {datatype}")
+        raise InvalidInputError(f"Input {name!r}: {len(raw)} bytes of binary data do not fit shape {list(shape)} of {datatype}")
     if datatype == "BOOL" and count and np.frombuffer(raw, dtype=np.uint8).max() > 1:
-        raise HTTPError(400, f"Input {name!r} is BOOL: each byte of its binary data must be 0 or 1")
+        raise InvalidInputError(f"Input {name!r} is BOOL: each byte of its binary data must be 0 or 1")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
@@ -230,7 +231,7 @@ def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[s
     if requested:
         unknown = [name for name in requested if name not in outputs]
         if unknown:
-            raise HTTPError(400, f"Unknown output {unknown[0]!r}; this model has {', '.join(outputs)}")
+            raise InvalidInputError(f"Unknown output {unknown[0]!r}; this model has {', '.join(outputs)}")
         outputs = {name: outputs[name] for name in requested}
         binary_names = {name for name, binary in requested.items() if (all_binary if binary is None else binary)}
     elif all_binary:
@@ -310,24 +311,24 @@ def tabular_rows(model: ServedModel, tensors: dict[str, np.ndarray], unchecked: 
     if len(tensors) == 1:
         (name, arr), = tensors.items()
         if arr.dtype == object:
-            raise HTTPError(400, f"Input {name!r} must be numeric")
+            raise InvalidInputError(f"Input {name!r} must be numeric")
         if arr.ndim == 1 and arr.shape[0] == schema.n:
             arr = arr.reshape(1, -1)
         if arr.ndim != 2 or arr.shape[1] != schema.n:
-            raise HTTPError(400, f"Input {name!r} has shape {list(arr.shape)}; the model expects [N, {schema.n}] "
-                                 f"({', '.join(schema.features[:10])})")
+            raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; the model expects [N, {schema.n}] "
+                                    f"({', '.join(schema.features[:10])})")
         x = arr.astype(np.float64, copy=False)
     else:
         missing = [f for f in schema.features if f not in tensors]
         if missing:
-            raise HTTPError(400, f"Missing input(s) {', '.join(map(repr, missing[:10]))}: send one [N, {schema.n}] tensor, "
-                                 "or one tensor per feature named after it")
+            raise InvalidInputError(f"Missing input(s) {', '.join(map(repr, missing[:10]))}: send one [N, {schema.n}] tensor, "
+                                    "or one tensor per feature named after it")
         cols = [tensors[f].reshape(-1).astype(np.float64, copy=False) for f in schema.features]
         if len({len(c) for c in cols}) != 1:
-            raise HTTPError(400, "Feature tensors have different lengths")
+            raise InvalidInputError("Feature tensors have different lengths")
         x = np.column_stack(cols)
     if x.shape[0] == 0:
-        raise HTTPError(400, "The input has no rows")
+        raise InvalidInputError("The input has no rows")
     if unchecked:
         schema.check_finite(x)
     return x
@@ -397,17 +398,17 @@ def check_tensor_inputs(model: ServedModel, tensors: dict[str, np.ndarray]) -> d
     missing = [n for n in expected if n not in tensors]
     unknown = [n for n in tensors if n not in expected]
     if missing or unknown:
-        raise HTTPError(400, f"The model's inputs are {', '.join(expected)}; "
-                             + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"))
+        raise InvalidInputError(f"The model's inputs are {', '.join(expected)}; "
+                                + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"))
     out = {}
     for name, spec in expected.items():
         arr = tensors[name]
         want = spec["shape"]
         if len(want) != arr.ndim or any(w not in (-1, a) for w, a in zip(want, arr.shape, strict=True)):
-            raise HTTPError(400, f"Input {name!r} has shape {list(arr.shape)}; the model expects {want} (-1: any size)")
+            raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; the model expects {want} (-1: any size)")
         if spec["dtype"] not in ("string", "object"):
             if arr.dtype == object:
-                raise HTTPError(400, f"Input {name!r} must be numeric ({spec['dtype']})")
+                raise InvalidInputError(f"Input {name!r} must be numeric ({spec['dtype']})")
             arr = arr.astype(spec["dtype"], copy=False)
         out[name] = arr
     return out
