@@ -47,5 +47,11 @@ export MODELPORT_REQUIRE_DOCKER=1
 # user, so other pytest runs on a busy machine would otherwise delete this run's files under it.
 PYTEST_DEBUG_TEMPROOT=$(mktemp -d "${TMPDIR:-/tmp}/modelport-tests.XXXXXX")
 export PYTEST_DEBUG_TEMPROOT
-python3 -m pytest "$@"
-rm -rf "$PYTEST_DEBUG_TEMPROOT"  # kept when a test failed (set -e stops before this line)
+# The tests without Docker are independent (own ports, stores and temp dirs): both cores run them
+# (pytest-xdist). The Docker tests share one engine and module-wide images and stacks: one process.
+# Exit status 5 is "no test selected" (arguments naming only one kind): not a failure.
+status=0
+python3 -m pytest -m "not docker" -n 2 "$@" || { s=$?; [ "$s" = 5 ] || status=$s; }
+python3 -m pytest -m docker "$@" || { s=$?; [ "$s" = 5 ] || status=$s; }
+[ "$status" = 0 ] || exit "$status"
+rm -rf "$PYTEST_DEBUG_TEMPROOT"  # kept when a test failed

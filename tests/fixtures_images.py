@@ -14,7 +14,11 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from modelport.pretrained import load_labels
+from tests.helpers import run_cli
+
 CATS = range(281, 286)  # tabby, tiger cat, Persian cat, Siamese cat, Egyptian cat
+CAT_NAMES = {load_labels()[i] for i in CATS}
 ESPRESSO = 967
 
 
@@ -43,6 +47,13 @@ def mobilenet_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     mnv2.export_onnx(mnv2.resolve_weights(), onnx_path)
     labels.write_text("\n".join(mnv2.load_labels()) + "\n")
     return onnx_path, labels
+
+
+def import_mobilenet(mobilenet_onnx: tuple[Path, Path], env: dict[str, str] | None = None) -> None:
+    """Register the exported MobileNetV2 as ``mnv2`` with the CLI, as a user would."""
+    onnx_path, labels = mobilenet_onnx
+    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels),
+            "--preprocess", "imagenet", env=env)
 
 
 def tiny_onnx(path: Path, *, classes: int = 4, size: int | str = 32, batch: int | str = "N", layout: str = "NCHW",

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_BASE_IMAGE
+from tests.fixtures_stack import POSTGRES_IMAGE, remove_everything
 from tests.gateway.path_corpus import AMBIGUOUS, SAME_ROUTE, body_for, raw_post
 from tests.helpers import free_port, run_cli, wait_until
 
@@ -34,7 +35,6 @@ docker = pytest.importorskip("docker")
 # Image builds and stack start-ups take minutes; on a busy machine far more than the suite's 600 s default.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
-POSTGRES_IMAGE = os.environ.get("MODELPORT_TEST_POSTGRES_IMAGE", "modelport-test/postgres:15")
 FEATURES = [f"f{i}" for i in range(6)]
 
 
@@ -74,19 +74,6 @@ class RunningStack:
         result = self.container("db").exec_run(["psql", "-U", "modelport", "-d", "predictions", "-At", "-c", query])
         assert result.exit_code == 0, result.output.decode()
         return result.output.decode().strip()
-
-
-def remove_everything(client, name: str) -> None:
-    for label in (f"io.modelport.stack={name}", f"com.docker.compose.project={name}"):
-        for c in client.containers.list(all=True, filters={"label": label}):
-            c.remove(force=True, v=True)
-    for label in (f"io.modelport.stack={name}", f"com.docker.compose.project={name}"):
-        for net in client.networks.list(filters={"label": label}):
-            net.remove()
-        for volume in client.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
-    for image in client.images.list(filters={"label": f"io.modelport.stack={name}"}):
-        client.images.remove(image.id, force=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_BASE_IMAGE
-from tests.deploy.test_stack import POSTGRES_IMAGE, remove_everything
+from tests.fixtures_stack import POSTGRES_IMAGE, remove_everything
 from tests.helpers import free_port, run_cli
 
 docker = pytest.importorskip("docker")

@@ -15,9 +15,8 @@ import pytest
 from PIL import Image
 
 from tests import fixtures_images
-from tests.fixtures_images import encode, photo, photo_jpeg
+from tests.fixtures_images import CAT_NAMES, encode, import_mobilenet, photo, photo_jpeg
 from tests.helpers import Server, free_port
-from tests.serving.test_images import CAT_NAMES, import_mobilenet
 
 mobilenet_onnx = fixtures_images.mobilenet_onnx
 REQUEST_PIXELS = 1_000_000  # the server below runs with --max-request-pixels 1000000

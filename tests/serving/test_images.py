@@ -22,11 +22,10 @@ from modelport.imaging import preprocess_bytes
 from modelport.pretrained import IMAGENET_PREPROCESS, load_labels
 from modelport.vision import Preprocessor, parse_preprocess
 from tests import fixtures_images
-from tests.fixtures_images import CATS, ESPRESSO, encode, photo, photo_jpeg, tiny_onnx
+from tests.fixtures_images import CAT_NAMES, ESPRESSO, encode, import_mobilenet, photo, photo_jpeg, tiny_onnx
 from tests.helpers import Server, free_port, run_cli, wait_until
 
 LABELS = load_labels()
-CAT_NAMES = {LABELS[i] for i in CATS}
 MAX_BODY = 1024 * 1024  # the server below runs with --max-body-mb 1
 mobilenet_onnx = fixtures_images.mobilenet_onnx  # the session-wide export, used as a fixture here
 
@@ -47,13 +46,6 @@ class Expected:
         top = np.argsort(-probs)[:k]
         assert [p["class"] for p in prediction] == [LABELS[i] for i in top]
         np.testing.assert_allclose([p["confidence"] for p in prediction], probs[top], atol=1e-5)
-
-
-def import_mobilenet(mobilenet_onnx: tuple[Path, Path], env: dict[str, str] | None = None) -> None:
-    """Register the exported MobileNetV2 as ``mnv2`` with the CLI, as a user would."""
-    onnx_path, labels = mobilenet_onnx
-    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels),
-            "--preprocess", "imagenet", env=env)
 
 
 @pytest.fixture(scope="module")

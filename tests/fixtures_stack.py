@@ -1,0 +1,20 @@
+"""What the stack tests share: the database image they run and how they leave the engine clean."""
+
+from __future__ import annotations
+
+import os
+
+POSTGRES_IMAGE = os.environ.get("MODELPORT_TEST_POSTGRES_IMAGE", "modelport-test/postgres:15")
+
+
+def remove_everything(client, name: str) -> None:
+    for label in (f"io.modelport.stack={name}", f"com.docker.compose.project={name}"):
+        for c in client.containers.list(all=True, filters={"label": label}):
+            c.remove(force=True, v=True)
+    for label in (f"io.modelport.stack={name}", f"com.docker.compose.project={name}"):
+        for net in client.networks.list(filters={"label": label}):
+            net.remove()
+        for volume in client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
+    for image in client.images.list(filters={"label": f"io.modelport.stack={name}"}):
+        client.images.remove(image.id, force=True)
