@@ -91,8 +91,8 @@ def test_ps_shows_whole_names() -> None:
                                        ports={"8080/tcp": ("127.0.0.1", port)})
     try:
         text = _run("ps")
-        assert _row(text, "SERVICE")[:3] == ["SERVICE", "ROLE", "MODEL"]
-        assert _row(text, name)[:8] == [name, "gateway", "-", "-", TEST_BASE_IMAGE, "running", "-",
+        assert _row(text, "SERVICE")[:3] == ["SERVICE", "ROLE", "NAME"]
+        assert _row(text, name)[:9] == [name, "gateway", name, "-", "running", "-", "-", "-",
                                         f"127.0.0.1:{port}->8080/tcp"]
         assert any(r["name"] == name for r in json.loads(_run("ps", "--json")))
     finally:
