@@ -129,3 +129,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 TEST_BASE_IMAGE = os.environ.get("MODELPORT_TEST_BASE_IMAGE", "modelport-test/python:3.11-slim")
 # The gateway is built on a local stand-in for haproxy:2.6 (Debian's HAProxy 2.6, scripts/test-env.sh).
 TEST_PROXY_IMAGE = os.environ.get("MODELPORT_TEST_PROXY_IMAGE", "modelport-test/haproxy:2.6")
+# Every `modelport run` a test starts, in-process or in a subprocess, builds its gateway on that stand-in.
+os.environ.setdefault("MODELPORT_PROXY_IMAGE", TEST_PROXY_IMAGE)
