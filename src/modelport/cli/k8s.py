@@ -34,17 +34,24 @@ def _written(paths: list[Path], dest: Path) -> None:
         console.print(f"  {p.relative_to(dest)}")
 
 
+def _write(manifests, dest: Path, what: str, apply: str) -> None:
+    """Write ``manifests`` into ``dest`` and say what was written and how to apply it."""
+    from modelport.k8s.manifests import write
+
+    paths = write(manifests, dest)
+    success(f"Wrote {what} to {dest}", f"  ({apply})")
+    _written(paths, dest)
+
+
 @app.command("export")
 def export(ref: str = REF, output: Path = OUT, replicas: int = REPLICAS, autoscale: str = AUTOSCALE,
            namespace: str = NAMESPACE, canary: str = CANARY, cpu: str = CPU, memory: str = MEMORY,
            registry: str = REGISTRY) -> None:
     """Manifests for one model: Deployment, Service, autoscaler, disruption budget, ServiceMonitor."""
-    from modelport.k8s.manifests import release, write
+    from modelport.k8s.manifests import release
 
     r = release(ref, _options(replicas, autoscale, namespace, cpu, memory, registry), canary=canary)
-    paths = write(r.manifests(), output)
-    success(f"Wrote the manifests of {r.stable.ref} to {output}", f"  (kubectl apply -f {output})")
-    _written(paths, output)
+    _write(r.manifests(), output, f"the manifests of {r.stable.ref}", f"kubectl apply -f {output}")
 
 
 @app.command("kserve")
@@ -52,13 +59,11 @@ def kserve(ref: str = REF, output: Path = OUT, replicas: int = REPLICAS, autosca
            namespace: str = NAMESPACE, canary: str = CANARY, cpu: str = CPU, memory: str = MEMORY,
            registry: str = REGISTRY) -> None:
     """A KServe InferenceService (custom predictor, protocol v2); with --canary, the canary update too."""
-    from modelport.k8s.manifests import release, write
+    from modelport.k8s.manifests import release
 
     r = release(ref, _options(replicas, autoscale, namespace, cpu, memory, registry), canary=canary)
-    paths = write(r.inference_service(), output)
-    success(f"Wrote the InferenceService of {r.stable.ref} to {output}",
-            f"  (kubectl apply -f {output}/inferenceservice.yaml)")
-    _written(paths, output)
+    _write(r.inference_service(), output, f"the InferenceService of {r.stable.ref}",
+           f"kubectl apply -f {output}/inferenceservice.yaml")
 
 
 @app.command("chart")
