@@ -1,9 +1,15 @@
-"""uvicorn's httptools protocol with read timeouts on the request head and body.
+"""uvicorn's httptools protocol with read timeouts on the request head and body, and one write per answer.
 
 uvicorn times out only an idle keep-alive connection (after a response): a client that never
 finishes a request head, or a body, holds its connection, and its part of the body, forever.
 This protocol gives each connection one timer, armed only while a request is incomplete at the end
 of a read: a request that arrives whole in one read (nearly all of them) arms none.
+
+uvicorn also writes a response's head and its body in two writes. A replica killed between them
+leaves its proxy a head it has already forwarded, so the proxy cannot retry the request elsewhere
+and the client gets a truncated answer. Writes made in one turn of the event loop (a whole
+non-streaming answer) go out as one, so a crash costs either nothing (the proxy retries) or nothing
+the client sees.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = OneWriteTransport(transport, self.loop)  # type: ignore[assignment]
         self._timed_phase = HEAD
         self._timer = self.loop.call_later(self.header_timeout, self._timed_out)
 
@@ -86,6 +93,41 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         if not busy:
             self.transport.write(_timeout_response(what, self.server_state.default_headers))
         self.transport.close()
+
+
+class OneWriteTransport:
+    """A transport whose writes in one event-loop turn reach the socket as one write (at the turn's end,
+    or before a close). Everything else is the wrapped transport's."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._pending.clear()
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _timeout_response(message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
