@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from modelport import defaults
 from modelport.cli.output import LoggedProgress, console, success
 
 BASE_IMAGE_HELP = "Base image with Python 3.11 (the Dockerfile's FROM)."
@@ -15,7 +16,7 @@ PROXY_IMAGE_HELP = "HAProxy image the service's gateway is built on."
 def build(
     ref: str = typer.Argument(..., help="Model to build: NAME, NAME:3 or NAME@alias."),
     tag: str = typer.Option(None, "--tag", "-t", help="Image tag (default modelport/NAME:VERSION)."),
-    base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
+    base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
     requirements: Path = typer.Option(None, "--requirements", help="Extra pip requirements for the image, one per line."),
     context_only: Path = typer.Option(None, "--context-only", help="Write the build context to this directory and stop."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build every layer again."),
@@ -57,8 +58,8 @@ def run(
     restart: str = typer.Option("unless-stopped", "--restart", help="Restart policy."),
     env: list[str] = typer.Option(None, "--env", "-e", help="KEY=VALUE for the model container; repeatable."),
     replicas: int = typer.Option(1, "--replicas", help="Model containers to balance over."),
-    base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
-    proxy_image: str = typer.Option("haproxy:2.6", "--proxy-image", envvar="MODELPORT_PROXY_IMAGE", help=PROXY_IMAGE_HELP),
+    base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
+    proxy_image: str = typer.Option(defaults.PROXY_IMAGE, "--proxy-image", envvar="MODELPORT_PROXY_IMAGE", help=PROXY_IMAGE_HELP),
     wait: float = typer.Option(120, "--wait", help="Seconds to wait for the service to be healthy."),
 ) -> None:
     """Run a model as a service: builds the image if missing, starts its replicas with limits behind a
@@ -78,7 +79,7 @@ def deploy(
     replace: str = typer.Option(..., "--replace", help="The service whose model to replace."),
     canary: int = typer.Option(None, "--canary", help="Send only this percent of requests to the new version, "
                                "until `modelport promote` (or `rollback`)."),
-    base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
+    base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
     wait: float = typer.Option(120, "--wait"),
 ) -> None:
     """Replace a running service's model with no downtime (the old one serves until the new one is healthy)."""
@@ -115,7 +116,7 @@ def scale(service: str, replicas: int = typer.Argument(..., help="How many repli
 def rollback(
     service: str,
     to: int = typer.Option(None, "--to", help="Version to go back to (default: the one deployed before)."),
-    base_image: str = typer.Option("python:3.11-slim", "--base-image", help=BASE_IMAGE_HELP),
+    base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
     wait: float = typer.Option(120, "--wait"),
 ) -> None:
     """Go back to an earlier version with no downtime; during a canary, all traffic back to the serving version."""

@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
         if _interrupted(e):
             err.print("Interrupted")
         raise
+    finally:
+        if (engine := sys.modules.get("modelport.container.engine")) is not None:  # only if a command used Docker
+            engine.close()
 
 
 def _interrupted(e: BaseException | None) -> bool:

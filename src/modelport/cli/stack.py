@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from modelport import defaults
 from modelport.cli.output import LoggedProgress, console, print_json, success, table
 from modelport.errors import ModelportError
 
@@ -34,7 +35,7 @@ def init(
     db_image: str = typer.Option("postgres:16", "--db-image", help="PostgreSQL image."),
     gateway_port: int = typer.Option(8080, "--gateway-port", help="The one published port."),
     gateway_host: str = typer.Option("127.0.0.1", "--gateway-host", help="Address to publish it on (0.0.0.0: every interface)."),
-    base_image: str = typer.Option("python:3.11-slim", "--base-image", help="Base image with Python 3.11 for the images built."),
+    base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help="Base image with Python 3.11 for the images built."),
     name: str = typer.Option(None, "--name", help="Stack (Compose project) name; default: the directory's name."),
     cpus: float = typer.Option(1.0, "--cpus", help="CPU limit of each model service."),
     memory: str = typer.Option("1g", "--memory", help="Memory limit of each model service."),

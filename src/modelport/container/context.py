@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 
 import modelport
+from modelport import defaults
 from modelport.container.wheelhouse import build_wheelhouse, cached_wheelhouse
 from modelport.errors import ModelportError
 from modelport.frameworks import get_adapter
@@ -24,7 +25,7 @@ from modelport.store import ModelStore, ModelVersion
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.container", "templates"),
                                keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-DEFAULT_BASE_IMAGE = "python:3.11-slim"
+DEFAULT_BASE_IMAGE = defaults.BASE_IMAGE
 IMAGE_REQUIREMENTS = ("pillow", "python-multipart")  # what image classifiers need beyond their framework
 LOCK_FILE = "requirements.lock"
 # What a model image serves and how it runs, for the Dockerfile and for whatever runs the image

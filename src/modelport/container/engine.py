@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,22 +22,43 @@ class BuildError(ModelportError):
     pass
 
 
-def client() -> Any:
-    """A connected docker client, or an error explaining how to get one."""
-    require("docker", "Talking to the Docker Engine")
-    import docker
+# One client per engine address and process, created (and pinged) on first use: polling loops ask for
+# it many times a second. Keyed on the variables docker.from_env reads, so pointing DOCKER_HOST at
+# another engine (a Swarm node, a test engine) gets that engine's client.
+_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+_clients: dict[tuple[str | None, ...], Any] = {}
+_clients_lock = threading.Lock()
 
-    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    try:
-        c = docker.from_env(timeout=120)
-        c.ping()
+
+def client() -> Any:
+    """The process's client for the engine the environment names, or an error explaining how to get one."""
+    key = tuple(os.environ.get(name) for name in _ENV)
+    with _clients_lock:
+        if (found := _clients.get(key)) is not None:
+            return found
+        require("docker", "Talking to the Docker Engine")
+        import docker
+
+        where = key[0] or "unix:///var/run/docker.sock"
+        try:
+            c = docker.from_env(timeout=120)
+            c.ping()
+        except Exception as e:
+            raise EngineUnavailable(
+                f"Cannot reach the Docker Engine at {where} ({_short(e)}). Is Docker installed and running? "
+                "Start it (e.g. `sudo systemctl start docker`, or `sudo dockerd &` where there is no systemd), "
+                "check that your user may use it (`sudo usermod -aG docker $USER`), or point DOCKER_HOST at it."
+            ) from None
+        _clients[key] = c
         return c
-    except Exception as e:
-        raise EngineUnavailable(
-            f"Cannot reach the Docker Engine at {where} ({_short(e)}). Is Docker installed and running? "
-            "Start it (e.g. `sudo systemctl start docker`, or `sudo dockerd &` where there is no systemd), "
-            "check that your user may use it (`sudo usermod -aG docker $USER`), or point DOCKER_HOST at it."
-        ) from None
+
+
+def close() -> None:
+    """Close the process's clients (their connection pools); a later ``client()`` makes a new one."""
+    with _clients_lock:
+        for c in _clients.values():
+            c.close()
+        _clients.clear()
 
 
 def _short(e: Exception) -> str:
