@@ -3,6 +3,7 @@ README shows (issue 12: a newcomer following the README gets what it shows)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import free_port
 
@@ -134,3 +137,81 @@ def test_the_kubernetes_section_runs_as_written(home: Path, tmp_path: Path) -> N
         run = subprocess.run(["bash", "-c", shell], cwd=work, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
     assert (work / "k8s" / "deployment.yaml").is_file() and (work / "kserve" / "inferenceservice-canary.yaml").is_file()
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(1500)
+def test_the_containers_section_runs_as_written(home: Path, tmp_path: Path) -> None:
+    """Its bash block line by line on the real engine, with the defaults users get: `python:3.11-slim` is
+    this machine's stand-in under the official name (nothing can be pulled here; the proxy image is the
+    suite's, MODELPORT_PROXY_IMAGE). The only change to a line: the published port is a free one.
+    `logs -f` follows until stopped: it runs until it has printed a line. After the lines whose comments
+    promise something, the answers show it."""
+    import docker
+    import httpx
+
+    from tests.conftest import TEST_BASE_IMAGE
+
+    client = docker.from_env()
+    tagged = not client.images.list(name="python:3.11-slim")
+    if tagged:
+        client.images.get(TEST_BASE_IMAGE).tag("python", "3.11-slim")
+    modelport = f"{sys.executable} -m modelport"
+    port = free_port()
+    train, _ = console_steps(TUTORIAL)[1]
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "examples").symlink_to(ROOT / "examples")
+
+    def shell(command: str) -> str:
+        return re.sub(r"^modelport ", f"{modelport} ", command.replace("8080", str(port)))
+
+    def sh(command: str) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run(["bash", "-c", shell(command)], cwd=work, capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
+        return run
+
+    def versions(n: int = 40) -> set[str]:
+        with httpx.Client(timeout=10) as http:
+            answers = [http.post(f"http://127.0.0.1:{port}/predict", json={"features": [120.5, 4, 12, 3.2]})
+                       for _ in range(n)]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:3]
+        return {a.headers["x-model-version"] for a in answers}
+
+    checks = {  # the line as the README writes it: what its comment says
+        "modelport build houses:1 --context-only ctx/": lambda: (work / "ctx" / "Dockerfile").is_file(),
+        "modelport run houses:1 --port 8080 --cpus 1 --memory 512m": lambda: versions() == {"1"},
+        "modelport scale houses 2": lambda: [r["role"] for r in json.loads(sh("modelport ps --json").stdout)
+                                             if r["service"] == "houses"].count("model") == 2,
+        "modelport deploy houses:2 --replace houses --canary 10": lambda: versions(200) == {"1", "2"},
+        "modelport promote houses": lambda: versions() == {"2"},
+        "modelport rollback houses": lambda: versions() == {"1"},
+        "modelport deploy houses:2 --replace houses": lambda: versions() == {"2"},
+        "modelport ps": lambda: "houses-v" in sh("modelport ps").stdout,
+    }
+    block = fenced_blocks("## Containers", "bash")[0]
+    lines = [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    try:
+        sh(train)
+        sh(train)  # houses:2
+        for command in lines:
+            if command.endswith(" -f"):
+                follow = subprocess.Popen(["bash", "-c", shell(command)], cwd=work, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                try:
+                    assert read_lines(follow, 1, timeout=60)
+                finally:
+                    os.killpg(follow.pid, signal.SIGTERM)
+                    follow.wait(30)
+                continue
+            sh(command)
+            if command in checks:
+                assert checks.pop(command)(), command
+        assert not checks, f"the README no longer has {list(checks)}"
+        assert not client.containers.list(all=True, filters={"label": "io.modelport.service=houses"})  # rm --force
+    finally:
+        subprocess.run(["bash", "-c", f"{modelport} rm --force houses"], capture_output=True, timeout=300)
+        for image in client.images.list(name="modelport/houses"):
+            client.images.remove(image.id, force=True)
+        if tagged:
+            client.images.remove("python:3.11-slim")

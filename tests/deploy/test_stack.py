@@ -99,7 +99,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
                 "--base-image", TEST_BASE_IMAGE, "--db-image", POSTGRES_IMAGE, "--memory", "512m", env=env)
         run_cli("stack", "up", "--dir", str(directory), env=env, timeout=900)
         out = run_cli("stack", "keys", "create", "ci", "--dir", str(directory), env=env).stdout
-        key = re.search(r"^(mpk_\S+)$", out, re.M)[1]
+        key = out.strip()
+        assert re.fullmatch(r"mpk_\S+", key), out  # the key alone on stdout, as `KEY=$(...)` in the README takes it
         yield RunningStack(name, directory, env, f"http://127.0.0.1:{port}", key, frame[FEATURES].to_numpy()[:8], client)
     finally:
         if directory.exists():

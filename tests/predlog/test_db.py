@@ -3,6 +3,7 @@ PostgreSQL server that asks for it (SCRAM), never taken from an environment vari
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,7 +91,8 @@ def test_the_cli_reads_it_too_and_says_what_is_wrong(password_role, tmp_path: Pa
     secret = tmp_path / "db-password"
     secret.write_text(password)
     env = {"MODELPORT_HOME": str(tmp_path / "home"), "MODELPORT_PREDICTIONS_DB_URL": url, PASSWORD_FILE_ENV: str(secret)}
-    assert "Created key_" in run_cli("stack", "keys", "create", "from-file", env=env).stdout
+    created = run_cli("stack", "keys", "create", "from-file", env=env)
+    assert "Created key_" in created.stderr and re.fullmatch(r"mpk_\S+\n", created.stdout)  # the key alone
     secret.unlink()
     proc = run_cli("stack", "keys", "list", env=env, check=False)
     message = " ".join(proc.stderr.split())  # as the console wrapped it

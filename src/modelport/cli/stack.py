@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from modelport import defaults
-from modelport.cli.output import LoggedProgress, console, print_json, success, table
+from modelport.cli.output import LoggedProgress, console, err, print_json, success, table
 from modelport.errors import ModelportError
 
 app = typer.Typer(help="Run models behind a gateway with API keys and a prediction log (Docker Compose).",
@@ -179,14 +179,15 @@ def _key_store(url: str):
 @keys_app.command("create")
 def keys_create(name: str = typer.Argument(..., help="Who or what will use the key."), directory: Path = DIR,
                 db_url: str = DB_URL) -> None:
-    """Create a key. It is shown once: only its hash is stored."""
+    """Create a key. It is shown once, alone on standard output (`KEY=$(modelport stack keys create ci)`):
+    only its hash is stored."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
         return in_gateway_or_exit(directory, ["stack", "keys", "create", name])
     key, token = _key_store(url).create(name)
-    console.print(f"Created {key.id} ({name}). The key, shown only now:")
+    err.print(f"Created {key.id} ({name}). The key, shown only now:")
     print(token, flush=True)
-    console.print("Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
+    err.print("Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
 
 
 @keys_app.command("list")
