@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from modelport.errors import FrameworkError, ModelportError
-from modelport.imaging import preprocess_bytes
-from modelport.pretrained import IMAGENET_PREPROCESS
+from modelport.images.decode import preprocess_bytes
+from modelport.images.pretrained import IMAGENET_PREPROCESS
 from modelport.vision import (
     DEFAULT_BATCHING,
     Preprocessor,

@@ -24,7 +24,7 @@ import numpy as np
 from modelport.errors import FrameworkError, ModelportError
 from modelport.extras import require
 from modelport.frameworks.base import IMAGE_CLASSIFICATION, versions_of
-from modelport.imaging import _RESAMPLING, DEFAULT_MAX_PIXELS, PixelBudget, preprocess_bytes
+from modelport.images.decode import _RESAMPLING, DEFAULT_MAX_PIXELS, PixelBudget, preprocess_bytes
 from modelport.store import ModelStore, ModelVersion
 
 __all__ = ["LABELS_FILE", "Preprocessor", "import_image_classifier", "parse_labels", "parse_preprocess",
@@ -53,7 +53,7 @@ def parse_preprocess(preprocess: str | Mapping[str, Any] | None) -> dict[str, An
     The keys given override torchvision's ImageNet recipe, so ``{"resize": 342, "crop": 299}`` is enough
     for an Inception-style model. ``mean``/``std`` are in the model's channel order.
     """
-    from modelport.pretrained import IMAGENET_PREPROCESS
+    from modelport.images.pretrained import IMAGENET_PREPROCESS
 
     if preprocess is None or preprocess == "imagenet":
         given: Mapping[str, Any] = {}
@@ -107,7 +107,7 @@ class Preprocessor:
         self.max_pixels = max_pixels
         self.bgr = spec.get("channels", "RGB") == "BGR"
         self.nhwc = spec.get("layout", "NCHW") == "NHWC"
-        # modelport.imaging works in RGB/NCHW; mean/std are given in the model's order, so flip them for it.
+        # modelport.images.decode works in RGB/NCHW; mean/std are given in the model's order, so flip them for it.
         flip = (lambda v: list(v)[::-1]) if self.bgr else list
         self._rgb = {**self.spec, "mean": flip(spec["mean"]), "std": flip(spec["std"]), "channels": "RGB", "layout": "NCHW"}
 
@@ -292,7 +292,7 @@ def register_pretrained_mobilenet_v2(name: str = "mobilenet-v2", weights: str | 
                                      progress: Progress | None = None, store: ModelStore | None = None) -> ModelVersion:
     """Export torchvision's ImageNet MobileNetV2 to ONNX (needs torch) and register it with torchvision's
     preprocessing and the ImageNet-1k labels. Steps are reported through ``progress``."""
-    from modelport.pretrained import mobilenet_v2 as mnv2
+    from modelport.images.pretrained import mobilenet_v2 as mnv2
 
     say = progress or (lambda _msg: None)
     require("torch", "Exporting MobileNetV2 (only this step: serving never needs PyTorch)")

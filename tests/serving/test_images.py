@@ -18,8 +18,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from modelport.imaging import preprocess_bytes
-from modelport.pretrained import IMAGENET_PREPROCESS, load_labels
+from modelport.images.decode import preprocess_bytes
+from modelport.images.pretrained import IMAGENET_PREPROCESS, load_labels
 from modelport.vision import Preprocessor, parse_preprocess
 from tests import fixtures_images
 from tests.fixtures_images import CAT_NAMES, ESPRESSO, encode, import_mobilenet, photo, photo_jpeg, tiny_onnx

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from modelport.errors import InvalidInputError, LimitExceededError, ModelFailedError
-from modelport.imaging import ImageInputError, ImageLimitError, PixelBudget
+from modelport.images.decode import ImageInputError, ImageLimitError, PixelBudget
 from modelport.serving.http import NO_IMAGE, Reply
 from modelport.serving.runtime import ServedModel
 from modelport.vision import Preprocessor

@@ -1,0 +1,13 @@
+"""Image classifiers: decoding uploads, serving a classifier, and registering one.
+
+Serving-time (numpy, Pillow; onnxruntime through the model):
+
+    decode.py       uploaded bytes -> RGB image -> model input tensor, strictly: limits, PixelBudget, errors
+
+Import-time (run once, when a model is registered):
+
+    pretrained/     MobileNetV2 with torchvision's weights exported to ONNX (torch), the ImageNet labels
+
+Serving never imports torch: only ``pretrained.mobilenet_v2``'s export functions do, inside the function.
+Nothing here knows of HTTP; ``modelport.serving.images`` is the HTTP edge over this package.
+"""
