@@ -1,4 +1,4 @@
-"""Registering image classifiers (modelport.vision): what is stored, and every mismatch refused clearly."""
+"""Registering image classifiers (modelport.images.register, .classifier): what is stored, and every mismatch refused clearly."""
 
 from __future__ import annotations
 
@@ -11,16 +11,10 @@ import onnxruntime as ort
 import pytest
 
 from modelport.errors import FrameworkError, ModelportError
+from modelport.images.classifier import Preprocessor, parse_labels, read_labels
 from modelport.images.decode import preprocess_bytes
 from modelport.images.pretrained import IMAGENET_PREPROCESS
-from modelport.vision import (
-    DEFAULT_BATCHING,
-    Preprocessor,
-    import_image_classifier,
-    parse_labels,
-    parse_preprocess,
-    read_labels,
-)
+from modelport.images.register import DEFAULT_BATCHING, import_image_classifier, parse_preprocess
 from tests.fixtures_images import encode, photo, photo_jpeg, tiny_onnx
 from tests.helpers import run_cli
 

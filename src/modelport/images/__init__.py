@@ -3,9 +3,12 @@
 Serving-time (numpy, Pillow; onnxruntime through the model):
 
     decode.py       uploaded bytes -> RGB image -> model input tensor, strictly: limits, PixelBudget, errors
+    classifier.py   a registered classifier's stored preprocessing (Preprocessor) and class labels
 
 Import-time (run once, when a model is registered):
 
+    register.py     import_image_classifier: the preprocessing spec parsed, the model run once to check that
+                    model, labels and preprocessing fit; register_pretrained_mobilenet_v2
     pretrained/     MobileNetV2 with torchvision's weights exported to ONNX (torch), the ImageNet labels
 
 Serving never imports torch: only ``pretrained.mobilenet_v2``'s export functions do, inside the function.

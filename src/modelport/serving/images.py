@@ -33,10 +33,10 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from modelport.errors import InvalidInputError, LimitExceededError, ModelFailedError
+from modelport.images.classifier import Preprocessor
 from modelport.images.decode import ImageInputError, ImageLimitError, PixelBudget
 from modelport.serving.http import NO_IMAGE, Reply
 from modelport.serving.runtime import ServedModel
-from modelport.vision import Preprocessor
 
 HOW_TO_SEND = ("send a multipart/form-data upload with the file in the field 'image', "
                "or the image itself as the body with Content-Type image/jpeg or image/png")
