@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +151,13 @@ def test_cli_import_reports_a_mismatch_without_a_traceback(home, tmp_path):
     ok = run_cli("import", "tiny", str(model), "--task", "image-classification", "--labels",
                  str(labels_file(tmp_path, 5)), "--preprocess", json.dumps(SMALL))
     assert "Registered tiny:1 (onnx, image-classification)" in ok.stdout
+
+
+def test_the_image_package_imports_neither_the_server_nor_torch():
+    """modelport.images is the HTTP-free core of image models: serving/ builds on it, never the reverse, and
+    only exporting the pretrained model (inside the function) imports torch."""
+    code = ("import sys, modelport.images.classifier, modelport.images.decode, modelport.images.register, "
+            "modelport.images.pretrained; "
+            "loaded = [m for m in sys.modules if m.startswith('modelport.serving') or m.split('.')[0] == 'torch']; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -147,5 +147,6 @@ def test_export_refuses_a_model_that_disagrees(onnx_path):
 
 
 def test_serving_needs_no_torch():
-    code = "import sys, modelport.images.decode, modelport.images.pretrained; assert 'torch' not in sys.modules"
+    code = ("import sys, modelport.images.decode, modelport.images.classifier, modelport.images.pretrained, "
+            "modelport.serving.images; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,7 +3,8 @@
 Serving-time (numpy, Pillow; onnxruntime through the model):
 
     decode.py       uploaded bytes -> RGB image -> model input tensor, strictly: limits, PixelBudget, errors
-    classifier.py   a registered classifier's stored preprocessing (Preprocessor) and class labels
+    classifier.py   a registered classifier's stored preprocessing (Preprocessor) and class labels, the
+                    Classifier (decode pool, model call, top k) the HTTP edge runs for each request
 
 Import-time (run once, when a model is registered):
 
@@ -11,6 +12,7 @@ Import-time (run once, when a model is registered):
                     model, labels and preprocessing fit; register_pretrained_mobilenet_v2
     pretrained/     MobileNetV2 with torchvision's weights exported to ONNX (torch), the ImageNet labels
 
-Serving never imports torch: only ``pretrained.mobilenet_v2``'s export functions do, inside the function.
-Nothing here knows of HTTP; ``modelport.serving.images`` is the HTTP edge over this package.
+Serving never imports torch: only exporting the pretrained model does (``pretrained.mobilenet_v2`` imports it
+inside the functions that build and export the network). Nothing here knows of HTTP or imports
+``modelport.serving``: ``modelport.serving.images`` is the HTTP edge over this package.
 """
