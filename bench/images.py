@@ -11,7 +11,7 @@ Rows, measured one after the other on the same machine:
 * ``ort-batch``: onnxruntime in-process on already preprocessed images, best of batch sizes 1..32 and of one
   call on all cores vs. one call per core: the physical limit of the model on this CPU;
 * ``ort-decode``: onnxruntime in-process including JPEG decoding and preprocessing of every image
-  (``modelport.imaging.preprocess_bytes``), all cores busy: the limit for anything that receives JPEGs.
+  (``modelport.images.decode.preprocess_bytes``), all cores busy: the limit for anything that receives JPEGs.
 
 HTTP rows are driven by wrk (C, so the load generator takes little CPU from the server) with a Lua script that
 cycles through multipart bodies of three scikit-image photos (chelsea, coffee, astronaut), upscaled to 1800 px
@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.imaging import preprocess_bytes
-from modelport.pretrained import IMAGENET_PREPROCESS
+from modelport.images.decode import preprocess_bytes
+from modelport.images.pretrained import IMAGENET_PREPROCESS
 
 WORK = Path(__file__).resolve().parent / ".work" / "images"
 PHOTOS = ("chelsea", "coffee", "astronaut")
@@ -157,10 +157,10 @@ def model_files(work: Path) -> tuple[Path, Path]:
     onnx_path, labels = work / "mobilenet_v2.onnx", work / "labels.txt"
     if not onnx_path.exists():
         print("[images] exporting MobileNetV2 to ONNX (torch)", flush=True)
-        code = f"from modelport.pretrained import export_onnx; export_onnx(None, {str(onnx_path)!r})"
+        code = f"from modelport.images.pretrained import export_onnx; export_onnx(None, {str(onnx_path)!r})"
         subprocess.run([sys.executable, "-c", code], check=True)
     if not labels.exists():
-        from modelport.pretrained import load_labels
+        from modelport.images.pretrained import load_labels
 
         labels.write_text("\n".join(load_labels()) + "\n")
     return onnx_path, labels
@@ -284,7 +284,7 @@ def server(argv: list[str], env: dict[str, str], log: Path, url: str, check: Pat
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{argv[:4]} not ready after 120 s:\n{log.read_text()[-2000:]}") from None
                 time.sleep(0.3)
-        from modelport.pretrained import load_labels
+        from modelport.images.pretrained import load_labels
 
         if load_labels().index(top) not in CATS:
             raise RuntimeError(f"{argv[:4]} says the cat photo is {top!r}")

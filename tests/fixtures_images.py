@@ -14,7 +14,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from modelport.pretrained import load_labels
+from modelport.images.pretrained import load_labels
 from tests.helpers import run_cli
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian cat, Siamese cat, Egyptian cat
@@ -40,7 +40,7 @@ def photo_jpeg(name: str, quality: int = 90) -> bytes:
 @pytest.fixture(scope="session")
 def mobilenet_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(MobileNetV2 exported to ONNX with torchvision's ImageNet weights, its labels file)."""
-    from modelport.pretrained import mobilenet_v2 as mnv2
+    from modelport.images.pretrained import mobilenet_v2 as mnv2
 
     root = tmp_path_factory.mktemp("mobilenet")
     onnx_path, labels = root / "mobilenet_v2.onnx", root / "labels.txt"

@@ -1,4 +1,4 @@
-"""Decoding and preprocessing of uploaded images (modelport.imaging): numpy + Pillow only."""
+"""Decoding and preprocessing of uploaded images (modelport.images.decode): numpy + Pillow only."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageFile
 
-from modelport.imaging import (
+from modelport.images.decode import (
     ImageInputError,
     ImageLimitError,
     PixelBudget,

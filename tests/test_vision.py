@@ -1,9 +1,11 @@
-"""Registering image classifiers (modelport.vision): what is stored, and every mismatch refused clearly."""
+"""Registering image classifiers (modelport.images.register, .classifier): what is stored, and every mismatch refused clearly."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +13,10 @@ import onnxruntime as ort
 import pytest
 
 from modelport.errors import FrameworkError, ModelportError
-from modelport.imaging import preprocess_bytes
-from modelport.pretrained import IMAGENET_PREPROCESS
-from modelport.vision import (
-    DEFAULT_BATCHING,
-    Preprocessor,
-    import_image_classifier,
-    parse_labels,
-    parse_preprocess,
-    read_labels,
-)
+from modelport.images.classifier import Preprocessor, parse_labels, read_labels
+from modelport.images.decode import preprocess_bytes
+from modelport.images.pretrained import IMAGENET_PREPROCESS
+from modelport.images.register import DEFAULT_BATCHING, import_image_classifier, parse_preprocess
 from tests.fixtures_images import encode, photo, photo_jpeg, tiny_onnx
 from tests.helpers import run_cli
 
@@ -155,3 +151,13 @@ def test_cli_import_reports_a_mismatch_without_a_traceback(home, tmp_path):
     ok = run_cli("import", "tiny", str(model), "--task", "image-classification", "--labels",
                  str(labels_file(tmp_path, 5)), "--preprocess", json.dumps(SMALL))
     assert "Registered tiny:1 (onnx, image-classification)" in ok.stdout
+
+
+def test_the_image_package_imports_neither_the_server_nor_torch():
+    """modelport.images is the HTTP-free core of image models: serving/ builds on it, never the reverse, and
+    only exporting the pretrained model (inside the function) imports torch."""
+    code = ("import sys, modelport.images.classifier, modelport.images.decode, modelport.images.register, "
+            "modelport.images.pretrained; "
+            "loaded = [m for m in sys.modules if m.startswith('modelport.serving') or m.split('.')[0] == 'torch']; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)

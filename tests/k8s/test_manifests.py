@@ -28,7 +28,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, mobilenet_onnx: tuple[Path,
     from sklearn.linear_model import LinearRegression
 
     import modelport
-    from modelport.vision import import_image_classifier
+    from modelport.images.register import import_image_classifier
 
     home = tmp_path_factory.mktemp("k8s-home")
     store = ModelStore(home)

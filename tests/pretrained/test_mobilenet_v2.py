@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from modelport.errors import IntegrityError
-from modelport.imaging import preprocess
-from modelport.pretrained import mobilenet_v2 as mnv2
-from modelport.pretrained.mobilenet_v2 import IMAGENET_PREPROCESS, ExportMismatchError, WeightsError
+from modelport.images.decode import preprocess
+from modelport.images.pretrained import mobilenet_v2 as mnv2
+from modelport.images.pretrained.mobilenet_v2 import IMAGENET_PREPROCESS, ExportMismatchError, WeightsError
 
 pytestmark = pytest.mark.torch
 
@@ -147,5 +147,6 @@ def test_export_refuses_a_model_that_disagrees(onnx_path):
 
 
 def test_serving_needs_no_torch():
-    code = "import sys, modelport.imaging, modelport.pretrained; assert 'torch' not in sys.modules"
+    code = ("import sys, modelport.images.decode, modelport.images.classifier, modelport.images.pretrained, "
+            "modelport.serving.images; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

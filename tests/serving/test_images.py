@@ -18,9 +18,10 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from modelport.imaging import preprocess_bytes
-from modelport.pretrained import IMAGENET_PREPROCESS, load_labels
-from modelport.vision import Preprocessor, parse_preprocess
+from modelport.images.classifier import Preprocessor
+from modelport.images.decode import preprocess_bytes
+from modelport.images.pretrained import IMAGENET_PREPROCESS, load_labels
+from modelport.images.register import parse_preprocess
 from tests import fixtures_images
 from tests.fixtures_images import CAT_NAMES, ESPRESSO, encode, import_mobilenet, photo, photo_jpeg, tiny_onnx
 from tests.helpers import Server, free_port, run_cli, wait_until
@@ -448,9 +449,9 @@ def test_pretrained_command_registers_a_servable_model(home, serve) -> None:
 @pytest.fixture
 def tiny_app(store, tmp_path: Path):
     """A tiny image classifier served in process (the real app and prediction router, no socket)."""
+    from modelport.images.register import import_image_classifier
     from modelport.serving.app import create_app
     from modelport.serving.runtime import ServeSpec, load_models
-    from modelport.vision import import_image_classifier
 
     import_image_classifier("tiny", tiny_onnx(tmp_path / "tiny.onnx", classes=3), labels=["red", "green", "blue"],
                             preprocess={"resize": 40, "crop": 32}, store=store)

@@ -75,7 +75,7 @@ def tabular_api(tabular: Served) -> BaseSchema:
 
 @pytest.fixture(scope="module")
 def image(mobilenet_onnx: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    from modelport.vision import import_image_classifier
+    from modelport.images.register import import_image_classifier
 
     store = ModelStore(tmp_path_factory.mktemp("schemathesis-image") / "home")
     onnx_path, labels = mobilenet_onnx
@@ -143,7 +143,7 @@ def test_a_float32_model_documents_the_range_it_takes(app_client) -> None:
 
 
 def test_a_bad_top_k_in_the_query_is_refused_even_beside_a_form_field(tmp_path) -> None:
-    from modelport.vision import import_image_classifier
+    from modelport.images.register import import_image_classifier
 
     store = ModelStore(tmp_path / "home")
     (tmp_path / "labels.txt").write_text("a\nb\nc\nd\n")

@@ -84,7 +84,7 @@ def import_cmd(
     """Register an existing model file (ONNX, skops, XGBoost, LightGBM, TorchScript, or a trusted pickle)."""
     if task == "image-classification":
         require("image", "Importing an image classifier")
-        from modelport.vision import import_image_classifier
+        from modelport.images.register import import_image_classifier
 
         mv = import_image_classifier(name, model_file, labels=labels, preprocess=preprocess, description=description)
     elif task is not None:
@@ -116,7 +116,7 @@ def pretrained_cmd(
         raise ModelportError(f"Unknown pretrained model {model!r}; available: mobilenet-v2")
     require("image", "Registering an image classifier")
     require("torch", "Exporting MobileNetV2 (only this step: serving never needs PyTorch)")
-    from modelport.vision import register_pretrained_mobilenet_v2
+    from modelport.images.register import register_pretrained_mobilenet_v2
 
     with console.status("Preparing…") as status:
         mv = register_pretrained_mobilenet_v2(name or model, weights=weights,

@@ -1,18 +1,14 @@
 """Image classification endpoints: ``/predict`` uploads (multipart field ``image`` or a raw image body) and
 Open Inference Protocol v2 requests with a BYTES input of encoded images.
 
+The HTTP edge over ``modelport.images.classifier``: what the body holds (a multipart form, a raw image, base64
+over JSON) is read here and the answer written; decoding, the model call and the top k are the Classifier's.
+
 What one request may cost is bounded before any work is done (``serving.limits``): at most ``max_images``
 images (413 beyond), and at most ``max_request_pixels`` decoded pixels for all of them together (413).
 
-Per image: parse the upload on the event loop (cheap: ~1 ms of CPU for a 400 KB multipart body), decode +
-preprocess in a thread pool (Pillow and numpy release the GIL, so decoding overlaps the model call running in
-the batcher's thread), then run the model through the adaptive batcher, so images decoded at about the same time
-share one onnxruntime call.
-
-The pool has one thread per core the worker may use (``MODELPORT_THREADS_PER_WORKER``, set by ``serve`` to
-cores / workers; ``MODELPORT_DECODE_THREADS`` overrides it). With the default of one worker per core, every
-worker then has one decoding and one onnxruntime thread: measured best (``bench/images.py``), as more threads
-per core only add switching.
+Per image: parse the upload on the event loop (cheap: ~1 ms of CPU for a 400 KB multipart body), then the
+Classifier decodes it in its thread pool and runs the model through the adaptive batcher.
 """
 
 from __future__ import annotations
@@ -20,9 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import os
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,105 +25,14 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Scope
 
-from modelport.errors import InvalidInputError, LimitExceededError, ModelFailedError
-from modelport.imaging import ImageInputError, ImageLimitError, PixelBudget
+from modelport.errors import InvalidInputError
+from modelport.images.classifier import Classifier, limit_error
+from modelport.images.decode import PixelBudget
 from modelport.serving.http import NO_IMAGE, Reply
 from modelport.serving.runtime import ServedModel
-from modelport.vision import Preprocessor
 
 HOW_TO_SEND = ("send a multipart/form-data upload with the file in the field 'image', "
                "or the image itself as the body with Content-Type image/jpeg or image/png")
-DEFAULT_TOP_K = 3
-_OPTIONS = {"max_images": "--max-images", "max_request_pixels": "--max-request-pixels"}  # serve's option per limit
-
-_pool: ThreadPoolExecutor | None = None
-_classifiers: weakref.WeakKeyDictionary[ServedModel, Classifier] = weakref.WeakKeyDictionary()
-
-
-def decode_pool() -> ThreadPoolExecutor:
-    """This process's decoding threads: one per core it may use (serve sets cores / workers)."""
-    global _pool
-    if _pool is None:
-        n = int(os.environ.get("MODELPORT_DECODE_THREADS") or os.environ.get("MODELPORT_THREADS_PER_WORKER")
-                or os.cpu_count() or 1)
-        _pool = ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="modelport-decode")
-    return _pool
-
-
-class Classifier:
-    """What serving one image model needs, prepared once: labels, preprocessing, how to read its scores."""
-
-    def __init__(self, model: ServedModel) -> None:
-        if model.labels is None:
-            raise ModelFailedError(f"Model {model.name!r} was loaded without its labels")
-        extra = model.info.extra
-        self.labels = np.array(model.labels, dtype=object)
-        self.preprocess = Preprocessor(extra["preprocess"])
-        self.softmax = extra.get("scores", "logits") == "logits"
-        # A model exported with a fixed batch of 1 gets one call per image whatever the batching knobs say.
-        self.batches = bool(extra.get("batch_axis", True)) and model.batcher is not None
-
-    @classmethod
-    def of(cls, model: ServedModel) -> Classifier:
-        clf = _classifiers.get(model)
-        if clf is None:
-            clf = _classifiers[model] = cls(model)
-        return clf
-
-    async def decode(self, data: bytes, budget: PixelBudget, where: str = "") -> np.ndarray:
-        """One image -> its model input. A failure closes ``budget``: the request's other images are not decoded."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(decode_pool(), self.preprocess, data, budget)
-        except ImageLimitError as e:
-            raise limit_error(str(e), e.setting) from None
-        except ImageInputError as e:
-            budget.close()
-            raise InvalidInputError(f"{where}{e}") from None
-        except MemoryError:
-            budget.close()
-            raise LimitExceededError(f"{where}Image is too large to decode") from None
-
-    async def probabilities(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
-        """[N, ...] model inputs -> [N, classes] float64 probabilities."""
-        if self.batches:
-            scores = await model.predict(x)
-        else:
-            model.metrics.add_rows(len(x))
-            loop = asyncio.get_running_loop()
-            parts = []
-            for row in x:
-                model.metrics.observe_batch(1)
-                try:
-                    parts.append(await loop.run_in_executor(model.executor, model.predictor.predict, row[None]))
-                except Exception as e:
-                    raise model.failed(e, "predict") from e
-            scores = np.concatenate(parts)
-        scores = np.asarray(scores, dtype=np.float64).reshape(len(x), -1)
-        if not self.softmax:
-            return scores
-        e = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    def top_k(self, raw: Any) -> int:
-        if raw is None or raw == "":
-            return min(DEFAULT_TOP_K, len(self.labels))
-        try:
-            k = int(raw)
-        except (TypeError, ValueError):
-            k = 0
-        if k < 1 or isinstance(raw, bool | float):
-            raise InvalidInputError(f"top_k must be a positive integer (at most {len(self.labels)}), got {raw!r}")
-        return min(k, len(self.labels))
-
-    def best(self, probs: np.ndarray, k: int) -> np.ndarray:
-        """Indices of the k highest probabilities of each row, highest first."""
-        idx = np.argpartition(-probs, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(probs, idx, axis=1), axis=1, kind="stable")
-        return np.take_along_axis(idx, order, axis=1)
-
-
-def limit_error(message: str, setting: str) -> LimitExceededError:
-    return LimitExceededError(f"{message} (modelport serve {_OPTIONS[setting]} N raises it)")
 
 
 # -- POST /predict -----------------------------------------------------------------------------

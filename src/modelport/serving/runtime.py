@@ -180,7 +180,7 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
         batch = spec.batch.over(model.info.extra.get("batching"))
         labels = None
         if model.info.task == IMAGE_CLASSIFICATION:
-            from modelport.vision import read_labels  # Pillow only where images are served
+            from modelport.images.classifier import read_labels  # Pillow only where images are served
 
             labels = read_labels(model.info, files)
         models.append(ServedModel(name, model.info, model.predictor, batch, executor, spec.images, labels))

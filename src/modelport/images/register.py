@@ -1,4 +1,4 @@
-"""Image classifiers as a model type: an ONNX model + its preprocessing + its class labels.
+"""Registering image classifiers (import-time): an ONNX model + its preprocessing + its class labels.
 
 A registered image classifier is framework ``onnx``, task ``image-classification``, with the files
 ``model.onnx`` and ``labels.txt``; ``extra`` records the preprocessing spec, the number of labels, whether
@@ -24,13 +24,12 @@ import numpy as np
 from modelport.errors import FrameworkError, ModelportError
 from modelport.extras import require
 from modelport.frameworks.base import IMAGE_CLASSIFICATION, versions_of
-from modelport.imaging import _RESAMPLING, DEFAULT_MAX_PIXELS, PixelBudget, preprocess_bytes
+from modelport.images.classifier import LABELS_FILE, Preprocessor, check_labels, parse_labels
+from modelport.images.decode import _RESAMPLING
 from modelport.store import ModelStore, ModelVersion
 
-__all__ = ["LABELS_FILE", "Preprocessor", "import_image_classifier", "parse_labels", "parse_preprocess",
-           "register_pretrained_mobilenet_v2"]
+__all__ = ["import_image_classifier", "parse_preprocess", "register_pretrained_mobilenet_v2"]
 
-LABELS_FILE = "labels.txt"
 MODEL_FILE = "model.onnx"
 # Measured with `python -m bench.images` (MobileNetV2, 2 cores, 2 workers, 32 uploaders): max 8 / 2 ms gave
 # 124 images/s; max 4: 122, max 16: 120 with a longer p99, no wait: 120. On CPU, onnxruntime's cost per image is
@@ -53,7 +52,7 @@ def parse_preprocess(preprocess: str | Mapping[str, Any] | None) -> dict[str, An
     The keys given override torchvision's ImageNet recipe, so ``{"resize": 342, "crop": 299}`` is enough
     for an Inception-style model. ``mean``/``std`` are in the model's channel order.
     """
-    from modelport.pretrained import IMAGENET_PREPROCESS
+    from modelport.images.pretrained import IMAGENET_PREPROCESS
 
     if preprocess is None or preprocess == "imagenet":
         given: Mapping[str, Any] = {}
@@ -97,79 +96,6 @@ def parse_preprocess(preprocess: str | Mapping[str, Any] | None) -> dict[str, An
 
 def _number(x: Any) -> bool:
     return type(x) in (int, float) and math.isfinite(x)
-
-
-class Preprocessor:
-    """Encoded image bytes -> one model input ``[3, crop, crop]`` (or ``[crop, crop, 3]`` for NHWC)."""
-
-    def __init__(self, spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.spec = dict(spec)
-        self.max_pixels = max_pixels
-        self.bgr = spec.get("channels", "RGB") == "BGR"
-        self.nhwc = spec.get("layout", "NCHW") == "NHWC"
-        # modelport.imaging works in RGB/NCHW; mean/std are given in the model's order, so flip them for it.
-        flip = (lambda v: list(v)[::-1]) if self.bgr else list
-        self._rgb = {**self.spec, "mean": flip(spec["mean"]), "std": flip(spec["std"]), "channels": "RGB", "layout": "NCHW"}
-
-    def __call__(self, data: bytes, budget: PixelBudget | None = None) -> np.ndarray:
-        x = preprocess_bytes(data, self._rgb, self.max_pixels, budget)
-        if self.bgr:
-            x = x[::-1]
-        if self.nhwc:
-            x = x.transpose(1, 2, 0)
-        return np.ascontiguousarray(x) if (self.bgr or self.nhwc) else x
-
-
-# -- labels ------------------------------------------------------------------------------------
-
-def parse_labels(data: bytes, source: str = "labels") -> list[str]:
-    """Class names, index = class id: one per line, or a JSON list, or a JSON object {"0": name, ...}
-    (Keras' imagenet_class_index.json style {"0": ["n01440764", "tench"]} takes the last item)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ModelportError(f"{source} is not UTF-8 text") from None
-    stripped = text.strip()
-    if stripped.startswith(("[", "{")):
-        try:
-            obj = json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise ModelportError(f"{source} looks like JSON but is not valid: {e}") from None
-        if isinstance(obj, dict):
-            try:
-                items = sorted((int(k), v) for k, v in obj.items())
-            except ValueError:
-                raise ModelportError(f"{source}: a JSON object of labels needs class indices as keys") from None
-            if [i for i, _ in items] != list(range(len(items))):
-                raise ModelportError(f"{source}: class indices must be 0..{len(items) - 1} without gaps")
-            obj = [v[-1] if isinstance(v, list) and v else v for _, v in items]
-        if not isinstance(obj, list) or not all(isinstance(v, str) for v in obj):
-            raise ModelportError(f"{source}: JSON labels must be a list of strings")
-        return check_labels(obj, source)
-    labels = text.splitlines()
-    while labels and not labels[-1].strip():
-        labels.pop()
-    return check_labels(labels, source)
-
-
-def check_labels(labels: list[str], source: str = "labels") -> list[str]:
-    """Stripped class names; none may be empty or span lines (labels.txt stores one per line)."""
-    labels = [v.strip() for v in labels]
-    if not labels:
-        raise ModelportError(f"{source} has no labels")
-    empty = [i for i, v in enumerate(labels) if not v]
-    if empty:
-        raise ModelportError(f"{source}: label {empty[0]} (line {empty[0] + 1}) is empty")
-    if any(len(v.splitlines()) > 1 for v in labels):
-        raise ModelportError(f"{source}: a label contains a line break")
-    return labels
-
-
-def read_labels(info: ModelVersion, files: Mapping[str, bytes]) -> list[str]:
-    """The labels of a registered image classifier, from its verified files."""
-    if LABELS_FILE not in files:
-        raise ModelportError(f"{info.ref} is an image classifier without {LABELS_FILE}")
-    return parse_labels(files[LABELS_FILE], LABELS_FILE)
 
 
 # -- import ------------------------------------------------------------------------------------
@@ -292,7 +218,7 @@ def register_pretrained_mobilenet_v2(name: str = "mobilenet-v2", weights: str | 
                                      progress: Progress | None = None, store: ModelStore | None = None) -> ModelVersion:
     """Export torchvision's ImageNet MobileNetV2 to ONNX (needs torch) and register it with torchvision's
     preprocessing and the ImageNet-1k labels. Steps are reported through ``progress``."""
-    from modelport.pretrained import mobilenet_v2 as mnv2
+    from modelport.images.pretrained import mobilenet_v2 as mnv2
 
     say = progress or (lambda _msg: None)
     require("torch", "Exporting MobileNetV2 (only this step: serving never needs PyTorch)")

@@ -57,7 +57,7 @@ WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee98
 OPSET = 17  # old enough for every onnxruntime modelport targets (1.32 runs up to 23), has all ops used here
 
 # torchvision's transforms for these weights (MobileNet_V2_Weights.IMAGENET1K_V1.transforms()),
-# in the form modelport.imaging.preprocess reads.
+# in the form modelport.images.decode.preprocess reads.
 IMAGENET_PREPROCESS: dict[str, Any] = {
     "resize": 256,  # short side, long side keeps the aspect ratio
     "interpolation": "bilinear",  # antialiased, as torchvision does for PIL images
@@ -272,7 +272,7 @@ def _check_against_torch(model: torch.nn.Module, onnx_path: Path, tolerance: flo
     import onnxruntime as ort
     import torch
 
-    from modelport.imaging import preprocess_bytes
+    from modelport.images.decode import preprocess_bytes
 
     photo = resources.files(__package__).joinpath("chelsea.jpg").read_bytes()  # CC0, scikit-image's "chelsea"
     rng = np.random.default_rng(0)

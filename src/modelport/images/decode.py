@@ -109,7 +109,7 @@ def preprocess_bytes(data: bytes, spec: Mapping[str, Any], max_pixels: int = DEF
 def preprocess(img: Image.Image, spec: Mapping[str, Any]) -> np.ndarray:
     """Resize the short side, center-crop, scale and normalise: float32 ``[3, crop, crop]``, RGB.
 
-    ``spec`` is a dict like ``modelport.pretrained.IMAGENET_PREPROCESS`` (lists or tuples; JSON round-trips).
+    ``spec`` is a dict like ``modelport.images.pretrained.IMAGENET_PREPROCESS`` (lists or tuples; JSON round-trips).
     Matches torchvision's ``Resize(resize) -> CenterCrop(crop) -> ToTensor -> Normalize`` on a PIL image.
     """
     if spec.get("layout", "NCHW") != "NCHW" or spec.get("channels", "RGB") != "RGB":

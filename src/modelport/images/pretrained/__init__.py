@@ -1,5 +1,5 @@
 """Pretrained models ready to export and serve (torch is imported only when exporting)."""
 
-from modelport.pretrained.mobilenet_v2 import IMAGENET_PREPROCESS, export_onnx, load_labels, resolve_weights
+from modelport.images.pretrained.mobilenet_v2 import IMAGENET_PREPROCESS, export_onnx, load_labels, resolve_weights
 
 __all__ = ["IMAGENET_PREPROCESS", "export_onnx", "load_labels", "resolve_weights"]
