@@ -374,7 +374,7 @@ def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve
     # The log writes in the background: wait for these requests' records (the bad request's id is generated).
     rows = wait_until(lambda: json.loads(run_cli("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout),
                       lambda rows: wanted <= {r["request_id"] for r in rows} and any(r["status"] == 400 for r in rows),
-                      timeout=10, interval=0.3, what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
+                      timeout=60, interval=0.3, what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
     assert len(rows) == 11
     ok = {r["request_id"]: r for r in rows if r["status"] == 200}
     assert set(ok) == {f"req-{i}" for i in range(10)}
