@@ -215,3 +215,22 @@ def test_the_containers_section_runs_as_written(home: Path, tmp_path: Path) -> N
             client.images.remove(image.id, force=True)
         if tagged:
             client.images.remove("python:3.11-slim")
+
+
+def test_the_test_command_refuses_an_externally_managed_python(tmp_path: Path) -> None:
+    """The README: the test command pip-installs into the first `python3` on PATH, and refuses an externally
+    managed system Python (PEP 668) with what to do instead, before installing anything. Debian's own
+    /usr/bin/python3 is one (the machines this project's CI runs on are Debian)."""
+    system = Path("/usr/bin/python3")
+    managed = subprocess.run([str(system), "-c", "import os, sysconfig; print(os.path.exists(os.path.join("
+                              "sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')))"],
+                             capture_output=True, text=True).stdout.strip() if system.exists() else ""
+    if managed != "True":
+        pytest.skip("no externally managed system Python at /usr/bin/python3 on this machine")
+    (tmp_path / "python3").symlink_to(system)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", "scripts/test.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "is an externally managed Python; create a venv first" in run.stderr
+    assert "python3 -m venv .venv && . .venv/bin/activate && bash scripts/test.sh" in run.stderr
+    assert "Installing" not in run.stdout  # refused before anything was installed
