@@ -19,6 +19,7 @@ from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = "## The tutorial's flow: CSV → train → serve → curl"
+MODELPORT = f"{sys.executable} -m modelport"  # the `modelport` of the README's lines: this interpreter's
 
 
 def console_steps(title: str) -> list[tuple[str, list[str]]]:
@@ -85,6 +86,18 @@ def read_lines(proc: subprocess.Popen[str], n: int, timeout: float) -> list[str]
     return lines
 
 
+def as_shell(command: str) -> str:
+    """A README line for bash, its `modelport` (also after `&&`) this interpreter's."""
+    return re.sub(r"(^|&& )modelport ", rf"\g<1>{MODELPORT} ", command)
+
+
+def run_line(command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a README line in ``cwd``; it must succeed."""
+    run = subprocess.run(["bash", "-c", as_shell(command)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
+    return run
+
+
 def fenced_blocks(title: str, language: str) -> list[str]:
     """The ```language blocks of the README section that starts with ``title``."""
     section = (ROOT / "README.md").read_text().split(title, 1)[1].split("\n## ", 1)[0]
@@ -93,7 +106,6 @@ def fenced_blocks(title: str, language: str) -> list[str]:
 
 def test_the_model_store_section_runs_as_written(home: Path, tmp_path: Path) -> None:
     """Its first bash block, line by line, then its Python example, after the tutorial's `train`."""
-    modelport = f"{sys.executable} -m modelport"
     train, _ = console_steps(TUTORIAL)[1]
     commands = [train] + [line.split("  #", 1)[0].strip()
                           for line in fenced_blocks("## The model store", "bash")[0].splitlines() if line.strip()]
@@ -101,9 +113,7 @@ def test_the_model_store_section_runs_as_written(home: Path, tmp_path: Path) -> 
     work.mkdir()
     (work / "examples").symlink_to(ROOT / "examples")
     for command in commands:
-        shell = re.sub(r"(^|&& )modelport ", rf"\g<1>{modelport} ", command)
-        run = subprocess.run(["bash", "-c", shell], cwd=work, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
+        run_line(command, work)
     (python,) = fenced_blocks("## The model store", "python")
     run = subprocess.run([sys.executable, "-c", python], cwd=work, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -120,7 +130,6 @@ def test_the_kubernetes_section_runs_as_written(home: Path, tmp_path: Path) -> N
     import modelport as mp
     from tests.k8s.validation import helm
 
-    modelport = f"{sys.executable} -m modelport"
     x = np.random.default_rng(0).normal(size=(40, 4))
     for scale in (1, 2):
         mp.save_model(LinearRegression().fit(x, x.sum(axis=1) * scale), "houses")
@@ -133,9 +142,7 @@ def test_the_kubernetes_section_runs_as_written(home: Path, tmp_path: Path) -> N
         if command.startswith("helm "):
             helm(*shlex.split(command)[1:], cwd=work)
             continue
-        shell = re.sub(r"^modelport ", f"{modelport} ", command)
-        run = subprocess.run(["bash", "-c", shell], cwd=work, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
+        run_line(command, work)
     assert (work / "k8s" / "deployment.yaml").is_file() and (work / "kserve" / "inferenceservice-canary.yaml").is_file()
 
 
@@ -156,20 +163,14 @@ def test_the_containers_section_runs_as_written(home: Path, tmp_path: Path) -> N
     tagged = not client.images.list(name="python:3.11-slim")
     if tagged:
         client.images.get(TEST_BASE_IMAGE).tag("python", "3.11-slim")
-    modelport = f"{sys.executable} -m modelport"
     port = free_port()
     train, _ = console_steps(TUTORIAL)[1]
     work = tmp_path / "work"
     work.mkdir()
     (work / "examples").symlink_to(ROOT / "examples")
 
-    def shell(command: str) -> str:
-        return re.sub(r"^modelport ", f"{modelport} ", command.replace("8080", str(port)))
-
     def sh(command: str) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run(["bash", "-c", shell(command)], cwd=work, capture_output=True, text=True, timeout=900)
-        assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
-        return run
+        return run_line(command.replace("8080", str(port)), work, timeout=900)
 
     def versions(n: int = 40) -> set[str]:
         with httpx.Client(timeout=10) as http:
@@ -196,7 +197,7 @@ def test_the_containers_section_runs_as_written(home: Path, tmp_path: Path) -> N
         sh(train)  # houses:2
         for command in lines:
             if command.endswith(" -f"):
-                follow = subprocess.Popen(["bash", "-c", shell(command)], cwd=work, stdout=subprocess.PIPE,
+                follow = subprocess.Popen(["bash", "-c", as_shell(command)], cwd=work, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
                 try:
                     assert read_lines(follow, 1, timeout=60)
@@ -210,7 +211,7 @@ def test_the_containers_section_runs_as_written(home: Path, tmp_path: Path) -> N
         assert not checks, f"the README no longer has {list(checks)}"
         assert not client.containers.list(all=True, filters={"label": "io.modelport.service=houses"})  # rm --force
     finally:
-        subprocess.run(["bash", "-c", f"{modelport} rm --force houses"], capture_output=True, timeout=300)
+        subprocess.run(["bash", "-c", f"{MODELPORT} rm --force houses"], capture_output=True, timeout=300)
         for image in client.images.list(name="modelport/houses"):
             client.images.remove(image.id, force=True)
         if tagged:

@@ -16,8 +16,8 @@ import sys
 import uuid
 
 import modelport
+from modelport import defaults
 from modelport.deploy import containers
-from modelport.deploy.proxy import DEFAULT_PROXY_IMAGE
 from modelport.errors import NotFoundError
 
 MODEL = "bench-linear"
@@ -42,7 +42,7 @@ def main(mode: str, port: int, model_pkl: str) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # until the service is removed
     try:
         containers.run(image, port=port, name=name, replicas=replicas, progress=print,
-                       proxy_image=os.environ.get("MODELPORT_PROXY_IMAGE", DEFAULT_PROXY_IMAGE))
+                       proxy_image=os.environ.get("MODELPORT_PROXY_IMAGE", defaults.PROXY_IMAGE))
         print(f"{name}: {replicas} replica(s) on port {port}", flush=True)
         signal.sigwait({signal.SIGTERM, signal.SIGINT})
     finally:

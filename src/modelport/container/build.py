@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import modelport
+from modelport import defaults
 from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.context import (
     BUILD_LABEL,
-    DEFAULT_BASE_IMAGE,
     Progress,
     build_time_labels,
     read_requirements_file,
@@ -54,7 +54,7 @@ def stale_image(tag: str, digest: str) -> str | None:
     return None
 
 
-def build_image(ref: str, *, tag: str | None = None, base_image: str = DEFAULT_BASE_IMAGE,
+def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.BASE_IMAGE,
                 requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
                 progress: Progress = lambda _: None) -> BuiltImage:
     require("docker", "Building an image")
@@ -75,7 +75,7 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = DEFAULT_B
     return BuiltImage(tag, image_id, size, time.monotonic() - start, mv)
 
 
-def write_build_context(ref: str, dest: Path, *, base_image: str = DEFAULT_BASE_IMAGE, requirements: Path | None = None,
+def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
                         store: ModelStore | None = None, progress: Progress = lambda _: None) -> Path:
     """The same context ``build`` uses, left on disk for a user's own pipeline."""
     require("docker", "Writing a build context")  # packaging pins the image's requirements

@@ -25,7 +25,6 @@ from modelport.store import ModelStore, ModelVersion
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.container", "templates"),
                                keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-DEFAULT_BASE_IMAGE = defaults.BASE_IMAGE
 IMAGE_REQUIREMENTS = ("pillow", "python-multipart")  # what image classifiers need beyond their framework
 LOCK_FILE = "requirements.lock"
 # What a model image serves and how it runs, for the Dockerfile and for whatever runs the image
@@ -175,7 +174,7 @@ def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path) -> None:
         leftover.unlink()
 
 
-def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = DEFAULT_BASE_IMAGE,
+def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
                   extra_requirements: list[str] | None = None, progress: Progress = lambda _: None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):

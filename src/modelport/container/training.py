@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 import modelport
+from modelport import defaults
 from modelport.container.context import (
-    DEFAULT_BASE_IMAGE,
     TEMPLATES,
     Progress,
     build_time_labels,
@@ -55,7 +55,7 @@ def pinned_requirements(modelport_requires: list[str], extras: tuple[str, ...]) 
     return sorted(pins.values())
 
 
-def training_image(base_image: str = DEFAULT_BASE_IMAGE, progress: Progress = lambda _: None) -> str:
+def training_image(base_image: str = defaults.BASE_IMAGE, progress: Progress = lambda _: None) -> str:
     """The training image's tag, built when missing. The tag is a digest of what goes in, so an
     unchanged environment reuses the image and a changed one builds a new one."""
     from modelport.container import engine
@@ -96,7 +96,7 @@ def train_in_container(data: str | Path, target: str, name: str, *, model: str =
     if not data.is_file():
         raise DataError(f"No such file: {data}")
     check_options(name, model, test_size)
-    tag = training_image(base_image or DEFAULT_BASE_IMAGE, progress)
+    tag = training_image(base_image or defaults.BASE_IMAGE, progress)
     out = Path(tempfile.mkdtemp(prefix="modelport-trained-"))
     command = ["--data", f"/data/{data.name}", "--target", target, "--name", name, "--model", model,
                "--test-size", str(test_size), "--seed", str(seed), "--out", "/out"]

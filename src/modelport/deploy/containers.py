@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from modelport import defaults
 from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.build import build_image, default_tag, stale_image
-from modelport.container.context import DEFAULT_BASE_IMAGE
 from modelport.deploy import proxy, rollout
-from modelport.deploy.proxy import DEFAULT_PROXY_IMAGE, Runtime
+from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.ports import check_port
 from modelport.store import ModelStore, parse_ref
@@ -318,7 +318,7 @@ def _info(service: str, slot: str) -> ServiceInfo:
 # -- lifecycle -------------------------------------------------------------------------------
 
 def run(target: str, *, port: int = 8080, name: str | None = None, host_ip: str = "127.0.0.1", replicas: int = 1,
-        settings: RunSettings | None = None, base_image: str = DEFAULT_BASE_IMAGE, proxy_image: str = DEFAULT_PROXY_IMAGE,
+        settings: RunSettings | None = None, base_image: str = defaults.BASE_IMAGE, proxy_image: str = defaults.PROXY_IMAGE,
         wait: float = 120, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
     import docker.errors
 
@@ -359,7 +359,7 @@ def run(target: str, *, port: int = 8080, name: str | None = None, host_ip: str 
     return _info(service, proxy.SLOTS[0])
 
 
-def deploy(target: str, *, replace: str, canary: int | None = None, base_image: str = DEFAULT_BASE_IMAGE,
+def deploy(target: str, *, replace: str, canary: int | None = None, base_image: str = defaults.BASE_IMAGE,
            wait: float = 120, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
     """Release ``target`` in ``replace`` with no failed request: all traffic once it is healthy, or
     ``canary`` percent of it until ``promote`` (or ``rollback``)."""
@@ -397,7 +397,7 @@ def promote(service: str, *, progress: Progress = lambda _: None) -> ServiceInfo
     return _info(service, candidate)
 
 
-def rollback(service: str, *, to: int | None = None, base_image: str = DEFAULT_BASE_IMAGE, wait: float = 120,
+def rollback(service: str, *, to: int | None = None, base_image: str = defaults.BASE_IMAGE, wait: float = 120,
              store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
     """Back to an earlier version with no failed request; during a canary, all traffic back to the
     serving version (and the canary retired)."""

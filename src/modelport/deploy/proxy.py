@@ -21,11 +21,9 @@ from typing import Any
 import jinja2
 
 import modelport
-from modelport import defaults
 from modelport.container import engine
 from modelport.errors import ModelportError
 
-DEFAULT_PROXY_IMAGE = defaults.PROXY_IMAGE
 SLOTS = ("blue", "green")
 ALIAS_PREFIX = "replicas-"
 MAX_REPLICAS = 16

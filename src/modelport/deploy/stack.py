@@ -29,10 +29,11 @@ from typing import IO, Any
 import jinja2
 
 import modelport
+from modelport import defaults
 from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.build import default_tag, stale_image, write_build_context
-from modelport.container.context import DEFAULT_BASE_IMAGE, Progress, build_time_labels, lock, modelport_wheel
+from modelport.container.context import Progress, build_time_labels, lock, modelport_wheel
 from modelport.deploy.compose import Project, wait_container, wait_healthy
 from modelport.errors import ModelportError, NotFoundError
 from modelport.extras import require
@@ -174,7 +175,7 @@ def stack_name(text: str) -> str:
 
 def init(directory: Path, refs: list[str], *, name: str | None = None, db: str = "postgres",
          db_image: str = "postgres:16", gateway_host: str = "127.0.0.1", gateway_port: int = 8080,
-         base_image: str = DEFAULT_BASE_IMAGE, cpus: float = 1.0, memory: str = "1g",
+         base_image: str = defaults.BASE_IMAGE, cpus: float = 1.0, memory: str = "1g",
          store: ModelStore | None = None, progress: Progress = lambda _: None) -> Stack:
     if db != "postgres":
         raise ModelportError(f"--db {db}: the prediction log's database is PostgreSQL (--db postgres)")

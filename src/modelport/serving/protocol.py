@@ -111,7 +111,7 @@ class OneWriteTransport:
 
     def _flush(self) -> None:
         if self._pending:
-            data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            data = b"".join(self._pending)  # one item: that item, not a copy
             self._pending.clear()
             self._transport.write(data)
 
