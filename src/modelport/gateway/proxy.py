@@ -113,7 +113,7 @@ def create_gateway_app(routes: RouteTable, *, default: str | None, hooks: Gatewa
         # Every route but the public ones needs a key (when keys are required); predictions are also logged.
         key_id = await hooks.authenticate(request) if hooks is not None and not public else None
         request_id = _request_id(request)
-        body = await read_body(request, max_body, budget) if request.method == "POST" else b""
+        body = await read_body(request.scope, request.receive, max_body, budget, decompress=False) if request.method == "POST" else b""
         headers = [(k, v) for k, v in request.headers.items() if k not in HOP_HEADERS and k not in OWN_HEADERS]
         headers.append((REQUEST_ID, request_id))
         if key_id is not None:

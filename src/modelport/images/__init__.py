@@ -4,7 +4,7 @@ Serving-time (numpy, Pillow; onnxruntime through the model):
 
     decode.py       uploaded bytes -> RGB image -> model input tensor, strictly: limits, PixelBudget, errors
     classifier.py   a registered classifier's stored preprocessing (Preprocessor) and class labels, the
-                    Classifier (decode pool, model call, top k) the HTTP edge runs for each request
+                    Classifier (decoding, scores to probabilities, top k) the served model builds at load
 
 Import-time (run once, when a model is registered):
 

@@ -21,19 +21,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import weakref
 from collections.abc import Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, Protocol
+from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidInputError, LimitExceededError, ModelFailedError, ModelportError
-from modelport.frameworks.base import Predictor
+from modelport.errors import InvalidInputError, LimitExceededError, ModelportError
 from modelport.images.decode import DEFAULT_MAX_PIXELS, ImageInputError, ImageLimitError, PixelBudget, preprocess_bytes
 from modelport.store import ModelVersion
 
-__all__ = ["LABELS_FILE", "Classifier", "Preprocessor", "ServedImageModel", "decode_pool", "parse_labels"]
+__all__ = ["LABELS_FILE", "Classifier", "Preprocessor", "decode_threads", "parse_labels"]
 
 LABELS_FILE = "labels.txt"
 DEFAULT_TOP_K = 3
@@ -117,61 +115,29 @@ def read_labels(info: ModelVersion, files: Mapping[str, bytes]) -> list[str]:
 
 # -- the classifier ----------------------------------------------------------------------------
 
-class ServedImageModel(Protocol):
-    """What a Classifier uses of a model loaded for serving (``modelport.serving.runtime.ServedModel``):
-    this package never imports the server."""
-
-    name: str
-    info: ModelVersion
-    labels: list[str] | None
-    batcher: Any  # the adaptive batcher; None when batching is off
-    metrics: Any  # add_rows(n), observe_batch(n)
-    executor: Executor
-    predictor: Predictor
-
-    async def predict(self, x: np.ndarray) -> np.ndarray: ...
-
-    def failed(self, error: Exception, what: str) -> ModelportError: ...
-
-
-_pool: ThreadPoolExecutor | None = None
-_classifiers: weakref.WeakKeyDictionary[ServedImageModel, Classifier] = weakref.WeakKeyDictionary()
-
-
-def decode_pool() -> ThreadPoolExecutor:
-    """This process's decoding threads: one per core it may use (serve sets cores / workers)."""
-    global _pool
-    if _pool is None:
-        n = int(os.environ.get("MODELPORT_DECODE_THREADS") or os.environ.get("MODELPORT_THREADS_PER_WORKER")
-                or os.cpu_count() or 1)
-        _pool = ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="modelport-decode")
-    return _pool
+def decode_threads() -> int:
+    """Decoding threads for one worker: one per core it may use (serve sets cores / workers)."""
+    n = int(os.environ.get("MODELPORT_DECODE_THREADS") or os.environ.get("MODELPORT_THREADS_PER_WORKER")
+            or os.cpu_count() or 1)
+    return max(1, n)
 
 
 class Classifier:
-    """What serving one image model needs, prepared once: labels, preprocessing, how to read its scores."""
+    """What serving one image model needs, prepared once at load: labels, preprocessing, the pool that
+    decodes its uploads (owned by the model set) and how to read its scores. The model call is not
+    here: the served model runs it (batched) and hands the scores to ``probabilities``."""
 
-    def __init__(self, model: ServedImageModel) -> None:
-        if model.labels is None:
-            raise ModelFailedError(f"Model {model.name!r} was loaded without its labels")
-        extra = model.info.extra
-        self.labels = np.array(model.labels, dtype=object)
+    def __init__(self, info: ModelVersion, labels: list[str], pool: Executor) -> None:
+        extra = info.extra
+        self.labels = np.array(labels, dtype=object)
         self.preprocess = Preprocessor(extra["preprocess"])
         self.softmax = extra.get("scores", "logits") == "logits"
-        # A model exported with a fixed batch of 1 gets one call per image whatever the batching knobs say.
-        self.batches = bool(extra.get("batch_axis", True)) and model.batcher is not None
-
-    @classmethod
-    def of(cls, model: ServedImageModel) -> Classifier:
-        clf = _classifiers.get(model)
-        if clf is None:
-            clf = _classifiers[model] = cls(model)
-        return clf
+        self.pool = pool
 
     async def decode(self, data: bytes, budget: PixelBudget, where: str = "") -> np.ndarray:
         """One image -> its model input. A failure closes ``budget``: the request's other images are not decoded."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(decode_pool(), self.preprocess, data, budget)
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self.preprocess, data, budget)
         except ImageLimitError as e:
             raise limit_error(str(e), e.setting) from None
         except ImageInputError as e:
@@ -181,22 +147,9 @@ class Classifier:
             budget.close()
             raise LimitExceededError(f"{where}Image is too large to decode") from None
 
-    async def probabilities(self, model: ServedImageModel, x: np.ndarray) -> np.ndarray:
-        """[N, ...] model inputs -> [N, classes] float64 probabilities."""
-        if self.batches:
-            scores = await model.predict(x)
-        else:
-            model.metrics.add_rows(len(x))
-            loop = asyncio.get_running_loop()
-            parts = []
-            for row in x:
-                model.metrics.observe_batch(1)
-                try:
-                    parts.append(await loop.run_in_executor(model.executor, model.predictor.predict, row[None]))
-                except Exception as e:
-                    raise model.failed(e, "predict") from e
-            scores = np.concatenate(parts)
-        scores = np.asarray(scores, dtype=np.float64).reshape(len(x), -1)
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """[N, ...] model scores -> [N, classes] float64 probabilities."""
+        scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
         if not self.softmax:
             return scores
         e = np.exp(scores - scores.max(axis=1, keepdims=True))

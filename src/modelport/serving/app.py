@@ -18,11 +18,10 @@ from starlette.types import ASGIApp
 
 from modelport import __version__
 from modelport.errors import ModelportError
-from modelport.serving import openapi, repository, v2
-from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, error_response, json_response, on_error
+from modelport.serving import openapi, predict_router, repository, v2
+from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, json_response, on_error
 from modelport.serving.limits import DEFAULT_MAX_BUFFERED, BodyBudget
 from modelport.serving.metrics import MetricsFlusher
-from modelport.serving.predict_router import PredictionRouter
 from modelport.serving.runtime import ModelSet, describe
 
 log = logging.getLogger("modelport.server")
@@ -30,8 +29,8 @@ log = logging.getLogger("modelport.server")
 
 def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffered: int = DEFAULT_MAX_BUFFERED,
                log_db: str | None = None, trust_proxy_headers: bool = False, repository_state: str | None = None) -> ASGIApp:
-    """The Starlette app for everything but predictions, behind the prediction router.
-    ``max_buffered``: bytes of request bodies this app (one per worker) reads at once.
+    """The model server: one route table, its prediction routes raw ASGI endpoints dispatched ahead of
+    the middleware (``predict_router.FastRoutes``). ``max_buffered``: bytes of request bodies this app (one per worker) reads at once.
     ``repository_state``: a directory the worker processes share for which models are unloaded."""
     if repository_state is not None:
         models.availability = repository.Availability(Path(repository_state))
@@ -52,6 +51,7 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
         flusher.flush()
         if prediction_log is not None:  # a normal stop writes every queued record (or spools it)
             await asyncio.to_thread(prediction_log.close)
+        models.close()
 
     async def index(request: Request) -> Response:
         return json_response({"name": "modelport", "version": __version__, "models": describe(models),
@@ -101,7 +101,10 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
     async def docs(request: Request) -> Response:
         return HTMLResponse(openapi.docs_html())
 
+    predictions = predict_router.routes(models, max_body, budget, prediction_log.submit if prediction_log else None,
+                                        trust_proxy_headers)
     routes = [
+        *predictions,
         Route("/", index, methods=["GET"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
@@ -124,14 +127,16 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
 
     async def on_starlette_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
         message = {404: f"No such endpoint: {request.method} {request.url.path}",
-                   405: f"Method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
-        return error_response(exc.status_code, message, dict(exc.headers or {}))
+                   405: f"Method {request.method} is not allowed on {request.url.path}; use {headers.get('Allow')}",
+                   }.get(exc.status_code, str(exc.detail))
+        return await on_error(request, HTTPError(exc.status_code, message, headers))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, f"Internal server error ({type(exc).__name__}); see the server log")
+        return await on_error(request, exc)
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPError: on_error, ModelportError: on_error, HTTPException: on_starlette_error, Exception: on_unexpected})
-    return PredictionRouter(models, app, max_body, budget, prediction_log.submit if prediction_log else None, trust_proxy_headers)
+    return predict_router.FastRoutes(predictions, app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +64,27 @@ def from_domain(error: ModelportError) -> HTTPError:
     return HTTPError(status, str(error))
 
 
+def reply_for(error: Exception) -> Reply:
+    """What any error raised while answering becomes, on every path: ``{"error": message}`` with the
+    status of an ``HTTPError``, of a domain error (the table above), else a 500 (logged by the caller)."""
+    if isinstance(error, ModelportError):
+        error = from_domain(error)
+    if not isinstance(error, HTTPError):
+        return error_reply(500, f"Internal server error ({type(error).__name__}); see the server log")
+    reply = error_reply(error.status, error.message)
+    reply.headers = [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
+    return reply
+
+
+def response(reply: Reply) -> Response:
+    """A Reply for the paths that answer with Starlette Responses."""
+    return Response(reply.body, reply.status, headers={k.decode(): v.decode() for k, v in reply.headers},
+                    media_type=reply.content_type.decode())
+
+
 async def on_error(request: Request, exc: Exception) -> Response:
     """The Starlette apps' handler for ``HTTPError`` and domain errors: ``{"error": message}``, its status."""
-    error = from_domain(exc) if isinstance(exc, ModelportError) else exc
-    assert isinstance(error, HTTPError)
-    return error_response(error.status, error.message, error.headers)
+    return response(reply_for(exc))
 
 
 def error_reply(status: int, message: str) -> Reply:
@@ -137,12 +154,41 @@ async def receive_body(scope: Scope, receive: Receive, limit: int, budget: BodyB
         budget.release(held)
 
 
-async def read_body(request: Request, limit: int, budget: BodyBudget) -> bytes:
-    """A Starlette request's body (see ``receive_body``), which must not be empty."""
-    body = await receive_body(request.scope, request.receive, limit, budget)
+async def read_body(scope: Scope, receive: Receive, limit: int, budget: BodyBudget, empty: str = NO_JSON,
+                    decompress: bool = True) -> bytes:
+    """A request's body (see ``receive_body``), which must not be empty (``empty`` says so), decompressed
+    as its Content-Encoding says unless ``decompress`` is off (a proxy passes it on as sent)."""
+    body = await receive_body(scope, receive, limit, budget)
+    if decompress and body:
+        encoding = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-encoding"), None)
+        if encoding is not None:
+            body = decompressed(body, encoding, limit)
     if not body:
-        raise HTTPError(400, NO_JSON)
+        raise HTTPError(400, empty)
     return body
+
+
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib's window bits for each framing
+
+
+def decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    """A compressed body (tritonclient's request_compression_algorithm), held to the same limit
+    once decompressed: a small bomb must not expand into memory."""
+    name = encoding.strip().lower()
+    if name == "identity":
+        return body
+    if name not in _WBITS:
+        raise HTTPError(415, f"Content-Encoding {encoding} is not supported: send the body uncompressed, gzip or deflate")
+    decoder = zlib.decompressobj(_WBITS[name])
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise HTTPError(400, f"The body is not valid {name} data: {e}") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise HTTPError(413, f"Request body is over the limit of {limit} bytes once decompressed")
+    if not decoder.eof:
+        raise HTTPError(400, f"The body is not valid {name} data: it ends early")
+    return out
 
 
 def parse_json(body: bytes) -> Any:

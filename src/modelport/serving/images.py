@@ -8,12 +8,11 @@ What one request may cost is bounded before any work is done (``serving.limits``
 images (413 beyond), and at most ``max_request_pixels`` decoded pixels for all of them together (413).
 
 Per image: parse the upload on the event loop (cheap: ~1 ms of CPU for a 400 KB multipart body), then the
-Classifier decodes it in its thread pool and runs the model through the adaptive batcher.
+served model (``ServedModel.classify``) decodes it in its pool and runs the model through the adaptive batcher.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Any
@@ -26,8 +25,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from modelport.errors import InvalidInputError
-from modelport.images.classifier import Classifier, limit_error
-from modelport.images.decode import PixelBudget
+from modelport.images.classifier import limit_error
 from modelport.serving.http import NO_IMAGE, Reply
 from modelport.serving.runtime import ServedModel
 
@@ -40,7 +38,8 @@ HOW_TO_SEND = ("send a multipart/form-data upload with the file in the field 'im
 async def predict(model: ServedModel, scope: Scope, body: bytes) -> Reply:
     """One image (raw bytes or a multipart ``image`` field) → its top-k classes (``top_k`` in the
     form or the query string)."""
-    clf = Classifier.of(model)
+    clf = model.classifier
+    assert clf is not None  # an image model's, built at load
     request = Request(scope)  # headers and query string only: the body is read already
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     top_k: Any = request.query_params.get("top_k")
@@ -54,9 +53,7 @@ async def predict(model: ServedModel, scope: Scope, body: bytes) -> Reply:
     k = clf.top_k(top_k)  # checked even when the form field wins: a bad value is never silently ignored
     if form_top_k is not None:
         k = clf.top_k(form_top_k)
-    x = await clf.decode(data, PixelBudget(model.image_limits.max_request_pixels))
-    probs = await clf.probabilities(model, x[None])
-    (best,) = clf.best(probs, k)
+    probs, (best,) = await model.classify([data], k)
     prediction = [{"class": clf.labels[i], "confidence": float(probs[0, i])} for i in best]
     return Reply(orjson.dumps({"prediction": prediction}))
 
@@ -96,7 +93,8 @@ async def _read_form(request: Request, body: bytes) -> tuple[bytes, str | None]:
 async def v2_outputs(model: ServedModel, request: dict[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One BYTES input of N encoded images ([N] or [N, 1]; base64 strings when sent as JSON) ->
     ``probabilities`` FP32 [N, classes], ``labels`` BYTES [N, k], ``confidences`` FP32 [N, k]."""
-    clf = Classifier.of(model)
+    clf = model.classifier
+    assert clf is not None  # an image model's, built at load
     if len(tensors) != 1:
         raise InvalidInputError(f"The model takes one BYTES input (the encoded image files), got {len(tensors)} inputs")
     ((name, arr),) = tensors.items()
@@ -112,10 +110,7 @@ async def v2_outputs(model: ServedModel, request: dict[str, Any], tensors: dict[
     binary = (spec.get("parameters") or {}).get("binary_data_size") is not None
     items = [item if binary else _unbase64(item, name, i) for i, item in enumerate(arr.reshape(-1))]
     k = clf.top_k((request.get("parameters") or {}).get("top_k"))
-    budget = PixelBudget(limits.max_request_pixels)
-    x = np.stack(await asyncio.gather(*(clf.decode(d, budget, f"Input {name!r}[{i}]: ") for i, d in enumerate(items))))
-    probs = await clf.probabilities(model, x)
-    best = clf.best(probs, k)
+    probs, best = await model.classify(items, k, f"Input {name!r}")
     return {"probabilities": probs.astype(np.float32), "labels": clf.labels[best],
             "confidences": np.take_along_axis(probs, best, axis=1).astype(np.float32)}
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from modelport import extras
 from modelport.api import model_from_files
@@ -31,6 +32,9 @@ from modelport.serving.repository import Availability
 from modelport.serving.tabular import TabularSchema
 from modelport.store import ModelStore, ModelVersion, parse_ref
 
+if TYPE_CHECKING:
+    from modelport.images.classifier import Classifier
+
 
 @dataclass
 class ServeSpec:
@@ -52,8 +56,10 @@ class ServeSpec:
 
 
 class ServedModel:
-    def __init__(self, name: str, info: ModelVersion, predictor: Predictor, batch: BatchConfig, executor: ThreadPoolExecutor,
-                 images: ImageLimits | None = None, labels: list[str] | None = None) -> None:
+    """One model as served: everything a request needs, prepared once at load (no HTTP here)."""
+
+    def __init__(self, name: str, info: ModelVersion, predictor: Predictor, batch: BatchConfig, executor: Executor,
+                 images: ImageLimits | None = None, classifier: Classifier | None = None) -> None:
         self.name = name
         self.info = info
         self.version = str(info.version)
@@ -64,30 +70,82 @@ class ServedModel:
         self.metrics = ModelMetrics(name, self.version)
         self.executor = executor
         self.batch = batch
-        self.batcher = Batcher(self._call, batch, executor, self.metrics.observe_batch) if batch.enabled else None
+        # A model exported with a fixed batch of 1 gets one call per row whatever the batching knobs say.
+        self.one_row_per_call = not info.extra.get("batch_axis", True)
+        self.batcher = (Batcher(self._call, batch, executor, self.metrics.observe_batch)
+                        if batch.enabled and not self.one_row_per_call else None)
+        # A small tabular model's call costs less than a hop to another thread; an image model's does not.
+        self.inline = info.task != IMAGE_CLASSIFICATION
         self.headers = {"x-model": name, "x-model-version": self.version}
         self.raw_headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
-        self.labels = labels  # class names of an image classifier
+        self.classifier = classifier  # image classifiers: labels, preprocessing, decode pool
         self.image_limits = (images or ImageLimits()).resolved()
 
     def _call(self, x: np.ndarray) -> np.ndarray:
         return self.predictor.predict(x)
 
     async def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predict rows, through the batcher when batching is on, inline otherwise
-        (a small model's call costs less than a hop to another thread)."""
+        """Predict rows: through the batcher when batching is on, else in one call per request
+        (inline for a tabular model, in the executor for an image model)."""
         self.metrics.add_rows(len(x))
         if self.predictor.input_limit is not None:
             self._check_range(x, self.predictor.input_limit)
         try:
             if self.batcher is not None:
                 y = await self.batcher.submit(x)
-            else:
+            elif self.inline:
                 self.metrics.observe_batch(len(x))
                 y = self._call(x)
+            else:
+                y = await self._offload(x)
         except Exception as e:
             raise self.failed(e, "predict") from e
         return self._finite(y, "prediction")
+
+    async def _offload(self, x: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        chunks = [x[i:i + 1] for i in range(len(x))] if self.one_row_per_call else [x]
+        parts = []
+        for chunk in chunks:
+            self.metrics.observe_batch(len(chunk))
+            parts.append(await loop.run_in_executor(self.executor, self._call, chunk))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def predict_simple(self, payload: Any) -> dict[str, Any]:
+        """The simple API's request (``{"features": ...}`` or ``{"instances": ...}``, optional
+        ``"probabilities": true``) -> its answer, for models whose inputs are one table of rows."""
+        if self.schema is None:
+            raise InvalidInputError(f"/predict is not available for model {self.name!r}: its inputs are not one table of "
+                                    f"rows (one numeric [batch, n] input, one output). Use POST /v2/models/{self.name}/infer")
+        # No finiteness check here: the JSON decoder refuses NaN, Infinity and numbers that overflow,
+        # and a null becomes NaN only for models that accept missing values.
+        x, single = self.schema.parse(payload)
+        probabilities = payload.get("probabilities", False)
+        if type(probabilities) is not bool:
+            raise InvalidInputError(f'"probabilities" must be true or false, got {orjson.dumps(probabilities).decode()[:40]}')
+        y = (await self.predict(x)).tolist()
+        out: dict[str, Any] = {"prediction": y[0]} if single else {"predictions": y}
+        if probabilities:
+            if self.schema.classes is None:
+                raise InvalidInputError(f"Model {self.name!r} is a {self.task} model: it has no class probabilities")
+            probs = self.schema.probabilities(await self.predict_proba(x))
+            out["probabilities"] = probs[0] if single else probs
+        return out
+
+    async def classify(self, images: list[bytes], k: int, where: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """Encoded images -> ([N, classes] probabilities, [N, k] indices of the best classes, best first).
+        All of them together may decode to at most ``image_limits.max_request_pixels``; an error about
+        image i starts with ``{where}[i]: `` when ``where`` is given."""
+        from modelport.images.decode import PixelBudget  # Pillow: imported by image servers only
+
+        clf = self.classifier
+        if clf is None:
+            raise ModelFailedError(f"Model {self.name!r} is not an image classifier")
+        budget = PixelBudget(self.image_limits.max_request_pixels)
+        x = np.stack(await asyncio.gather(*(clf.decode(d, budget, f"{where}[{i}]: " if where else "")
+                                            for i, d in enumerate(images))))
+        probs = clf.probabilities(await self.predict(x))
+        return probs, clf.best(probs, k)
 
     async def predict_proba(self, x: np.ndarray) -> np.ndarray:
         try:
@@ -137,15 +195,22 @@ class ServedModel:
 class ModelSet:
     """The served models by name and version; the first one is the default for ``/predict``."""
 
-    def __init__(self, models: list[ServedModel]) -> None:
+    def __init__(self, models: list[ServedModel], pools: list[Executor] | None = None) -> None:
         if not models:
             raise ModelportError("No models to serve")
+        self.pools = pools or []  # the models' executor and decoding threads: closed with the set
         self.default = models[0]
         self.by_name: dict[str, dict[str, ServedModel]] = {}
         for m in models:
             self.by_name.setdefault(m.name, {}).setdefault(m.version, m)
         self.latest = {name: versions[next(iter(versions))] for name, versions in self.by_name.items()}
         self.availability = Availability()  # which are unloaded (the repository extension); create_app may share it
+
+    def close(self) -> None:
+        """Stop the threads: the app's lifespan calls this once the server has stopped taking requests.
+        A model call still running is not waited for (its request is gone with the server)."""
+        for pool in self.pools:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def __iter__(self):
         for versions in self.by_name.values():
@@ -167,6 +232,7 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
     """Load every model or fail with a message naming the one that could not load."""
     store = store or ModelStore()
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="modelport-model")
+    pools: list[Executor] = [executor]
     models = []
     for spec in specs:
         try:
@@ -178,13 +244,21 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
             raise ModelportError(f"Cannot serve {spec.ref}: loading failed with {type(e).__name__}: {e}") from None
         name = spec.name or parse_ref(spec.ref).name
         batch = spec.batch.over(model.info.extra.get("batching"))
-        labels = None
+        classifier = None
         if model.info.task == IMAGE_CLASSIFICATION:
-            from modelport.images.classifier import read_labels  # Pillow only where images are served
+            classifier = _classifier(model.info, files, pools)
+        models.append(ServedModel(name, model.info, model.predictor, batch, executor, spec.images, classifier))
+    return ModelSet(models, pools)
 
-            labels = read_labels(model.info, files)
-        models.append(ServedModel(name, model.info, model.predictor, batch, executor, spec.images, labels))
-    return ModelSet(models)
+
+def _classifier(info: ModelVersion, files: dict[str, bytes], pools: list[Executor]) -> Classifier:
+    """An image classifier's serving state; the first one starts the set's decoding threads."""
+    from modelport.images import classifier  # Pillow: imported by image servers only
+
+    labels = classifier.read_labels(info, files)
+    if len(pools) == 1:
+        pools.append(ThreadPoolExecutor(max_workers=classifier.decode_threads(), thread_name_prefix="modelport-decode"))
+    return classifier.Classifier(info, labels, pools[1])
 
 
 def _from_store(ref: str, store: ModelStore) -> tuple[ModelVersion, dict[str, bytes]]:
