@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
 from modelport import defaults
+from modelport.cli.forward import run_in_gateway
 from modelport.cli.output import LoggedProgress, console, err, print_json, success, table
 from modelport.errors import ModelportError
 
@@ -149,26 +149,6 @@ def db_url_or_stack(db_url: str | None, directory: Path) -> str | None:
                          "directory (or with --dir DIR)")
 
 
-def in_gateway_or_exit(directory: Path, argv: list[str], output: Path | None = None) -> None:
-    """Run ``modelport ARGV`` in the stack's gateway; its standard output into ``output`` when given."""
-    from modelport.deploy.stack import exec_in_gateway
-
-    stack = _stack(directory)
-    if output is None:
-        status = exec_in_gateway(stack, argv)
-    else:
-        tmp = output.with_name(f".{output.name}.{os.getpid()}")
-        try:
-            with tmp.open("wb") as f:
-                status = exec_in_gateway(stack, argv, stdout=f)
-            if status == 0:
-                tmp.replace(output)
-        finally:
-            tmp.unlink(missing_ok=True)
-    if status:
-        raise typer.Exit(status)
-
-
 def _key_store(url: str):
     from modelport.gateway.keys import KeyStore
     from modelport.predlog.db import make_engine
@@ -177,13 +157,13 @@ def _key_store(url: str):
 
 
 @keys_app.command("create")
-def keys_create(name: str = typer.Argument(..., help="Who or what will use the key."), directory: Path = DIR,
-                db_url: str = DB_URL) -> None:
+def keys_create(ctx: typer.Context, name: str = typer.Argument(..., help="Who or what will use the key."),
+                directory: Path = DIR, db_url: str = DB_URL) -> None:
     """Create a key. It is shown once, alone on standard output (`KEY=$(modelport stack keys create ci)`):
     only its hash is stored."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return in_gateway_or_exit(directory, ["stack", "keys", "create", name])
+        return run_in_gateway(ctx)
     key, token = _key_store(url).create(name)
     err.print(f"Created {key.id} ({name}). The key, shown only now:")
     print(token, flush=True)
@@ -191,12 +171,12 @@ def keys_create(name: str = typer.Argument(..., help="Who or what will use the k
 
 
 @keys_app.command("list")
-def keys_list(directory: Path = DIR, db_url: str = DB_URL,
+def keys_list(ctx: typer.Context, directory: Path = DIR, db_url: str = DB_URL,
               as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List keys (their ids and first characters; never the keys)."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return in_gateway_or_exit(directory, ["stack", "keys", "list", *(["--json"] if as_json else [])])
+        return run_in_gateway(ctx)
     keys = _key_store(url).list()
     if as_json:
         return print_json([k.__dict__ for k in keys])
@@ -206,11 +186,11 @@ def keys_list(directory: Path = DIR, db_url: str = DB_URL,
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: str = typer.Argument(..., help="Key id (key_…) or the prefix `keys list` shows."),
+def keys_revoke(ctx: typer.Context, key: str = typer.Argument(..., help="Key id (key_…) or the prefix `keys list` shows."),
                 directory: Path = DIR, db_url: str = DB_URL) -> None:
     """Revoke a key (the gateway refuses it within seconds)."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return in_gateway_or_exit(directory, ["stack", "keys", "revoke", key])
+        return run_in_gateway(ctx)
     revoked = _key_store(url).revoke(key)
     console.print(f"Revoked {revoked.id} ({revoked.name})")
