@@ -111,15 +111,8 @@ def deploy(target: str = typer.Argument(..., help="MODEL=REF (e.g. iris=iris:2, 
     """Serve another version of a model with no downtime: start it, wait healthy, switch, stop the old."""
     from modelport.deploy.stack import deploy as stack_deploy
 
-    model, sep, ref = target.partition("=")
-    if sep:
-        ref = f"{model}:{ref}" if ref.isdigit() else ref
-        if ref.split(":")[0].split("@")[0] != model:
-            raise ModelportError(f"{target}: {ref} is not a version of {model}")
-    else:
-        ref = target
     with LoggedProgress("stack-deploy") as log:
-        new = stack_deploy(_stack(directory), ref, wait=wait, progress=log)
+        new = stack_deploy(_stack(directory), target, wait=wait, progress=log)
     success(f"Now serving {new.name}:{new.version}", f" (rollback: modelport stack rollback {new.name})")
 
 
