@@ -175,7 +175,7 @@ def stack_name(text: str) -> str:
 # -- init -------------------------------------------------------------------------------------
 
 def init(directory: Path, refs: list[str], *, name: str | None = None, db: str = "postgres",
-         db_image: str = "postgres:16", gateway_host: str = "127.0.0.1", gateway_port: int = 8080,
+         db_image: str = defaults.DB_IMAGE, gateway_host: str = "127.0.0.1", gateway_port: int = 8080,
          base_image: str = defaults.BASE_IMAGE, cpus: float = 1.0, memory: str = "1g",
          store: ModelStore | None = None, progress: Progress = lambda _: None) -> Stack:
     if db != "postgres":
