@@ -33,21 +33,6 @@ def build(
     success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}")
 
 
-def _settings(cpus: float | None, memory: str | None, restart: str, env: list[str] | None):
-    from modelport.deploy.containers import RunSettings
-    from modelport.errors import ModelportError
-
-    pairs = {}
-    for item in env or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ModelportError(f"Invalid --env {item!r}: expected KEY=VALUE")
-        pairs[key] = value
-    if restart not in ("no", "always", "unless-stopped", "on-failure"):
-        raise ModelportError(f"Invalid --restart {restart!r}: no, always, unless-stopped or on-failure")
-    return RunSettings(cpus=cpus, memory=memory, restart=restart, env=pairs)
-
-
 def run(
     target: str = typer.Argument(..., help="A model (NAME, NAME:3, NAME@alias; built if needed) or a modelport image."),
     port: int = typer.Option(8080, "--port", "-p", help="Host port to publish."),
@@ -66,10 +51,10 @@ def run(
     proxy, waits until healthy."""
     from modelport.deploy import containers as svc
 
+    settings = svc.RunSettings.parse(cpus=cpus, memory=memory, restart=restart, env=env or ())
     with LoggedProgress("run") as log:
-        info = svc.run(target, port=port, name=name, host_ip=host_ip, replicas=replicas,
-                       settings=_settings(cpus, memory, restart, env), base_image=base_image, proxy_image=proxy_image,
-                       wait=wait, progress=log)
+        info = svc.run(target, port=port, name=name, host_ip=host_ip, replicas=replicas, settings=settings,
+                       base_image=base_image, proxy_image=proxy_image, wait=wait, progress=log)
     success(info.service, f" serves {info.model}:{info.version} at {info.url} ({len(info.replicas)} replica(s))")
     console.print(f"  curl -X POST {info.url}/predict -H 'Content-Type: application/json' -d '{{\"features\": [...]}}'")
 

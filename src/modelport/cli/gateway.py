@@ -12,16 +12,6 @@ from modelport.errors import ModelportError
 from modelport.gateway.admin import DEFAULT_ADMIN_PORT
 
 
-def _parse_route(text: str):
-    from modelport.gateway.proxy import Upstream
-
-    name, sep, rest = text.partition("=")
-    if not sep or not rest.startswith(("http://", "https://")):
-        raise ModelportError(f"Invalid --route {text!r}: expected NAME=http://host:port[@VERSION]")
-    url, _, version = rest.partition("@")
-    return Upstream(name, url.rstrip("/"), version or None)
-
-
 def gateway(
     route: list[str] = typer.Option(..., "--route", help="NAME=http://host:port, or NAME=http://host:port@VERSION; repeat for each model."),
     host: str = typer.Option("127.0.0.1", "--host"),
@@ -38,11 +28,12 @@ def gateway(
 ) -> None:
     """Serve one published port in front of model services, with switchable routes."""
     from modelport.gateway.hooks import hooks_from_options
+    from modelport.gateway.proxy import Upstream
     from modelport.gateway.server import run_gateway
     from modelport.serving.http import DEFAULT_MAX_BODY
     from modelport.serving.limits import ReadLimits
 
-    upstreams = [_parse_route(r) for r in route]
+    upstreams = [Upstream.parse(r) for r in route]
     limits = ReadLimits(header_timeout, body_timeout, keep_alive, max_buffered_bytes).check(DEFAULT_MAX_BODY)
     hooks = hooks_from_options(db_url, require_keys, spool_dir)
     run_gateway(upstreams, host=host, port=port, default=default, admin_port=admin_port, log_format=log_format, hooks=hooks,

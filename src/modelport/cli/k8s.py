@@ -25,8 +25,8 @@ REGISTRY = typer.Option(None, "--registry", help="The registry the cluster pulls
 def _options(replicas: int, autoscale: str | None, namespace: str | None, cpu: str, memory: str, registry: str | None):
     from modelport.k8s.manifests import Options, parse_autoscale
 
-    scale = None if autoscale == "off" else parse_autoscale(autoscale) or (replicas, replicas * 4)
-    return Options(replicas=replicas, autoscale=scale, namespace=namespace, cpu=cpu, memory=memory, registry=registry)
+    return Options(replicas=replicas, autoscale=parse_autoscale(autoscale, replicas), namespace=namespace, cpu=cpu,
+                   memory=memory, registry=registry)
 
 
 def _written(paths: list[Path], dest: Path) -> None:

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import typer
 
+from modelport.cli.forward import run_in_gateway
 from modelport.cli.output import console, print_json, table
-from modelport.cli.stack import DB_URL, DIR, db_url_or_stack, in_gateway_or_exit
+from modelport.cli.stack import DB_URL, DIR, db_url_or_stack
 
 app = typer.Typer(help="Query the prediction log: recent predictions, statistics, exports.", no_args_is_help=True)
 
 MODEL = typer.Option(None, "--model", help="Only this model.")
 SINCE = typer.Option(None, "--since", help="Only since then: 30m, 2h, 7d, or an ISO time (UTC).")
-
-
-def _filters(model: str | None, since: str | None) -> list[str]:
-    return [*(["--model", model] if model else []), *(["--since", since] if since else [])]
 
 
 def _engine(url: str):
@@ -39,14 +36,13 @@ def _short(text: str | None, width: int = 48) -> str:
 
 
 @app.command("list")
-def list_cmd(model: str = MODEL, since: str = SINCE, limit: int = typer.Option(20, "--limit"),
+def list_cmd(ctx: typer.Context, model: str = MODEL, since: str = SINCE, limit: int = typer.Option(20, "--limit"),
              as_json: bool = typer.Option(False, "--json", help="Print JSON."), directory: Path = DIR,
              db_url: str = DB_URL) -> None:
     """The most recent predictions, newest first."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return in_gateway_or_exit(directory, ["predictions", "list", *_filters(model, since), "--limit", str(limit),
-                                              *(["--json"] if as_json else [])])
+        return run_in_gateway(ctx)
     from modelport.predlog.queries import list_predictions
 
     rows = list_predictions(_engine(url), model=model, since=_since(since), limit=limit)
@@ -59,13 +55,13 @@ def list_cmd(model: str = MODEL, since: str = SINCE, limit: int = typer.Option(2
 
 
 @app.command()
-def stats(model: str = MODEL, since: str = SINCE, as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-          directory: Path = DIR, db_url: str = DB_URL) -> None:
+def stats(ctx: typer.Context, model: str = MODEL, since: str = SINCE,
+          as_json: bool = typer.Option(False, "--json", help="Print JSON."), directory: Path = DIR,
+          db_url: str = DB_URL) -> None:
     """Per model and version: requests, error rate (status ≥ 400), p50/p99 latency."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return in_gateway_or_exit(directory, ["predictions", "stats", *_filters(model, since),
-                                              *(["--json"] if as_json else [])])
+        return run_in_gateway(ctx)
     from modelport.predlog.queries import stats as query_stats
 
     rows = query_stats(_engine(url), model=model, since=_since(since))
@@ -77,15 +73,14 @@ def stats(model: str = MODEL, since: str = SINCE, as_json: bool = typer.Option(F
 
 
 @app.command()
-def export(model: str = MODEL, since: str = SINCE,
+def export(ctx: typer.Context, model: str = MODEL, since: str = SINCE,
            fmt: str = typer.Option("csv", "--format", help="csv, json (one object a line) or parquet."),
            output: Path = typer.Option(..., "--output", "-o", help="The file to write ('-': standard output)."),
            directory: Path = DIR, db_url: str = DB_URL) -> None:
     """Write the predictions (oldest first) to a file."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        argv = ["predictions", "export", *_filters(model, since), "--format", fmt, "--output", "-"]
-        return in_gateway_or_exit(directory, argv, output=None if str(output) == "-" else output)
+        return run_in_gateway(ctx)
     from modelport.predlog.queries import check_format
     from modelport.predlog.queries import export as query_export
 

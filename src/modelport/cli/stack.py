@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
 from modelport import defaults
+from modelport.cli.forward import run_in_gateway
 from modelport.cli.output import LoggedProgress, console, err, print_json, success, table
 from modelport.errors import ModelportError
 
@@ -32,7 +32,7 @@ def init(
     directory: Path = typer.Argument(..., help="A new (or empty) directory for the stack."),
     model: list[str] = typer.Option(..., "--model", help="A model to serve: NAME, NAME:3 or NAME@alias; repeat for each."),
     db: str = typer.Option("postgres", "--db", help="The prediction log's database: postgres."),
-    db_image: str = typer.Option("postgres:16", "--db-image", help="PostgreSQL image."),
+    db_image: str = typer.Option(defaults.DB_IMAGE, "--db-image", help="PostgreSQL image."),
     gateway_port: int = typer.Option(8080, "--gateway-port", help="The one published port."),
     gateway_host: str = typer.Option("127.0.0.1", "--gateway-host", help="Address to publish it on (0.0.0.0: every interface)."),
     base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help="Base image with Python 3.11 for the images built."),
@@ -111,15 +111,8 @@ def deploy(target: str = typer.Argument(..., help="MODEL=REF (e.g. iris=iris:2, 
     """Serve another version of a model with no downtime: start it, wait healthy, switch, stop the old."""
     from modelport.deploy.stack import deploy as stack_deploy
 
-    model, sep, ref = target.partition("=")
-    if sep:
-        ref = f"{model}:{ref}" if ref.isdigit() else ref
-        if ref.split(":")[0].split("@")[0] != model:
-            raise ModelportError(f"{target}: {ref} is not a version of {model}")
-    else:
-        ref = target
     with LoggedProgress("stack-deploy") as log:
-        new = stack_deploy(_stack(directory), ref, wait=wait, progress=log)
+        new = stack_deploy(_stack(directory), target, wait=wait, progress=log)
     success(f"Now serving {new.name}:{new.version}", f" (rollback: modelport stack rollback {new.name})")
 
 
@@ -149,26 +142,6 @@ def db_url_or_stack(db_url: str | None, directory: Path) -> str | None:
                          "directory (or with --dir DIR)")
 
 
-def in_gateway_or_exit(directory: Path, argv: list[str], output: Path | None = None) -> None:
-    """Run ``modelport ARGV`` in the stack's gateway; its standard output into ``output`` when given."""
-    from modelport.deploy.stack import exec_in_gateway
-
-    stack = _stack(directory)
-    if output is None:
-        status = exec_in_gateway(stack, argv)
-    else:
-        tmp = output.with_name(f".{output.name}.{os.getpid()}")
-        try:
-            with tmp.open("wb") as f:
-                status = exec_in_gateway(stack, argv, stdout=f)
-            if status == 0:
-                tmp.replace(output)
-        finally:
-            tmp.unlink(missing_ok=True)
-    if status:
-        raise typer.Exit(status)
-
-
 def _key_store(url: str):
     from modelport.gateway.keys import KeyStore
     from modelport.predlog.db import make_engine
@@ -177,13 +150,13 @@ def _key_store(url: str):
 
 
 @keys_app.command("create")
-def keys_create(name: str = typer.Argument(..., help="Who or what will use the key."), directory: Path = DIR,
-                db_url: str = DB_URL) -> None:
+def keys_create(ctx: typer.Context, name: str = typer.Argument(..., help="Who or what will use the key."),
+                directory: Path = DIR, db_url: str = DB_URL) -> None:
     """Create a key. It is shown once, alone on standard output (`KEY=$(modelport stack keys create ci)`):
     only its hash is stored."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return in_gateway_or_exit(directory, ["stack", "keys", "create", name])
+        return run_in_gateway(ctx)
     key, token = _key_store(url).create(name)
     err.print(f"Created {key.id} ({name}). The key, shown only now:")
     print(token, flush=True)
@@ -191,12 +164,12 @@ def keys_create(name: str = typer.Argument(..., help="Who or what will use the k
 
 
 @keys_app.command("list")
-def keys_list(directory: Path = DIR, db_url: str = DB_URL,
+def keys_list(ctx: typer.Context, directory: Path = DIR, db_url: str = DB_URL,
               as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List keys (their ids and first characters; never the keys)."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return in_gateway_or_exit(directory, ["stack", "keys", "list", *(["--json"] if as_json else [])])
+        return run_in_gateway(ctx)
     keys = _key_store(url).list()
     if as_json:
         return print_json([k.__dict__ for k in keys])
@@ -206,11 +179,11 @@ def keys_list(directory: Path = DIR, db_url: str = DB_URL,
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: str = typer.Argument(..., help="Key id (key_…) or the prefix `keys list` shows."),
+def keys_revoke(ctx: typer.Context, key: str = typer.Argument(..., help="Key id (key_…) or the prefix `keys list` shows."),
                 directory: Path = DIR, db_url: str = DB_URL) -> None:
     """Revoke a key (the gateway refuses it within seconds)."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return in_gateway_or_exit(directory, ["stack", "keys", "revoke", key])
+        return run_in_gateway(ctx)
     revoked = _key_store(url).revoke(key)
     console.print(f"Revoked {revoked.id} ({revoked.name})")

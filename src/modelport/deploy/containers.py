@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +40,37 @@ RELEASE = "io.modelport.release"  # when the release started: tells a candidate 
 Progress = Callable[[str], None]
 
 
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+# What the Docker Engine takes as a memory limit: bytes, or a number with b, k, m or g (kb, mb, gb too).
+_MEMORY = re.compile(r"[0-9]+(\.[0-9]+)?([bkmg]|[kmg]b)?", re.IGNORECASE)
+
+
 @dataclass
 class RunSettings:
-    """What a model container is started with; kept on it (as a label) so a replacement gets the same."""
+    """What a model container is started with; kept on it (as a label) so a replacement gets the same.
+    Checked when made, so a bad value fails before any build or container start."""
 
     cpus: float | None = None
     memory: str | None = None
     restart: str = "unless-stopped"
     env: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpus is not None and not self.cpus > 0:
+            raise ModelportError(f"Invalid CPU limit {self.cpus!r} (--cpus): expected a positive number, e.g. 1.5")
+        if self.memory is not None and not (_MEMORY.fullmatch(self.memory) and float(_digits(self.memory)) > 0):
+            raise ModelportError(f"Invalid memory limit {self.memory!r} (--memory): expected a size such as 512m or 2g")
+        if self.restart not in RESTART_POLICIES:
+            raise ModelportError(f"Invalid restart policy {self.restart!r} (--restart): "
+                                 f"{', '.join(RESTART_POLICIES[:-1])} or {RESTART_POLICIES[-1]}")
+        for key in self.env or {}:
+            check_env_name(key)
+
+    @classmethod
+    def parse(cls, *, cpus: float | None = None, memory: str | None = None, restart: str = "unless-stopped",
+              env: Iterable[str] = ()) -> RunSettings:
+        """Settings from their command-line form: ``env`` as ``KEY=VALUE`` items."""
+        return cls(cpus=cpus, memory=memory, restart=restart, env=parse_env(env))
 
     def docker_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"environment": self.env or {}}
@@ -57,6 +81,28 @@ class RunSettings:
         if self.restart != "no":
             kwargs["restart_policy"] = {"Name": self.restart}
         return kwargs
+
+
+def _digits(size: str) -> str:
+    return size.rstrip("bkmgBKMG")
+
+
+def check_env_name(key: str) -> str:
+    """An environment variable's name: not empty, no '=' (the container's environment could not hold it)."""
+    if not key or "=" in key or "\0" in key:
+        raise ModelportError(f"Invalid environment variable name {key!r} (--env KEY=VALUE)")
+    return key
+
+
+def parse_env(items: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` items → a mapping (a later KEY wins, as with ``docker run -e``)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ModelportError(f"Invalid environment variable {item!r} (--env): expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
 
 
 @dataclass

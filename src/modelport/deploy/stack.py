@@ -37,7 +37,7 @@ from modelport.container.context import Progress, build_time_labels, lock, model
 from modelport.deploy.compose import Project, wait_container, wait_healthy
 from modelport.errors import ModelportError, NotFoundError
 from modelport.extras import require
-from modelport.store import ModelStore, ModelVersion
+from modelport.store import ModelStore, ModelVersion, parse_ref
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.deploy", "templates"),
                                keep_trailing_newline=True, undefined=jinja2.StrictUndefined, trim_blocks=True)
@@ -45,6 +45,7 @@ STATE_FILE = "stack.json"
 STACK = "io.modelport.stack"
 ROLE = "io.modelport.role"
 RESERVED = ("db", "gateway")
+_VERSION = re.compile(r"[0-9]+")  # MODEL=3: a version number (ASCII digits: str.isdigit takes '²')
 MODEL_PORT = 8080
 SPOOL_DIR = "/var/lib/modelport/spool"
 GATEWAY_EXTRAS = ("postgres",)
@@ -174,7 +175,7 @@ def stack_name(text: str) -> str:
 # -- init -------------------------------------------------------------------------------------
 
 def init(directory: Path, refs: list[str], *, name: str | None = None, db: str = "postgres",
-         db_image: str = "postgres:16", gateway_host: str = "127.0.0.1", gateway_port: int = 8080,
+         db_image: str = defaults.DB_IMAGE, gateway_host: str = "127.0.0.1", gateway_port: int = 8080,
          base_image: str = defaults.BASE_IMAGE, cpus: float = 1.0, memory: str = "1g",
          store: ModelStore | None = None, progress: Progress = lambda _: None) -> Stack:
     if db != "postgres":
@@ -338,11 +339,26 @@ def _temporary(stack: Stack) -> list[Any]:
 
 # -- deploy and rollback ----------------------------------------------------------------------
 
+def parse_deploy_target(text: str) -> str:
+    """What ``stack deploy`` takes → the reference to deploy: ``REF`` as it is, or ``MODEL=REF`` where
+    REF is a version of MODEL (``iris=iris:2``, ``iris=iris@production``, or just ``iris=2``)."""
+    model, sep, ref = text.partition("=")
+    if not sep:
+        return text
+    if not model or not ref:
+        raise ModelportError(f"Invalid deploy target {text!r}: expected MODEL=REF (e.g. iris=iris:2 or iris=2) or REF")
+    parsed = parse_ref(f"{model}:{ref}" if _VERSION.fullmatch(ref) else ref)
+    if parsed.name != model:
+        raise ModelportError(f"{text}: {parsed} is not a version of {model}")
+    return str(parsed)
+
+
 def deploy(stack: Stack, ref: str, *, wait: float = 180, store: ModelStore | None = None,
            progress: Progress = lambda _: None) -> ModelService:
-    """Serve ``ref`` (a version of a model the stack serves) instead of the current version."""
+    """Serve ``ref`` (a version of a model the stack serves, or ``MODEL=REF``: see parse_deploy_target)
+    instead of the current version."""
     store = get_store(store)
-    mv = store.resolve(ref)
+    mv = store.resolve(parse_deploy_target(ref))
     current = stack.model(mv.name)
     if (mv.version, mv.digest) == (current.version, current.digest):
         raise ModelportError(f"The stack already serves {mv.ref}")

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from modelport.errors import ModelportError
 from modelport.gateway.paths import PathGuard
 from modelport.gateway.upstream import UpstreamClient, UpstreamReply, UpstreamTimeout, UpstreamUnavailable
 from modelport.predlog.record import PredictionRecord
@@ -53,6 +54,15 @@ class Upstream:
     name: str
     url: str
     version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Upstream:
+        """``NAME=http://host:port`` or ``NAME=http://host:port@VERSION`` (the gateway's --route)."""
+        name, sep, rest = text.partition("=")
+        if not sep or not name or not rest.startswith(("http://", "https://")):
+            raise ModelportError(f"Invalid route {text!r} (--route): expected NAME=http://host:port[@VERSION]")
+        url, _, version = rest.partition("@")
+        return cls(name, url.rstrip("/"), version or None)
 
 
 class GatewayHooks(Protocol):

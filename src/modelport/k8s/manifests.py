@@ -73,8 +73,12 @@ class Options:
         return self.autoscale[0] if self.autoscale else self.replicas
 
 
-def parse_autoscale(text: str | None) -> tuple[int, int] | None:
+def parse_autoscale(text: str | None, replicas: int) -> tuple[int, int] | None:
+    """``MIN:MAX`` → (MIN, MAX); ``off`` → None (a fixed number of replicas); None → the default,
+    ``replicas`` to four times as many."""
     if text is None:
+        return replicas, replicas * 4
+    if text == "off":
         return None
     low, sep, high = text.partition(":")
     if not (sep and low.isdigit() and high.isdigit()):
