@@ -8,7 +8,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +20,7 @@ from modelport.container.wheelhouse import build_wheelhouse, cached_wheelhouse
 from modelport.errors import ModelportError
 from modelport.frameworks import get_adapter
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
+from modelport.progress import Progress
 from modelport.store import ModelStore, ModelVersion
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.container", "templates"),
@@ -35,7 +35,6 @@ LIVE_PATH = "/v2/health/live"
 RUN_AS = 10001  # uid and gid of the image's modelport user
 WRITABLE_PATH = "/tmp"  # temporary files, the workers' pinned models and metrics (its WORKDIR)
 
-Progress = Callable[[str], None]
 
 
 def labels_for(mv: ModelVersion) -> dict[str, str]:

@@ -17,12 +17,12 @@ from typing import IO, Any
 
 from modelport.container import engine
 from modelport.errors import ModelportError
+from modelport.progress import Progress
 
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
 ONE_OFF = "com.docker.compose.oneoff"
 
-Progress = Callable[[str], None]
 
 
 @functools.cache

@@ -28,6 +28,7 @@ from modelport.deploy import proxy, rollout
 from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.ports import check_port
+from modelport.progress import Progress
 from modelport.store import ModelStore, parse_ref
 
 MANAGED = "io.modelport.managed"
@@ -37,7 +38,6 @@ PREVIOUS = "io.modelport.previous-version"
 SETTINGS = "io.modelport.settings"
 SLOT = "io.modelport.slot"
 RELEASE = "io.modelport.release"  # when the release started: tells a candidate from the serving one
-Progress = Callable[[str], None]
 
 
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from modelport.deploy.proxy import Runtime, Server, other
 from modelport.errors import ModelportError
+from modelport.progress import Progress
 
-Progress = Callable[[str], None]
 DRAIN_TIMEOUT = 30.0
 
 

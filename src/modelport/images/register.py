@@ -15,7 +15,7 @@ import io
 import json
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from modelport.extras import require
 from modelport.frameworks.base import IMAGE_CLASSIFICATION, versions_of
 from modelport.images.classifier import LABELS_FILE, Preprocessor, check_labels, parse_labels
 from modelport.images.decode import _RESAMPLING
+from modelport.progress import Progress
 from modelport.store import ModelStore, ModelVersion
 
 __all__ = ["import_image_classifier", "parse_preprocess", "register_pretrained_mobilenet_v2"]
@@ -37,7 +38,6 @@ MODEL_FILE = "model.onnx"
 DEFAULT_BATCHING = {"max_batch_size": 8, "max_latency_ms": 2.0}
 _SPEC_KEYS = ("resize", "crop", "interpolation", "rescale", "mean", "std", "channels", "layout", "dtype")
 
-Progress = Callable[[str], None]
 
 
 class ImageModelError(FrameworkError):

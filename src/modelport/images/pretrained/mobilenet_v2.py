@@ -32,6 +32,7 @@ import numpy as np
 
 from modelport import config
 from modelport.errors import FrameworkError, IntegrityError, ModelportError
+from modelport.progress import Progress
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +71,6 @@ IMAGENET_PREPROCESS: dict[str, Any] = {
     "dtype": "float32",
 }
 
-Progress = Callable[[str], None]
 ByteProgress = Callable[[int, int | None], None]  # (bytes received, total bytes if the server said)
 
 
