@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -114,8 +116,15 @@ def modelport_wheel(dest: Path, progress: Progress) -> list[str]:
     # else pip's isolated build, which fetches the ones pyproject.toml asks for (a fresh venv has
     # setuptools 65 and no `wheel`: "invalid command 'bdist_wheel'").
     here = ["--no-build-isolation"] if _can_build_wheels_here() else []
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *here, "--quiet",
-                           "--wheel-dir", str(dest), str(root)], capture_output=True, text=True, env=env)
+    # From a copy of what the wheel is made of: setuptools writes build/ and an egg-info into the tree
+    # it builds, and a user's checkout is not ours to litter.
+    with tempfile.TemporaryDirectory(prefix="modelport-wheel-") as tmp:
+        src = Path(tmp) / "modelport"
+        shutil.copytree(root / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(root / name, src / name)
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *here, "--quiet",
+                               "--wheel-dir", str(dest), str(src)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise ModelportError(f"Could not build the modelport wheel:\n{proc.stderr[-2000:]}")
     return _wheel_requires(dest)
