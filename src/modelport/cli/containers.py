@@ -35,7 +35,7 @@ def build(
 
 def run(
     target: str = typer.Argument(..., help="A model (NAME, NAME:3, NAME@alias; built if needed) or a modelport image."),
-    port: int = typer.Option(8080, "--port", "-p", help="Host port to publish."),
+    port: int = typer.Option(defaults.PORT, "--port", "-p", help="Host port to publish."),
     name: str = typer.Option(None, "--name", help="Service name (default: the model name)."),
     host_ip: str = typer.Option("127.0.0.1", "--host-ip", help="Host address to publish on (0.0.0.0: every interface)."),
     cpus: float = typer.Option(None, "--cpus", help="CPU limit, e.g. 1.5."),
@@ -45,7 +45,7 @@ def run(
     replicas: int = typer.Option(1, "--replicas", help="Model containers to balance over."),
     base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
     proxy_image: str = typer.Option(defaults.PROXY_IMAGE, "--proxy-image", envvar="MODELPORT_PROXY_IMAGE", help=PROXY_IMAGE_HELP),
-    wait: float = typer.Option(120, "--wait", help="Seconds to wait for the service to be healthy."),
+    wait: float = typer.Option(defaults.HEALTHY_WAIT, "--wait", help="Seconds to wait for the service to be healthy."),
 ) -> None:
     """Run a model as a service: builds the image if missing, starts its replicas with limits behind a
     proxy, waits until healthy."""
@@ -65,7 +65,7 @@ def deploy(
     canary: int = typer.Option(None, "--canary", help="Send only this percent of requests to the new version, "
                                "until `modelport promote` (or `rollback`)."),
     base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
-    wait: float = typer.Option(120, "--wait"),
+    wait: float = typer.Option(defaults.HEALTHY_WAIT, "--wait"),
 ) -> None:
     """Replace a running service's model with no downtime (the old one serves until the new one is healthy)."""
     from modelport.deploy import containers as svc
@@ -89,7 +89,7 @@ def promote(service: str) -> None:
 
 
 def scale(service: str, replicas: int = typer.Argument(..., help="How many replicas to run."),
-          wait: float = typer.Option(120, "--wait")) -> None:
+          wait: float = typer.Option(defaults.HEALTHY_WAIT, "--wait")) -> None:
     """Run N replicas of a service's model (new ones get traffic once healthy, removed ones drain first)."""
     from modelport.deploy import containers as svc
 
@@ -102,7 +102,7 @@ def rollback(
     service: str,
     to: int = typer.Option(None, "--to", help="Version to go back to (default: the one deployed before)."),
     base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
-    wait: float = typer.Option(120, "--wait"),
+    wait: float = typer.Option(defaults.HEALTHY_WAIT, "--wait"),
 ) -> None:
     """Go back to an earlier version with no downtime; during a canary, all traffic back to the serving version."""
     from modelport.deploy import containers as svc
@@ -147,14 +147,14 @@ def stop(service: str) -> None:
     console.print(f"Stopped {', '.join(svc.stop(service))}")
 
 
-def start(service: str, wait: float = typer.Option(120, "--wait")) -> None:
+def start(service: str, wait: float = typer.Option(defaults.HEALTHY_WAIT, "--wait")) -> None:
     """Start a stopped service and wait until it is healthy."""
     from modelport.deploy import containers as svc
 
     console.print(f"Started {', '.join(svc.start(service, wait))}")
 
 
-def restart(service: str, wait: float = typer.Option(120, "--wait")) -> None:
+def restart(service: str, wait: float = typer.Option(defaults.HEALTHY_WAIT, "--wait")) -> None:
     """Restart a service and wait until it is healthy."""
     from modelport.deploy import containers as svc
 
@@ -179,7 +179,7 @@ def exec_cmd(service: str, command: list[str] = typer.Argument(..., help="The co
     raise typer.Exit(code)
 
 
-def doctor(port: list[int] = typer.Option([8080], "--port", help="Ports to check; repeatable.")) -> None:
+def doctor(port: list[int] = typer.Option([defaults.PORT], "--port", help="Ports to check; repeatable.")) -> None:
     """Check the Docker Engine, ports, and explain every modelport container that is not serving."""
     from rich.text import Text
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from modelport import __version__
+from modelport import __version__, defaults
 from modelport.cli import containers, gateway, k8s, models, predictions, stack
 from modelport.cli.limits import BODY_TIMEOUT, HEADER_TIMEOUT, KEEP_ALIVE, MAX_BUFFERED_BYTES
 from modelport.cli.output import console, err, error, progress, success
@@ -134,7 +134,7 @@ def _batch_options(max_batch_size: int | None, max_latency_ms: float | None):
 def serve(
     refs: list[str] = typer.Argument(..., help="Models to serve: NAME, NAME:3, NAME@alias, or SERVED_NAME=REF. The first is the default for /predict."),
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8080, "--port"),
+    port: int = typer.Option(defaults.PORT, "--port"),
     workers: int = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
     max_batch_size: int = typer.Option(None, "--max-batch-size", min=1, help="Adaptive batching: rows per model call (1: off; default: the model's own, off for tabular models)."),
     max_latency_ms: float = typer.Option(None, "--max-latency-ms", min=0, help="Adaptive batching: how long a batch may wait to fill (default: the model's own, else 0)."),
@@ -166,7 +166,7 @@ def serve(
 @app.command()
 def quickstart(
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8080, "--port"),
+    port: int = typer.Option(defaults.PORT, "--port"),
     workers: int = typer.Option(None, "--workers"),
     serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve the model after training it."),
 ) -> None:

@@ -18,7 +18,8 @@ app.add_typer(keys_app, name="keys")
 
 DB_URL_ENV = "MODELPORT_PREDICTIONS_DB_URL"
 DIR = typer.Option(Path("."), "--dir", "-C", help="The stack's directory.")
-WAIT = typer.Option(300.0, "--wait", help="Seconds to wait for the services to be healthy.")
+WAIT = typer.Option(defaults.HEALTHY_WAIT, "--wait", help="Seconds to wait for the services to be healthy.")
+UP_WAIT = typer.Option(defaults.STACK_WAIT, "--wait", help="Seconds to wait for the services to be healthy.")
 
 
 def _stack(directory: Path):
@@ -51,7 +52,7 @@ def init(
 
 
 @app.command()
-def up(directory: Path = DIR, wait: float = WAIT,
+def up(directory: Path = DIR, wait: float = UP_WAIT,
        gateway_port: int = typer.Option(None, "--gateway-port", help="Publish the gateway on this port from now on.")) -> None:
     """Build missing images, start every service, wait until all are healthy."""
     from modelport.deploy.stack import up as stack_up

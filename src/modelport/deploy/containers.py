@@ -363,9 +363,9 @@ def _info(service: str, slot: str) -> ServiceInfo:
 
 # -- lifecycle -------------------------------------------------------------------------------
 
-def run(target: str, *, port: int = 8080, name: str | None = None, host_ip: str = "127.0.0.1", replicas: int = 1,
+def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host_ip: str = "127.0.0.1", replicas: int = 1,
         settings: RunSettings | None = None, base_image: str = defaults.BASE_IMAGE, proxy_image: str = defaults.PROXY_IMAGE,
-        wait: float = 120, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
+        wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
     import docker.errors
 
     settings = settings or RunSettings()
@@ -406,7 +406,7 @@ def run(target: str, *, port: int = 8080, name: str | None = None, host_ip: str 
 
 
 def deploy(target: str, *, replace: str, canary: int | None = None, base_image: str = defaults.BASE_IMAGE,
-           wait: float = 120, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
+           wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
     """Release ``target`` in ``replace`` with no failed request: all traffic once it is healthy, or
     ``canary`` percent of it until ``promote`` (or ``rollback``)."""
     if canary is not None and not 1 <= canary <= 99:
@@ -443,7 +443,7 @@ def promote(service: str, *, progress: Progress = lambda _: None) -> ServiceInfo
     return _info(service, candidate)
 
 
-def rollback(service: str, *, to: int | None = None, base_image: str = defaults.BASE_IMAGE, wait: float = 120,
+def rollback(service: str, *, to: int | None = None, base_image: str = defaults.BASE_IMAGE, wait: float = defaults.HEALTHY_WAIT,
              store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
     """Back to an earlier version with no failed request; during a canary, all traffic back to the
     serving version (and the canary retired)."""
@@ -466,7 +466,7 @@ def rollback(service: str, *, to: int | None = None, base_image: str = defaults.
     return deploy(f"{model}:{to}", replace=service, base_image=base_image, wait=wait, store=store, progress=progress)
 
 
-def scale(service: str, count: int, *, wait: float = 120, progress: Progress = lambda _: None) -> ServiceInfo:
+def scale(service: str, count: int, *, wait: float = defaults.HEALTHY_WAIT, progress: Progress = lambda _: None) -> ServiceInfo:
     """``count`` running replicas of the serving release (during a canary too; the canary keeps its own).
     Replicas that exited and stay down (stopped or killed by hand) are replaced."""
     _check_replicas(count, option="replica count")
@@ -495,7 +495,7 @@ def stop(service: str, timeout: int = 15) -> list[str]:
     return [c.name for c in found]
 
 
-def start(service: str, wait: float = 120) -> list[str]:
+def start(service: str, wait: float = defaults.HEALTHY_WAIT) -> list[str]:
     found = sorted(service_containers(service), key=lambda c: c.labels[ROLE] == "gateway")  # models first
     for c in found:
         c.start()
@@ -506,7 +506,7 @@ def start(service: str, wait: float = 120) -> list[str]:
     return [c.name for c in found]
 
 
-def restart(service: str, wait: float = 120) -> list[str]:
+def restart(service: str, wait: float = defaults.HEALTHY_WAIT) -> list[str]:
     stop(service)
     return start(service, wait)
 

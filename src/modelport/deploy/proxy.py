@@ -21,13 +21,14 @@ from typing import Any
 import jinja2
 
 import modelport
+from modelport import defaults
 from modelport.container import engine
 from modelport.errors import ModelportError
 
 SLOTS = ("blue", "green")
 ALIAS_PREFIX = "replicas-"
 MAX_REPLICAS = 16
-PORT = 8080
+PORT = defaults.PORT
 ADMIN_PORT = 9999
 CONFIG_DIR = "/usr/local/etc/haproxy"
 TRAFFIC_MAP = f"{CONFIG_DIR}/traffic.map"

@@ -46,7 +46,7 @@ STACK = "io.modelport.stack"
 ROLE = "io.modelport.role"
 RESERVED = ("db", "gateway")
 _VERSION = re.compile(r"[0-9]+")  # MODEL=3: a version number (ASCII digits: str.isdigit takes '²')
-MODEL_PORT = 8080
+MODEL_PORT = defaults.PORT
 SPOOL_DIR = "/var/lib/modelport/spool"
 GATEWAY_EXTRAS = ("postgres",)
 # The database password, a Compose secret (a bind mount at /run/secrets/db_password, with Compose v2 as
@@ -175,7 +175,7 @@ def stack_name(text: str) -> str:
 # -- init -------------------------------------------------------------------------------------
 
 def init(directory: Path, refs: list[str], *, name: str | None = None, db: str = "postgres",
-         db_image: str = defaults.DB_IMAGE, gateway_host: str = "127.0.0.1", gateway_port: int = 8080,
+         db_image: str = defaults.DB_IMAGE, gateway_host: str = "127.0.0.1", gateway_port: int = defaults.PORT,
          base_image: str = defaults.BASE_IMAGE, cpus: float = 1.0, memory: str = "1g",
          store: ModelStore | None = None, progress: Progress = lambda _: None) -> Stack:
     if db != "postgres":
@@ -280,7 +280,7 @@ def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progr
 
 # -- lifecycle --------------------------------------------------------------------------------
 
-def up(stack: Stack, *, wait: float = 300, gateway_port: int | None = None, store: ModelStore | None = None,
+def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | None = None, store: ModelStore | None = None,
        progress: Progress = lambda _: None) -> None:
     """Build what is missing, start everything, return once every service is healthy.
     ``gateway_port``: publish the gateway there from now on (saved in the stack's files)."""
@@ -307,7 +307,7 @@ def down(stack: Stack, *, volumes: bool = False) -> None:
     stack.project.run("down", "--remove-orphans", *(["--volumes"] if volumes else []))
 
 
-def restart(stack: Stack, service: str, *, wait: float = 120) -> None:
+def restart(stack: Stack, service: str, *, wait: float = defaults.HEALTHY_WAIT) -> None:
     if service not in stack.services:
         raise NotFoundError(f"No service {service!r} in the stack (services: {', '.join(stack.services)})")
     stack.project.run("restart", service)
@@ -353,7 +353,7 @@ def parse_deploy_target(text: str) -> str:
     return str(parsed)
 
 
-def deploy(stack: Stack, ref: str, *, wait: float = 180, store: ModelStore | None = None,
+def deploy(stack: Stack, ref: str, *, wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None,
            progress: Progress = lambda _: None) -> ModelService:
     """Serve ``ref`` (a version of a model the stack serves, or ``MODEL=REF``: see parse_deploy_target)
     instead of the current version."""
@@ -366,7 +366,7 @@ def deploy(stack: Stack, ref: str, *, wait: float = 180, store: ModelStore | Non
     return _switch(stack, current, new, store=store, wait=wait, progress=progress)
 
 
-def rollback(stack: Stack, model: str, *, wait: float = 180, store: ModelStore | None = None,
+def rollback(stack: Stack, model: str, *, wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None,
              progress: Progress = lambda _: None) -> ModelService:
     """Go back to the version served before the last deploy (twice: forward again)."""
     current = stack.model(model)

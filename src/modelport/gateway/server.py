@@ -7,6 +7,7 @@ import contextlib
 
 import uvicorn
 
+from modelport import defaults
 from modelport.gateway.admin import DEFAULT_ADMIN_PORT, create_admin_app
 from modelport.gateway.proxy import GatewayHooks, RouteTable, Upstream, create_gateway_app
 from modelport.serving.limits import ReadLimits
@@ -19,7 +20,7 @@ class _AdminServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def run_gateway(upstreams: list[Upstream], *, host: str = "127.0.0.1", port: int = 8080, default: str | None = None,
+def run_gateway(upstreams: list[Upstream], *, host: str = "127.0.0.1", port: int = defaults.PORT, default: str | None = None,
                 admin_port: int = DEFAULT_ADMIN_PORT, hooks: GatewayHooks | None = None, log_format: str = "text",
                 limits: ReadLimits = ReadLimits()) -> None:
     routes = RouteTable(upstreams)
