@@ -51,6 +51,35 @@ def run_main(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedP
     return subprocess.CompletedProcess(["modelport", *args], exit_info.value.code or 0, out.out, out.err)
 
 
+def run_in_process(*args: str, env: dict[str, str] | None = None, check: bool = True,
+                   input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``modelport ARGS`` as ``run_cli`` runs it, without the process: the real entry point (its error
+    handling and exit status), stdout and stderr kept apart, ``env`` and ``input`` (stdin) for this call
+    only. For commands that only prepare state or print: what needs a process boundary (signals,
+    servers, imports of a fresh interpreter) stays with ``run_cli``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from modelport.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        patch.setattr(sys, "stdin", io.StringIO(input or ""))
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as e:
+                code = e.code
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    proc = subprocess.CompletedProcess(["modelport", *args], returncode, out.getvalue(), err.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"modelport {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``modelport ARGS`` as a user would, in a subprocess."""
