@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Server, free_port, run_cli
+from tests.helpers import Server, free_port, run_in_process
 
 TIMEOUT = 1.0
 MARGIN = 1.0  # a close must come within TIMEOUT + MARGIN, and not before the timeout
@@ -248,5 +248,5 @@ def test_the_gateway_refuses_an_upload_beyond_its_buffered_bytes_limit(gateway) 
     (["gateway", "--route", "lin=http://127.0.0.1:9"], ["--header-timeout", "-1"], "--header-timeout must be more than 0 seconds"),
 ])
 def test_limits_that_cannot_work_are_a_clear_error(home, command: list[str], option: list[str], message: str) -> None:
-    result = run_cli(*command, *option, "--port", str(free_port()), check=False, timeout=60)
+    result = run_in_process(*command, *option, "--port", str(free_port()), check=False)
     assert result.returncode == 1 and message in result.stderr, result
