@@ -25,20 +25,27 @@ HEAD = b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n
 
 
 @pytest.fixture
-def model(store, regression_csv, serve):
-    """A factory: ``modelport serve lin ARGS`` for a linear model trained here."""
+def lin(store, regression_csv) -> None:
+    """A linear model trained here, ``lin``."""
     from modelport.training.trainer import train
 
     train(regression_csv[0], "target", "lin", store=store)
+
+
+@pytest.fixture
+def model(lin, serve):
+    """A factory: ``modelport serve lin ARGS``."""
     return lambda *args: serve("lin", *args)
 
 
 @pytest.fixture
-def gateway(model, tmp_path: Path) -> Iterator:
+def gateway(lin, serve_in_thread, tmp_path: Path) -> Iterator:
+    """A factory: ``modelport gateway ... ARGS`` in front of ``lin`` (served in a thread here: the gateway's
+    limits are what these tests are about)."""
     started: list[Server] = []
 
     def start(*args: str) -> Server:
-        upstream = model()
+        upstream = serve_in_thread("lin")
         port = free_port()
         started.append(Server(["gateway", "--route", f"lin={upstream.url}", "--port", str(port),
                                "--admin-port", str(free_port()), *args], port, tmp_path / f"gateway-{port}.log"))
