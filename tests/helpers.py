@@ -96,6 +96,22 @@ def python_with_only(dest: Path, extras: tuple[str, ...] = ()) -> list[str]:
     linked from this Python's site-packages into ``dest``; ``-S`` keeps the rest of them out of reach."""
     from importlib import metadata
 
+    link_dependencies(dest, extras)
+    # Its installed metadata (the extras) only: the code is this tree's. (Not an egg-info a `pip install -e`
+    # leaves in src/, as tests/container/test_fresh_venv.py does while it runs: that one has no METADATA.)
+    info = next(Path(d.locate_file(f)).parent for d in metadata.distributions(name="modelport") for f in d.files or []
+                if f.name == "METADATA")
+    (dest / info.name).symlink_to(info)
+    src = Path(__file__).resolve().parents[1] / "src"
+    return [sys.executable, "-S", "-c", f"import sys; sys.path[:0] = [{str(dest)!r}, {str(src)!r}]; "
+            "from modelport.cli.main import main; main()"]
+
+
+def link_dependencies(dest: Path, extras: tuple[str, ...] = ()) -> set[str]:
+    """Link into ``dest`` (a site-packages directory) every distribution ``modelport[EXTRAS]`` requires,
+    transitively, from this Python's site-packages: the same versions, metadata included. Returns their names."""
+    from importlib import metadata
+
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -117,12 +133,7 @@ def python_with_only(dest: Path, extras: tuple[str, ...] = ()) -> list[str]:
         dist = metadata.distribution(name)
         todo += [r for e in ("", *req.extras) for t in dist.requires or [] if (r := wanted(t, e))]
         _link_distribution(dist, dest)
-    modelport = metadata.distribution("modelport")  # its metadata (the extras) only: the code is this tree's
-    info = next(Path(modelport.locate_file(f)).parent for f in modelport.files or [] if f.name == "METADATA")
-    (dest / info.name).symlink_to(info)
-    src = Path(__file__).resolve().parents[1] / "src"
-    return [sys.executable, "-S", "-c", f"import sys; sys.path[:0] = [{str(dest)!r}, {str(src)!r}]; "
-            "from modelport.cli.main import main; main()"]
+    return seen
 
 
 def _link_distribution(dist, dest: Path) -> None:
