@@ -224,16 +224,22 @@ def test_a_save_killed_midway_leaves_no_half_version(home: Path, tmp_path: Path)
     """SIGKILL a process while it saves large models: every version that exists is complete."""
     script = tmp_path / "saver.py"
     script.write_text(_SAVER)
-    for delay in (2.0, 2.5, 3.0):
+    printed: list[str] = []
+    # Killed once it has saved 1, 2, 3 versions (not after a guessed start-up time): then at staggered
+    # moments into saving the next.
+    for saved, into in ((1, 0.0), (2, 0.15), (3, 0.3)):
         proc = subprocess.Popen([sys.executable, str(script), "0", "200", "50"], stdout=subprocess.PIPE, text=True)
-        time.sleep(delay)
+        printed += [proc.stdout.readline().strip() for _ in range(saved)]  # type: ignore[union-attr]
+        time.sleep(into)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert all(v.isdigit() for v in printed), printed
     store = ModelStore()
     versions = store.list_versions("race") if store.list_models() else []
     for mv in versions:
         store.read_files(mv)  # raises if any file is partial
     assert [v.version for v in versions] == list(range(1, len(versions) + 1))
+    assert {int(v) for v in printed} <= {v.version for v in versions}  # every save that finished is there
 
 
 def test_postgresql_metadata_database(postgres_url: str, tmp_path: Path) -> None:
