@@ -110,8 +110,10 @@ def _docker_reachable() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Docker tests need an engine. Under scripts/test.sh (and so in CI) a missing engine fails the
-    run; elsewhere the tests are skipped with the reason shown."""
+    """The longest tests run first (pytest-xdist hands the tests out in this order: a long one started
+    last would end the run alone). Docker tests need an engine. Under scripts/test.sh (and so in CI) a
+    missing engine fails the run; elsewhere the tests are skipped with the reason shown."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: otherwise in file order
     if not any(item.get_closest_marker("docker") for item in items):
         return
     problem = _docker_reachable()

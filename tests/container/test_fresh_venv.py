@@ -32,6 +32,7 @@ def leaves_the_tree_as_it_was() -> Iterator[None]:
         shutil.rmtree(egg_info, ignore_errors=True)
 
 
+@pytest.mark.long
 def test_build_context_from_a_fresh_venv(tmp_path: Path, leaves_the_tree_as_it_was: None) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import run_in_process, wait_until
 
@@ -25,6 +26,7 @@ def workers_of(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.long
 def test_a_replacement_worker_loads_the_version_the_server_started_with(home, regression_csv, serve) -> None:
     path, x, _ = regression_csv
     train = ["train", "--data", str(path), "--target", "target", "--name", "c"]

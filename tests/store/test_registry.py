@@ -198,6 +198,7 @@ _SAVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.long
 def test_concurrent_saves_get_distinct_versions(home: Path, tmp_path: Path) -> None:
     script = tmp_path / "saver.py"
     script.write_text(_SAVER)
@@ -210,6 +211,7 @@ def test_concurrent_saves_get_distinct_versions(home: Path, tmp_path: Path) -> N
     assert [v.version for v in store.list_versions("race")] == versions
 
 
+@pytest.mark.long
 def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     """The first open creates the tables; racing openers wait for it instead of failing "database is locked"."""
     code = "import sys; from pathlib import Path; from modelport.store.registry import ModelStore; ModelStore(Path(sys.argv[1])).list_models()"
@@ -220,6 +222,7 @@ def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
         assert [p.returncode for p in procs] == [0] * 8, "\n".join(errors)
 
 
+@pytest.mark.long
 def test_a_save_killed_midway_leaves_no_half_version(home: Path, tmp_path: Path) -> None:
     """SIGKILL a process while it saves large models: every version that exists is complete."""
     script = tmp_path / "saver.py"
@@ -257,6 +260,7 @@ def test_postgresql_metadata_database(postgres_url: str, tmp_path: Path) -> None
         store.close()
 
 
+@pytest.mark.long
 def test_postgresql_concurrent_saves(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELPORT_HOME", str(tmp_path / "pg-home"))
     monkeypatch.setenv("MODELPORT_DB_URL", postgres_url)
