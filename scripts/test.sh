@@ -48,7 +48,8 @@ export MODELPORT_REQUIRE_DOCKER=1
 PYTEST_DEBUG_TEMPROOT=$(mktemp -d "${TMPDIR:-/tmp}/modelport-tests.XXXXXX")
 export PYTEST_DEBUG_TEMPROOT
 # The tests without Docker are independent (own ports, stores and temp dirs): both cores run them
-# (pytest-xdist). The Docker tests share one engine and module-wide images and stacks: one process.
+# (pytest-xdist, handing them out one at a time, the longest first, tests sharing a module's server
+# on one worker: pyproject.toml's addopts and tests/conftest.py). The Docker tests share one engine and module-wide images and stacks: one process.
 # Exit status 5 is "no test selected" (arguments naming only one kind): not a failure.
 status=0
 python3 -m pytest -m "not docker" -n 2 "$@" || { s=$?; [ "$s" = 5 ] || status=$s; }

@@ -109,9 +109,25 @@ def _docker_reachable() -> str | None:
         return str(e)
 
 
+def _module_fixtures(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a module-scoped fixture defined in its own module (a server, a trained store)."""
+    module = item.nodeid.split("::", 1)[0]
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(d.scope == "module" and d.baseid == module
+                                    for defs in info.name2fixturedefs.values() for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Docker tests need an engine. Under scripts/test.sh (and so in CI) a missing engine fails the
-    run; elsewhere the tests are skipped with the reason shown."""
+    """The longest tests run first (pytest-xdist hands the tests out in this order: a long one started
+    last would end the run alone), and the tests of a module that share its module-scoped fixtures
+    run on one xdist worker (``--dist loadgroup``), which sets them up once. Docker tests need an
+    engine. Under scripts/test.sh (and so in CI) a missing engine fails the run; elsewhere the tests
+    are skipped with the reason shown."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: otherwise in file order
+    for item in items:
+        if _module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     if not any(item.get_closest_marker("docker") for item in items):
         return
     problem = _docker_reachable()

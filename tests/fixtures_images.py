@@ -15,7 +15,7 @@ import skimage.data
 from PIL import Image
 
 from modelport.images.pretrained import load_labels
-from tests.helpers import run_cli
+from tests.helpers import run_in_process
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian cat, Siamese cat, Egyptian cat
 CAT_NAMES = {load_labels()[i] for i in CATS}
@@ -50,9 +50,9 @@ def mobilenet_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 def import_mobilenet(mobilenet_onnx: tuple[Path, Path], env: dict[str, str] | None = None) -> None:
-    """Register the exported MobileNetV2 as ``mnv2`` with the CLI, as a user would."""
+    """Register the exported MobileNetV2 as ``mnv2`` with the CLI (in this process), as a user would."""
     onnx_path, labels = mobilenet_onnx
-    run_cli("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels),
+    run_in_process("import", "mnv2", str(onnx_path), "--task", "image-classification", "--labels", str(labels),
             "--preprocess", "imagenet", env=env)
 
 

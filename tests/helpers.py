@@ -51,6 +51,35 @@ def run_main(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedP
     return subprocess.CompletedProcess(["modelport", *args], exit_info.value.code or 0, out.out, out.err)
 
 
+def run_in_process(*args: str, env: dict[str, str] | None = None, check: bool = True,
+                   input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``modelport ARGS`` as ``run_cli`` runs it, without the process: the real entry point (its error
+    handling and exit status), stdout and stderr kept apart, ``env`` and ``input`` (stdin) for this call
+    only. For commands that only prepare state or print: what needs a process boundary (signals,
+    servers, imports of a fresh interpreter) stays with ``run_cli``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from modelport.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        patch.setattr(sys, "stdin", io.StringIO(input or ""))
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as e:
+                code = e.code
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    proc = subprocess.CompletedProcess(["modelport", *args], returncode, out.getvalue(), err.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"modelport {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``modelport ARGS`` as a user would, in a subprocess."""
@@ -65,6 +94,22 @@ def python_with_only(dest: Path, extras: tuple[str, ...] = ()) -> list[str]:
     """A Python command that sees modelport (this source tree) with its core dependencies and ``extras``
     only: what ``pip install 'modelport[EXTRAS]'`` gives a fresh environment. The distributions are
     linked from this Python's site-packages into ``dest``; ``-S`` keeps the rest of them out of reach."""
+    from importlib import metadata
+
+    link_dependencies(dest, extras)
+    # Its installed metadata (the extras) only: the code is this tree's. (Not an egg-info a `pip install -e`
+    # leaves in src/, as tests/container/test_fresh_venv.py does while it runs: that one has no METADATA.)
+    info = next(Path(d.locate_file(f)).parent for d in metadata.distributions(name="modelport") for f in d.files or []
+                if f.name == "METADATA")
+    (dest / info.name).symlink_to(info)
+    src = Path(__file__).resolve().parents[1] / "src"
+    return [sys.executable, "-S", "-c", f"import sys; sys.path[:0] = [{str(dest)!r}, {str(src)!r}]; "
+            "from modelport.cli.main import main; main()"]
+
+
+def link_dependencies(dest: Path, extras: tuple[str, ...] = ()) -> set[str]:
+    """Link into ``dest`` (a site-packages directory) every distribution ``modelport[EXTRAS]`` requires,
+    transitively, from this Python's site-packages: the same versions, metadata included. Returns their names."""
     from importlib import metadata
 
     from packaging.requirements import Requirement
@@ -88,12 +133,7 @@ def python_with_only(dest: Path, extras: tuple[str, ...] = ()) -> list[str]:
         dist = metadata.distribution(name)
         todo += [r for e in ("", *req.extras) for t in dist.requires or [] if (r := wanted(t, e))]
         _link_distribution(dist, dest)
-    modelport = metadata.distribution("modelport")  # its metadata (the extras) only: the code is this tree's
-    info = next(Path(modelport.locate_file(f)).parent for f in modelport.files or [] if f.name == "METADATA")
-    (dest / info.name).symlink_to(info)
-    src = Path(__file__).resolve().parents[1] / "src"
-    return [sys.executable, "-S", "-c", f"import sys; sys.path[:0] = [{str(dest)!r}, {str(src)!r}]; "
-            "from modelport.cli.main import main; main()"]
+    return seen
 
 
 def _link_distribution(dist, dest: Path) -> None:

@@ -45,6 +45,7 @@ def argv_of(command: str, port: int) -> list[str]:
     return [sys.executable, "-m", "modelport", *argv[1:]] if argv[0] == "modelport" else argv
 
 
+@pytest.mark.long
 def test_the_tutorial_flow_gives_what_the_readme_shows(home: Path) -> None:
     steps = console_steps(TUTORIAL)
     assert [shlex.split(c)[0] for c, _ in steps][:3] == ["head", "modelport", "modelport"]
@@ -104,6 +105,7 @@ def fenced_blocks(title: str, language: str) -> list[str]:
     return [part.split("```", 1)[0] for part in section.split(f"```{language}\n")[1:]]
 
 
+@pytest.mark.long
 def test_the_model_store_section_runs_as_written(home: Path, tmp_path: Path) -> None:
     """Its first bash block, line by line, then its Python example, after the tutorial's `train`."""
     train, _ = console_steps(TUTORIAL)[1]

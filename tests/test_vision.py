@@ -18,7 +18,7 @@ from modelport.images.decode import preprocess_bytes
 from modelport.images.pretrained import IMAGENET_PREPROCESS
 from modelport.images.register import DEFAULT_BATCHING, import_image_classifier, parse_preprocess
 from tests.fixtures_images import encode, photo, photo_jpeg, tiny_onnx
-from tests.helpers import run_cli
+from tests.helpers import run_in_process
 
 SMALL = {"resize": 36, "crop": 32}
 
@@ -144,12 +144,12 @@ def test_nhwc_bgr_model_imports_and_runs_on_its_layout(store, tmp_path):
 
 def test_cli_import_reports_a_mismatch_without_a_traceback(home, tmp_path):
     model = tiny_onnx(tmp_path / "m.onnx", classes=5)
-    out = run_cli("import", "tiny", str(model), "--task", "image-classification", "--labels",
-                  str(labels_file(tmp_path, 4)), "--preprocess", json.dumps(SMALL), check=False)
+    out = run_in_process("import", "tiny", str(model), "--task", "image-classification", "--labels",
+                         str(labels_file(tmp_path, 4)), "--preprocess", json.dumps(SMALL), check=False)
     assert out.returncode == 1 and "gives 5 scores per image but there are 4 labels" in " ".join(out.stderr.split())
     assert "Traceback" not in out.stderr
-    ok = run_cli("import", "tiny", str(model), "--task", "image-classification", "--labels",
-                 str(labels_file(tmp_path, 5)), "--preprocess", json.dumps(SMALL))
+    ok = run_in_process("import", "tiny", str(model), "--task", "image-classification", "--labels",
+                        str(labels_file(tmp_path, 5)), "--preprocess", json.dumps(SMALL))
     assert "Registered tiny:1 (onnx, image-classification)" in ok.stdout
 
 

@@ -54,14 +54,9 @@ def _expected(env: dict, ref: str, x: np.ndarray) -> np.ndarray:
     """The model's predictions here. Compare to a container's within 1e-12, not exactly: OpenBLAS picks its
     kernel by CPU (or OPENBLAS_CORETYPE, which a host may set and a container does not inherit), and two
     kernels can differ in the last bit."""
-    import os
-
-    old = os.environ.get("MODELPORT_HOME")
-    os.environ["MODELPORT_HOME"] = env["env"]["MODELPORT_HOME"]
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # this call only: an unset MODELPORT_HOME is unset again after
+        patch.setenv("MODELPORT_HOME", env["env"]["MODELPORT_HOME"])
         return modelport.load_model(ref).predict(x)
-    finally:
-        os.environ["MODELPORT_HOME"] = old or ""
 
 
 def _model_container(env: dict, service: str):

@@ -1,4 +1,5 @@
-"""The hooks in the gateway's app, in process, in front of a real model server: keys and the log."""
+"""The hooks in the gateway's app, in process, in front of a real model server (modelport's app on a loopback
+port): keys and the log."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from tests.fixtures_db import record
 from tests.helpers import free_port
 
 
-def test_keys_and_prediction_log_through_the_gateway(store, regression_csv, serve, db_url: str, tmp_path: Path) -> None:
+def test_keys_and_prediction_log_through_the_gateway(store, regression_csv, serve_in_thread, db_url: str,
+                                                     tmp_path: Path) -> None:
     from modelport.training.trainer import train
 
     path, x, _ = regression_csv
     train(path, "target", "lin", store=store)
-    server = serve("lin")
+    server = serve_in_thread("lin")
     key, token = KeyStore(make_engine(db_url)).create("test")
     hooks = hooks_from_options(db_url, True, tmp_path / "spool")
     app = create_gateway_app(RouteTable([Upstream("lin", server.url)]), default="lin", hooks=hooks)

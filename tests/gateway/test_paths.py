@@ -1,7 +1,7 @@
 """The gateway lets no encoding of a path reach a model unchecked (issue 10, defect 1).
 
 A real gateway process (uvicorn) with API keys and a SQLite prediction log, in front of a real
-model server; requests are sent as raw bytes so that no client normalises them first.
+model server (modelport's app on a loopback port, served in a thread of the test); requests are sent as raw bytes so that no client normalises them first.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from modelport.gateway.keys import KeyStore
 from modelport.gateway.paths import ambiguity
 from modelport.predlog.db import make_engine
 from modelport.predlog.queries import list_predictions
+from tests.fixtures_serving import ThreadServer
 from tests.gateway.path_corpus import AMBIGUOUS, SAME_ROUTE, body_for, decoded_route, raw_post
 from tests.helpers import Server, free_port
 
@@ -42,20 +43,20 @@ def model_requests(server_url: str) -> float:
 @dataclass
 class Edge:
     gateway: Server
-    model: Server
+    model: ThreadServer
     token: str
     revoked_token: str
     db_url: str
 
 
 @pytest.fixture
-def edge(store, regression_csv, serve, tmp_path: Path) -> Iterator[Edge]:
+def edge(store, regression_csv, serve_in_thread, tmp_path: Path) -> Iterator[Edge]:
     """A gateway process requiring keys, logging to SQLite, in front of a model server for 'lin'."""
     from modelport.training.trainer import train
 
     path, _, _ = regression_csv
     train(path, "target", "lin", store=store)
-    model = serve("lin")
+    model = serve_in_thread("lin")
     db_url = f"sqlite:///{tmp_path / 'gateway.db'}"
     keys = KeyStore(make_engine(db_url))
     _, token = keys.create("client")

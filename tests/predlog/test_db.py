@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from modelport.errors import ModelportError
 from modelport.predlog.db import PASSWORD_FILE_ENV, make_engine
-from tests.helpers import run_cli
+from tests.helpers import run_in_process
 
 
 @pytest.fixture
@@ -91,10 +91,10 @@ def test_the_cli_reads_it_too_and_says_what_is_wrong(password_role, tmp_path: Pa
     secret = tmp_path / "db-password"
     secret.write_text(password)
     env = {"MODELPORT_HOME": str(tmp_path / "home"), "MODELPORT_PREDICTIONS_DB_URL": url, PASSWORD_FILE_ENV: str(secret)}
-    created = run_cli("stack", "keys", "create", "from-file", env=env)
+    created = run_in_process("stack", "keys", "create", "from-file", env=env)
     assert "Created key_" in created.stderr and re.fullmatch(r"mpk_\S+\n", created.stdout)  # the key alone
     secret.unlink()
-    proc = run_cli("stack", "keys", "list", env=env, check=False)
+    proc = run_in_process("stack", "keys", "list", env=env, check=False)
     message = " ".join(proc.stderr.split())  # as the console wrapped it
     assert proc.returncode == 1 and f"Cannot read the database password from {secret} " in message, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -18,7 +18,7 @@ from modelport.predlog.queries import export, list_predictions, parse_since, sta
 from modelport.predlog.spool import Spool
 from modelport.predlog.writer import PredictionLog, create_schema, insert_rows, predictions, to_row
 from tests.fixtures_db import PostgresServer, record
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 
 def stored(url: str) -> list[dict]:
@@ -124,6 +124,12 @@ def submit_stream(plog: PredictionLog, n: int, rate: float, slowest: list[float]
     return thread
 
 
+def spool_drained(plog: PredictionLog, spool: Path, timeout: float) -> None:
+    """Wait until the writer has replayed every spooled segment into the database."""
+    wait_until(lambda: (list(spool.glob("*.jsonl")), plog.spool.dirty), lambda s: not s[0] and not s[1],
+               timeout=timeout, interval=0.1, what=lambda s: f"spool not replayed: {len(s[0])} segment(s) left, dirty={s[1]}")
+
+
 def test_postgres_stopped_and_restarted_mid_stream_loses_and_duplicates_nothing(
         pg_url: str, postgres_server: PostgresServer, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
@@ -142,9 +148,7 @@ def test_postgres_stopped_and_restarted_mid_stream_loses_and_duplicates_nothing(
         postgres_server.start()
         stream.join()
         assert plog.flush(30)
-        deadline = time.monotonic() + 30
-        while (list(spool.glob("*.jsonl")) or plog.spool.dirty) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the writer reconnects and replays the spool
+        spool_drained(plog, spool, timeout=30)  # the writer reconnects and replays the spool
     finally:
         stream.join()
         plog.close()
@@ -177,9 +181,7 @@ def test_a_slow_database_overflows_to_the_spool_not_to_memory(pg_url: str, tmp_p
         locker.rollback()
     assert elapsed < 2
     assert plog.flush(30)
-    deadline = time.monotonic() + 20
-    while (plog.spool.dirty or list((tmp_path / "spool").glob("*.jsonl"))) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    spool_drained(plog, tmp_path / "spool", timeout=20)
     plog.close()
     engine.dispose()
     assert sorted(int(r["request_id"][4:]) for r in stored(pg_url)) == list(range(2001))

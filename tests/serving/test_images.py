@@ -24,7 +24,7 @@ from modelport.images.pretrained import IMAGENET_PREPROCESS, load_labels
 from modelport.images.register import parse_preprocess
 from tests import fixtures_images
 from tests.fixtures_images import CAT_NAMES, ESPRESSO, encode, import_mobilenet, photo, photo_jpeg, tiny_onnx
-from tests.helpers import Server, free_port, run_cli, wait_until
+from tests.helpers import Server, free_port, run_in_process, wait_until
 
 LABELS = load_labels()
 MAX_BODY = 1024 * 1024  # the server below runs with --max-body-mb 1
@@ -403,7 +403,7 @@ def test_tiny_channels_last_model_without_batching(home, tmp_path, serve) -> Non
     model = tiny_onnx(tmp_path / "tiny.onnx", classes=3, batch=1, layout="NHWC", softmax=True)
     (tmp_path / "labels.txt").write_text("red\ngreen\nblue\n")
     spec = {"resize": 40, "crop": 32, "layout": "NHWC", "channels": "BGR"}
-    run_cli("import", "tiny", str(model), "--task", "image-classification", "--labels", str(tmp_path / "labels.txt"),
+    run_in_process("import", "tiny", str(model), "--task", "image-classification", "--labels", str(tmp_path / "labels.txt"),
             "--preprocess", json.dumps(spec))
     server = serve("tiny", "--max-batch-size", "8")  # batching asked for, but the model only takes 1 image a call
     data = photo_jpeg("coffee")
@@ -428,7 +428,7 @@ def test_tiny_channels_last_model_without_batching(home, tmp_path, serve) -> Non
 
 @pytest.mark.torch
 def test_pretrained_command_registers_a_servable_model(home, serve) -> None:
-    out = run_cli("pretrained", "mobilenet-v2", "--name", "tutorial")
+    out = run_in_process("pretrained", "mobilenet-v2", "--name", "tutorial")
     text = " ".join(out.stdout.split())
     for step in ("Finding the weights", "Weights verified", "Exporting to ONNX", "agree on", "Registering tutorial",
                  "Registered tutorial:1 (onnx, image-classification)"):
@@ -438,9 +438,9 @@ def test_pretrained_command_registers_a_servable_model(home, serve) -> None:
     assert r.json()["prediction"][0]["class"] == "espresso"
     maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
     assert "onnxruntime" in maps and "libtorch" not in maps  # PyTorch exported the model; serving never loads it
-    bad = run_cli("pretrained", "resnet-50", check=False)
+    bad = run_in_process("pretrained", "resnet-50", check=False)
     assert bad.returncode == 1 and "Unknown pretrained model 'resnet-50'; available: mobilenet-v2" in bad.stderr
-    missing = run_cli("pretrained", "mobilenet-v2", "--weights", str(home / "nope.pth"), check=False)
+    missing = run_in_process("pretrained", "mobilenet-v2", "--weights", str(home / "nope.pth"), check=False)
     assert missing.returncode == 1 and "No weights file at" in missing.stderr and "Traceback" not in missing.stderr
 
 

@@ -60,6 +60,7 @@ def kserve_python() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    kserve_python()  # skipped (or failed) before starting a server it would not use
     with serve_small_models(tmp_path_factory.mktemp("kserve")) as server:
         yield server.wait_ready()
 

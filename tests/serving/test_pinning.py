@@ -8,8 +8,9 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.helpers import run_cli, wait_until
+from tests.helpers import run_in_process, wait_until
 
 
 def workers_of(pid: int) -> set[int]:
@@ -25,13 +26,14 @@ def workers_of(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.long
 def test_a_replacement_worker_loads_the_version_the_server_started_with(home, regression_csv, serve) -> None:
     path, x, _ = regression_csv
     train = ["train", "--data", str(path), "--target", "target", "--name", "c"]
-    run_cli(*train)
+    run_in_process(*train)
     server = serve("c", workers=2)
-    run_cli(*train, "--model", "ridge")  # c:2, now the latest
-    removed = run_cli("models", "rm", "c:1")  # the version being served
+    run_in_process(*train, "--model", "ridge")  # c:2, now the latest
+    removed = run_in_process("models", "rm", "c:1")  # the version being served
     assert "Deleted c:1" in removed.stdout
     assert f"c:1 is being served by modelport serve (pid {server.proc.pid})" in removed.stderr
 

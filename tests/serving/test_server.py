@@ -6,9 +6,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import modelport
-from tests.helpers import Server, free_port, run_cli, run_main, wait_until
+from tests.helpers import Server, free_port, run_cli, run_in_process, run_main, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +33,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
     cls = frame.drop(columns="target").iloc[:, :3].copy()
     cls["label"] = np.where(cls.f0 + cls.f1 > 0, "yes", "no")
     cls.to_csv(tmp / "cls.csv", index=False)
-    run_cli("train", "--data", str(tmp / "reg.csv"), "--target", "target", "--name", "reg", env=env)
-    run_cli("train", "--data", str(tmp / "cls.csv"), "--target", "label", "--name", "cls", "--model", "logistic-regression", env=env)
+    run_in_process("train", "--data", str(tmp / "reg.csv"), "--target", "target", "--name", "reg", env=env)
+    run_in_process("train", "--data", str(tmp / "cls.csv"), "--target", "label", "--name", "cls", "--model", "logistic-regression",
+                   env=env)
     port = free_port()
     server = Server(["serve", "reg", "cls", "--port", str(port), "--workers", "2", "--max-body-mb", "0.05"], port,
                     tmp / "server.log", env=env)
     try:
         server.wait_ready()
-        old = os.environ.get("MODELPORT_HOME")
-        os.environ["MODELPORT_HOME"] = env["MODELPORT_HOME"]
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MODELPORT_HOME", env["MODELPORT_HOME"])
             models = {"reg": modelport.load_model("reg"), "cls": modelport.load_model("cls"), "frame": frame}
-        finally:
-            os.environ.pop("MODELPORT_HOME") if old is None else os.environ.__setitem__("MODELPORT_HOME", old)
         yield server, models
     finally:
         server.stop()
@@ -242,14 +240,14 @@ def test_metrics_count_requests_per_model_and_version_across_workers(served) -> 
     # Each worker flushes its counts every second: the other worker's show up within that.
     ok_pattern = r'modelport_requests_total\{code="200",model="cls",protocol="simple",version="1"\} ([\d.]+)'
     error_pattern = r'modelport_request_errors_total\{code="400",model="cls",protocol="simple",version="1"\} [1-9]'
-    deadline = time.monotonic() + 5
-    while True:
-        text = httpx.get(server.url + "/metrics").text
+
+    def counted(text: str) -> bool:
         ok = re.search(ok_pattern, text)
-        done = ok and int(float(ok.group(1))) >= 20 and re.search(error_pattern, text)
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return bool(ok and int(float(ok.group(1))) >= 20 and re.search(error_pattern, text))
+
+    text = wait_until(lambda: httpx.get(server.url + "/metrics").text, counted, timeout=5,
+                      what=lambda text: "\n".join(line for line in text.splitlines() if 'model="cls"' in line))
+    ok = re.search(ok_pattern, text)
     assert ok and int(float(ok.group(1))) >= 20
     assert re.search(error_pattern, text)
     assert 'modelport_request_duration_seconds_bucket{le="0.005",model="cls",protocol="simple",version="1"}' in text
@@ -271,14 +269,14 @@ def test_openapi_schema_comes_from_the_signature(served) -> None:
 
 def test_serve_an_alias_and_versions(home: Path, regression_csv, serve) -> None:
     path, x, _ = regression_csv
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "random-forest")
-    run_cli("models", "tag", "house:1", "production")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "random-forest")
+    run_in_process("models", "tag", "house:1", "production")
     v1 = modelport.load_model("house:1")
-    server = serve("house@production")
-    r = httpx.post(server.url + "/predict", json={"features": x[0].tolist()})
+    both = serve("house@production", "latest=house")  # an alias (the default for /predict), and a name for a reference
+    r = httpx.post(both.url + "/predict", json={"features": x[0].tolist()})
+    assert r.headers["x-model"] == "house"
     assert r.headers["x-model-version"] == "1" and r.json()["prediction"] == v1.predict(x[:1])[0]
-    both = serve("house:1", "latest=house")
     r = httpx.post(both.url + "/models/latest/predict", json={"features": x[0].tolist()})
     assert r.headers["x-model-version"] == "2"
     assert r.json()["prediction"] == pytest.approx(modelport.load_model("house:2").predict(x[:1])[0])
@@ -288,7 +286,7 @@ def test_serve_refuses_models_that_cannot_load(home: Path, regression_csv, serve
     path, _, _ = regression_csv
     out = run_cli("serve", "ghost", "--port", str(free_port()), check=False, timeout=60)
     assert out.returncode == 1 and "No model named 'ghost'" in out.stderr and "Traceback" not in out.stderr
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     mv = modelport.get_store().resolve("house")
     blob = modelport.get_store().blobs.path(mv.files["model.skops"].sha256)
     blob.write_bytes(blob.read_bytes()[:100])
@@ -296,12 +294,15 @@ def test_serve_refuses_models_that_cannot_load(home: Path, regression_csv, serve
     assert out.returncode == 1 and "Cannot serve house: The artifact file 'model.skops' of house:1 is corrupted" in " ".join(out.stderr.split())
 
 
-def test_port_in_use_is_a_clear_error(home: Path, regression_csv, serve) -> None:
+def test_port_in_use_is_a_clear_error(home: Path, regression_csv) -> None:
     path, _, _ = regression_csv
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
-    server = serve("house")
-    out = run_cli("serve", "house", "--port", str(server.port), check=False, timeout=60)
-    assert out.returncode == 1 and f"Cannot listen on 127.0.0.1:{server.port}" in out.stderr
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
+    with socket.socket() as taken:  # any listener holds the port: here, this process's
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli("serve", "house", "--port", str(port), check=False, timeout=60)
+    assert out.returncode == 1 and f"Cannot listen on 127.0.0.1:{port}" in out.stderr
 
 
 def test_quickstart_trains_serves_and_prints_a_working_curl(home: Path, tmp_path: Path) -> None:
@@ -344,7 +345,7 @@ def test_a_normal_stop_of_serve_writes_every_prediction_record(home: Path, regre
     from modelport.predlog.queries import list_predictions
 
     path, x, _ = regression_csv
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     db = f"sqlite:///{tmp_path / 'predictions.db'}"
     server = serve("house", "--log-db", db, workers=2)
     ids = [f"stop-{i}" for i in range(300)]
@@ -364,7 +365,7 @@ def test_a_normal_stop_of_serve_writes_every_prediction_record(home: Path, regre
 
 def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve, tmp_path: Path) -> None:
     path, x, _ = regression_csv
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     db = f"sqlite:///{tmp_path / 'predictions.db'}"
     server = serve("house", "--log-db", db, workers=2)
     for i in range(10):
@@ -372,7 +373,7 @@ def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve
     httpx.post(server.url + "/predict", json={"features": [1]})
     wanted = {f"req-{i}" for i in range(10)}
     # The log writes in the background: wait for these requests' records (the bad request's id is generated).
-    rows = wait_until(lambda: json.loads(run_cli("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout),
+    rows = wait_until(lambda: json.loads(run_in_process("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout),
                       lambda rows: wanted <= {r["request_id"] for r in rows} and any(r["status"] == 400 for r in rows),
                       timeout=60, interval=0.3, what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
     assert len(rows) == 11
@@ -380,17 +381,17 @@ def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve
     assert set(ok) == {f"req-{i}" for i in range(10)}
     assert json.loads(ok["req-3"]["inputs"]) == {"features": x[3].tolist()}
     assert json.loads(ok["req-3"]["outputs"])["prediction"] == pytest.approx(modelport.load_model("house").predict(x[3:4])[0])
-    stats = run_cli("predictions", "stats", "--db-url", db).stdout
+    stats = run_in_process("predictions", "stats", "--db-url", db).stdout
     assert "house" in stats
     out = tmp_path / "export.csv"
-    run_cli("predictions", "export", "--db-url", db, "--format", "csv", "--output", str(out))
+    run_in_process("predictions", "export", "--db-url", db, "--format", "csv", "--output", str(out))
     assert len(out.read_text().strip().splitlines()) == 12  # header + 11 records
 
 
 def test_request_ids_are_bounded_and_key_ids_trusted_only_behind_the_proxy(home: Path, regression_csv, serve,
                                                                            tmp_path: Path) -> None:
     path, x, _ = regression_csv
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     body = {"features": x[0].tolist()}
     for trusted in (False, True):
         db = f"sqlite:///{tmp_path / f'log-{trusted}.db'}"
@@ -401,7 +402,7 @@ def test_request_ids_are_bounded_and_key_ids_trusted_only_behind_the_proxy(home:
             r = httpx.post(server.url + "/predict", json=body, headers={"x-request-id": bad.encode("utf-8")})
             assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32 and r.headers["x-request-id"] != bad
         server.stop()  # a normal stop writes every queued record
-        rows = json.loads(run_cli("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout)
+        rows = json.loads(run_in_process("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout)
         assert len(rows) == 4 and all(len(r["request_id"]) <= 128 for r in rows)
         (mine,) = [r for r in rows if r["request_id"] == "abc-1.2:3"]
         assert mine["key_id"] == ("key_x" if trusted else None)
@@ -434,7 +435,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_announces_itself_only_once_it_answers(home: Path, regression_csv, tmp_path: Path, workers: int) -> None:
     path, x, _ = regression_csv
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     port = free_port()
     proc = _started(["serve", "house", "--port", str(port), "--workers", str(workers)], tmp_path)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Server, free_port, run_cli
+from tests.helpers import Server, free_port, run_in_process
 
 TIMEOUT = 1.0
 MARGIN = 1.0  # a close must come within TIMEOUT + MARGIN, and not before the timeout
@@ -25,20 +25,27 @@ HEAD = b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n
 
 
 @pytest.fixture
-def model(store, regression_csv, serve):
-    """A factory: ``modelport serve lin ARGS`` for a linear model trained here."""
+def lin(store, regression_csv) -> None:
+    """A linear model trained here, ``lin``."""
     from modelport.training.trainer import train
 
     train(regression_csv[0], "target", "lin", store=store)
+
+
+@pytest.fixture
+def model(lin, serve):
+    """A factory: ``modelport serve lin ARGS``."""
     return lambda *args: serve("lin", *args)
 
 
 @pytest.fixture
-def gateway(model, tmp_path: Path) -> Iterator:
+def gateway(lin, serve_in_thread, tmp_path: Path) -> Iterator:
+    """A factory: ``modelport gateway ... ARGS`` in front of ``lin`` (served in a thread here: the gateway's
+    limits are what these tests are about)."""
     started: list[Server] = []
 
     def start(*args: str) -> Server:
-        upstream = model()
+        upstream = serve_in_thread("lin")
         port = free_port()
         started.append(Server(["gateway", "--route", f"lin={upstream.url}", "--port", str(port),
                                "--admin-port", str(free_port()), *args], port, tmp_path / f"gateway-{port}.log"))
@@ -248,5 +255,5 @@ def test_the_gateway_refuses_an_upload_beyond_its_buffered_bytes_limit(gateway) 
     (["gateway", "--route", "lin=http://127.0.0.1:9"], ["--header-timeout", "-1"], "--header-timeout must be more than 0 seconds"),
 ])
 def test_limits_that_cannot_work_are_a_clear_error(home, command: list[str], option: list[str], message: str) -> None:
-    result = run_cli(*command, *option, "--port", str(free_port()), check=False, timeout=60)
+    result = run_in_process(*command, *option, "--port", str(free_port()), check=False)
     assert result.returncode == 1 and message in result.stderr, result

@@ -198,6 +198,7 @@ _SAVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.long
 def test_concurrent_saves_get_distinct_versions(home: Path, tmp_path: Path) -> None:
     script = tmp_path / "saver.py"
     script.write_text(_SAVER)
@@ -210,6 +211,7 @@ def test_concurrent_saves_get_distinct_versions(home: Path, tmp_path: Path) -> N
     assert [v.version for v in store.list_versions("race")] == versions
 
 
+@pytest.mark.long
 def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     """The first open creates the tables; racing openers wait for it instead of failing "database is locked"."""
     code = "import sys; from pathlib import Path; from modelport.store.registry import ModelStore; ModelStore(Path(sys.argv[1])).list_models()"
@@ -220,20 +222,27 @@ def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
         assert [p.returncode for p in procs] == [0] * 8, "\n".join(errors)
 
 
+@pytest.mark.long
 def test_a_save_killed_midway_leaves_no_half_version(home: Path, tmp_path: Path) -> None:
     """SIGKILL a process while it saves large models: every version that exists is complete."""
     script = tmp_path / "saver.py"
     script.write_text(_SAVER)
-    for delay in (2.0, 2.5, 3.0):
+    printed: list[str] = []
+    # Killed once a version is saved (not after a guessed start-up time, which may end it before any save),
+    # at staggered moments into saving the next.
+    for into in (0.0, 0.1, 0.25):
         proc = subprocess.Popen([sys.executable, str(script), "0", "200", "50"], stdout=subprocess.PIPE, text=True)
-        time.sleep(delay)
+        printed.append(proc.stdout.readline().strip())  # type: ignore[union-attr]
+        time.sleep(into)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert all(v.isdigit() for v in printed), printed
     store = ModelStore()
     versions = store.list_versions("race") if store.list_models() else []
     for mv in versions:
         store.read_files(mv)  # raises if any file is partial
     assert [v.version for v in versions] == list(range(1, len(versions) + 1))
+    assert {int(v) for v in printed} <= {v.version for v in versions}  # every save that finished is there
 
 
 def test_postgresql_metadata_database(postgres_url: str, tmp_path: Path) -> None:
@@ -251,6 +260,7 @@ def test_postgresql_metadata_database(postgres_url: str, tmp_path: Path) -> None
         store.close()
 
 
+@pytest.mark.long
 def test_postgresql_concurrent_saves(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELPORT_HOME", str(tmp_path / "pg-home"))
     monkeypatch.setenv("MODELPORT_DB_URL", postgres_url)

@@ -11,21 +11,21 @@ import pandas as pd
 import pytest
 
 import modelport
-from tests.helpers import run_cli, run_main
+from tests.helpers import run_in_process, run_main
 
 
 def test_train_cli_registers_versions_with_metrics(home: Path, regression_csv) -> None:
     path, x, y = regression_csv
-    out = run_cli("train", "--data", str(path), "--target", "target", "--name", "house")
+    out = run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     assert "Registered house:1" in out.stdout and "r2" in out.stdout
     for step in ("Reading", "Fitting linear-regression", "Evaluating", "Registering"):
         assert step in out.stdout  # progress is shown
-    info = json.loads(run_cli("models", "show", "house", "--json").stdout)
+    info = json.loads(run_in_process("models", "show", "house", "--json").stdout)
     assert info["signature"]["features"] == [f"f{i}" for i in range(8)]
     assert info["metrics"]["r2"] > 0.99 and set(info["metrics"]) == {"r2", "mae", "rmse"}
     assert info["tags"]["model_type"] == "linear-regression"
-    run_cli("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "ridge")
-    listed = json.loads(run_cli("models", "list", "--json").stdout)
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "ridge")
+    listed = json.loads(run_in_process("models", "list", "--json").stdout)
     assert listed[0]["name"] == "house" and listed[0]["versions"] == [1, 2]
     loaded = modelport.load_model("house:1")
     assert abs(loaded.predict(x[:1])[0] - y[0]) < 1
@@ -34,7 +34,7 @@ def test_train_cli_registers_versions_with_metrics(home: Path, regression_csv) -
 def test_same_seed_same_model(home: Path, regression_csv) -> None:
     path, x, _ = regression_csv
     for _ in range(2):
-        run_cli("train", "--data", str(path), "--target", "target", "--name", "rf", "--model", "random-forest", "--seed", "7")
+        run_in_process("train", "--data", str(path), "--target", "target", "--name", "rf", "--model", "random-forest", "--seed", "7")
     # (trees are summed in parallel, so only the last bits may differ)
     np.testing.assert_allclose(modelport.load_model("rf:1").predict(x), modelport.load_model("rf:2").predict(x), rtol=1e-12)
 
@@ -46,7 +46,7 @@ def test_classifiers_report_accuracy_and_f1(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "cls.csv"
     frame.to_csv(path, index=False)
     for model in ("logistic-regression", "random-forest-classifier"):
-        out = run_cli("train", "--data", str(path), "--target", "label", "--name", "cls", "--model", model)
+        out = run_in_process("train", "--data", str(path), "--target", "label", "--name", "cls", "--model", model)
         assert "accuracy" in out.stdout and "f1" in out.stdout
     assert modelport.get_store().resolve("cls").signature["classes"] == ["ham", "spam"]
 
@@ -65,41 +65,41 @@ def test_classifiers_report_accuracy_and_f1(home: Path, tmp_path: Path) -> None:
 def test_bad_csvs_get_clear_errors(home: Path, tmp_path: Path, content: str, target: str, message: str) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(content)
-    out = run_cli("train", "--data", str(path), "--target", target, "--name", "bad", check=False)
+    out = run_in_process("train", "--data", str(path), "--target", target, "--name", "bad", check=False)
     assert out.returncode == 1
     assert message in " ".join(out.stderr.split()), out.stderr
     assert "Traceback" not in out.stderr
 
 
 def test_missing_file_and_bad_options(home: Path, regression_csv) -> None:
-    out = run_cli("train", "--data", "/nonexistent.csv", "--target", "y", "--name", "x", check=False)
+    out = run_in_process("train", "--data", "/nonexistent.csv", "--target", "y", "--name", "x", check=False)
     assert out.returncode == 1 and "No such file" in out.stderr
     path, _, _ = regression_csv
-    out = run_cli("train", "--data", str(path), "--target", "target", "--name", "x", "--model", "magic", check=False)
+    out = run_in_process("train", "--data", str(path), "--target", "target", "--name", "x", "--model", "magic", check=False)
     assert out.returncode == 1 and "Unknown model type 'magic'" in out.stderr
-    out = run_cli("train", "--data", str(path), "--target", "target", "--name", "Bad Name", check=False)
+    out = run_in_process("train", "--data", str(path), "--target", "target", "--name", "Bad Name", check=False)
     assert out.returncode == 1 and "Invalid model name" in out.stderr
 
 
 def test_models_cli_tag_untag_rm_export_import(home: Path, regression_csv, tmp_path: Path) -> None:
     path, _, _ = regression_csv
     for _ in range(2):
-        run_cli("train", "--data", str(path), "--target", "target", "--name", "m")
-    run_cli("models", "tag", "m:1", "production")
-    assert json.loads(run_cli("models", "show", "m@production", "--json").stdout)["version"] == 1
-    assert "production" in run_cli("models", "list").stdout
-    run_cli("models", "untag", "m", "production")
-    out = run_cli("models", "show", "m@production", check=False)
+        run_in_process("train", "--data", str(path), "--target", "target", "--name", "m")
+    run_in_process("models", "tag", "m:1", "production")
+    assert json.loads(run_in_process("models", "show", "m@production", "--json").stdout)["version"] == 1
+    assert "production" in run_in_process("models", "list").stdout
+    run_in_process("models", "untag", "m", "production")
+    out = run_in_process("models", "show", "m@production", check=False)
     assert out.returncode == 1 and "no alias 'production'" in out.stderr
     bundle = tmp_path / "m1.tar.gz"
-    run_cli("models", "export", "m:1", str(bundle))
-    assert "Imported as copy:1" in run_cli("models", "import", str(bundle), "--name", "copy").stdout
-    run_cli("models", "rm", "m:2")
-    assert json.loads(run_cli("models", "list", "--json").stdout)[1]["versions"] == [1]
-    out = run_cli("models", "rm", "m", check=False, input="n\n")
+    run_in_process("models", "export", "m:1", str(bundle))
+    assert "Imported as copy:1" in run_in_process("models", "import", str(bundle), "--name", "copy").stdout
+    run_in_process("models", "rm", "m:2")
+    assert json.loads(run_in_process("models", "list", "--json").stdout)[1]["versions"] == [1]
+    out = run_in_process("models", "rm", "m", check=False, input="n\n")
     assert out.returncode == 1 and "Nothing deleted" in out.stderr
-    run_cli("models", "rm", "m", "--yes")
-    assert [m["name"] for m in json.loads(run_cli("models", "list", "--json").stdout)] == ["copy"]
+    run_in_process("models", "rm", "m", "--yes")
+    assert [m["name"] for m in json.loads(run_in_process("models", "list", "--json").stdout)] == ["copy"]
 
 
 def test_import_command_detects_framework(home: Path, tmp_path: Path) -> None:
@@ -109,9 +109,9 @@ def test_import_command_detects_framework(home: Path, tmp_path: Path) -> None:
 
     path = tmp_path / "legacy.pkl"
     path.write_bytes(pickle.dumps(LinearRegression().fit([[0, 1], [1, 0], [1, 1]], [1, 2, 3])))
-    out = run_cli("import", "legacy", str(path), check=False)
+    out = run_in_process("import", "legacy", str(path), check=False)
     assert out.returncode == 1 and "--trust-pickle" in out.stderr
-    assert "Registered legacy:1 (sklearn, regression)" in run_cli("import", "legacy", str(path), "--trust-pickle").stdout
+    assert "Registered legacy:1 (sklearn, regression)" in run_in_process("import", "legacy", str(path), "--trust-pickle").stdout
 
 
 @pytest.mark.parametrize("model", ["logistic-regression", "random-forest-classifier"])
