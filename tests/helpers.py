@@ -40,17 +40,6 @@ def wait_until(probe: Callable[[], T], done: Callable[[T], bool], *, timeout: fl
         time.sleep(interval)
 
 
-def run_main(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess[str]:
-    """``modelport ARGS`` in this process, through the real entry point (its error handling included)."""
-    from modelport.cli.main import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(["modelport", *args], exit_info.value.code or 0, out.out, out.err)
-
-
 def run_in_process(*args: str, env: dict[str, str] | None = None, check: bool = True,
                    input: str | None = None) -> subprocess.CompletedProcess[str]:
     """``modelport ARGS`` as ``run_cli`` runs it, without the process: the real entry point (its error
@@ -74,10 +63,7 @@ def run_in_process(*args: str, env: dict[str, str] | None = None, check: bool = 
             except SystemExit as e:
                 code = e.code
     returncode = code if isinstance(code, int) else (0 if code is None else 1)
-    proc = subprocess.CompletedProcess(["modelport", *args], returncode, out.getvalue(), err.getvalue())
-    if check and proc.returncode != 0:
-        raise AssertionError(f"modelport {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return _checked(subprocess.CompletedProcess(["modelport", *args], returncode, out.getvalue(), err.getvalue()), check)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True,
@@ -85,8 +71,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
     """Run ``modelport ARGS`` as a user would, in a subprocess."""
     proc = subprocess.run([sys.executable, "-m", "modelport", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, input=input)
+    return _checked(proc, check)
+
+
+def _checked(proc: subprocess.CompletedProcess[str], check: bool) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
-        raise AssertionError(f"modelport {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"{' '.join(map(str, proc.args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 

@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from modelport.cli.main import app
-from tests.helpers import run_main
+from tests.helpers import run_in_process
 
 
-def test_errors_keep_square_brackets(home: Path, capsys: pytest.CaptureFixture) -> None:
-    out = run_main(capsys, "models", "show", "pip[docker]")
+def test_errors_keep_square_brackets(home: Path) -> None:
+    out = run_in_process("models", "show", "pip[docker]", check=False)
     assert out.returncode == 1
     assert "Error: Invalid model name 'pip[docker]'" in out.stderr, out.stderr
 

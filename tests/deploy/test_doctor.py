@@ -8,7 +8,7 @@ import pytest
 
 from modelport.deploy.doctor import OK, PROBLEM, WARNING, PortHolder, Report, port_finding
 from tests.conftest import TEST_BASE_IMAGE
-from tests.helpers import free_port, run_main
+from tests.helpers import free_port, run_in_process
 
 SERVICE = {"io.modelport.managed": "true", "io.modelport.service": "houses", "io.modelport.role": "gateway"}
 STACK = {"io.modelport.stack": "shop", "io.modelport.role": "gateway", "com.docker.compose.project": "shop"}
@@ -41,7 +41,7 @@ def test_only_problems_make_the_report_unhealthy() -> None:
 
 
 @pytest.mark.docker
-def test_doctor_passes_with_a_service_on_its_port(capsys: pytest.CaptureFixture) -> None:
+def test_doctor_passes_with_a_service_on_its_port() -> None:
     """A container labelled as a modelport service publishing the port: ✔ and exit 0 (it said ✘, exit 1)."""
     import docker
 
@@ -50,7 +50,7 @@ def test_doctor_passes_with_a_service_on_its_port(capsys: pytest.CaptureFixture)
                                        labels={**SERVICE, "io.modelport.service": name},
                                        ports={"8080/tcp": ("127.0.0.1", port)})
     try:
-        out = run_main(capsys, "doctor", "--port", str(port))
+        out = run_in_process("doctor", "--port", str(port), check=False)
         assert f"✔ Port {port} is in use by modelport service {name}" in out.stdout, out.stdout
         # The engine is shared: other containers may be unwell, but nothing about this port is.
         problems = [line for line in out.stdout.splitlines() if line.startswith("✘")]

@@ -15,7 +15,7 @@ import pytest
 from modelport.container.build import default_tag
 from modelport.store import ModelStore, ModelVersion
 from tests import fixtures_images
-from tests.helpers import run_main
+from tests.helpers import run_in_process
 from tests.k8s.validation import documents, helm, read_dir, validate
 
 mobilenet_onnx = fixtures_images.mobilenet_onnx  # the session-wide export, used as a fixture here
@@ -55,8 +55,8 @@ def version(models: Path, ref: str) -> ModelVersion:
         store.close()
 
 
-def k8s(capsys: pytest.CaptureFixture, *args: str) -> str:
-    result = run_main(capsys, "k8s", *map(str, args))
+def k8s(*args: str) -> str:
+    result = run_in_process("k8s", *map(str, args), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -82,9 +82,9 @@ def ref_of(model: str) -> str:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_export_passes_strict_validation_and_carries_the_models_metadata(
-        model: str, models: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        model: str, models: Path, tmp_path: Path) -> None:
     out = tmp_path / "manifests"
-    k8s(capsys, "export", ref_of(model), "-o", out, "--namespace", "ml", *canary_args(model))
+    k8s("export", ref_of(model), "-o", out, "--namespace", "ml", *canary_args(model))
     files = read_dir(out)
     assert sorted(files) == ["deployment.yaml", "hpa.yaml", "pdb.yaml", "service.yaml", "servicemonitor.yaml"]
     docs = flat(files)
@@ -113,9 +113,8 @@ def test_export_passes_strict_validation_and_carries_the_models_metadata(
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_pods_run_locked_down_with_only_emptydir_writable(model: str, models: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture) -> None:
-    k8s(capsys, "export", ref_of(model), "-o", tmp_path)
+def test_pods_run_locked_down_with_only_emptydir_writable(model: str, models: Path, tmp_path: Path) -> None:
+    k8s("export", ref_of(model), "-o", tmp_path)
     mv = version(models, ref_of(model))
     (deployment,) = documents((tmp_path / "deployment.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
@@ -152,10 +151,10 @@ def comparable(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_chart_lints_and_renders_what_export_writes(model: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_chart_lints_and_renders_what_export_writes(model: str, tmp_path: Path) -> None:
     chart, out = tmp_path / "chart", tmp_path / "manifests"
-    k8s(capsys, "chart", ref_of(model), "-o", chart, *canary_args(model))
-    k8s(capsys, "export", ref_of(model), "-o", out, *canary_args(model))
+    k8s("chart", ref_of(model), "-o", chart, *canary_args(model))
+    k8s("export", ref_of(model), "-o", out, *canary_args(model))
     lint = helm("lint", "--strict", str(chart))
     assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
     rendered = helm_template(chart)
@@ -168,10 +167,10 @@ def test_chart_lints_and_renders_what_export_writes(model: str, tmp_path: Path, 
         assert h["metadata"].get("annotations", {}).items() <= e["metadata"].get("annotations", {}).items()
 
 
-def test_kserve_inference_service_and_its_canary(tmp_path: Path, models: Path, capsys: pytest.CaptureFixture) -> None:
+def test_kserve_inference_service_and_its_canary(tmp_path: Path, models: Path) -> None:
     out, chart = tmp_path / "kserve", tmp_path / "chart"
-    k8s(capsys, "kserve", "houses:1", "--canary", "houses:2:10", "-o", out)
-    k8s(capsys, "chart", "houses:1", "--canary", "houses:2:10", "-o", chart)
+    k8s("kserve", "houses:1", "--canary", "houses:2:10", "-o", out)
+    k8s("chart", "houses:1", "--canary", "houses:2:10", "-o", chart)
     files = read_dir(out)
     assert sorted(files) == ["inferenceservice-canary.yaml", "inferenceservice.yaml"]
     (stable,), (canary,) = files["inferenceservice.yaml"], files["inferenceservice-canary.yaml"]
@@ -188,9 +187,9 @@ def test_kserve_inference_service_and_its_canary(tmp_path: Path, models: Path, c
     assert from_chart["spec"] == canary["spec"] and from_chart_stable["spec"] == stable["spec"]
 
 
-def test_a_changed_value_shows_in_the_rendered_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_changed_value_shows_in_the_rendered_output(tmp_path: Path) -> None:
     chart = tmp_path / "chart"
-    k8s(capsys, "chart", "houses:1", "--canary", "houses:2:10", "-o", chart)
+    k8s("chart", "houses:1", "--canary", "houses:2:10", "-o", chart)
 
     def deployment(docs: list[dict[str, Any]], name: str = "houses") -> dict[str, Any]:
         return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
@@ -209,35 +208,35 @@ def test_a_changed_value_shows_in_the_rendered_output(tmp_path: Path, capsys: py
     assert resources["limits"]["memory"] == "3Gi" and resources["requests"]["cpu"] == "250m"
     # the same through `k8s export`
     out = tmp_path / "out"
-    k8s(capsys, "export", "houses:1", "-o", out, "--replicas", "3", "--autoscale", "off", "--memory", "2Gi", "--cpu", "500m")
+    k8s("export", "houses:1", "-o", out, "--replicas", "3", "--autoscale", "off", "--memory", "2Gi", "--cpu", "500m")
     files = read_dir(out)
     assert "hpa.yaml" not in files
     (d,) = files["deployment.yaml"]
     assert d["spec"]["replicas"] == 3
     assert d["spec"]["template"]["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "500m", "memory": "2Gi"},
                                                                             "limits": {"cpu": "500m", "memory": "2Gi"}}
-    k8s(capsys, "export", "houses:1", "-o", out, "--autoscale", "3:12")
+    k8s("export", "houses:1", "-o", out, "--autoscale", "3:12")
     (hpa,) = read_dir(out)["hpa.yaml"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
-    k8s(capsys, "export", "houses:1", "-o", out, "--autoscale", "off")  # again: the autoscaler's file goes
+    k8s("export", "houses:1", "-o", out, "--autoscale", "off")  # again: the autoscaler's file goes
     assert "hpa.yaml" not in read_dir(out)
     (out / "mine.yaml").write_text("kind: ConfigMap\n")  # a file of the user's stays; one in the way is refused
-    k8s(capsys, "export", "houses:1", "-o", out)
+    k8s("export", "houses:1", "-o", out)
     assert (out / "mine.yaml").read_text() == "kind: ConfigMap\n"
     (out / "hpa.yaml").write_text("kind: Mine\n")
-    refused = run_main(capsys, "k8s", "export", "houses:1", "-o", str(out))
+    refused = run_in_process("k8s", "export", "houses:1", "-o", str(out), check=False)
     assert refused.returncode == 1 and "did not write: hpa.yaml" in " ".join(refused.stderr.split())
 
 
 @pytest.mark.parametrize("bad", ["replicaCount=0", "canary.weight=100", "replicas=3", "image.pullPolicy=Sometimes"])
-def test_chart_values_schema_refuses_bad_values(bad: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    k8s(capsys, "chart", "houses:1", "-o", tmp_path / "chart")
+def test_chart_values_schema_refuses_bad_values(bad: str, tmp_path: Path) -> None:
+    k8s("chart", "houses:1", "-o", tmp_path / "chart")
     result = helm("template", "release", str(tmp_path / "chart"), "--set", bad, check=False)
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr
 
 
 def test_stack_export_references_the_password_secret_and_never_holds_it(
-        models: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        models: Path, tmp_path: Path) -> None:
     from modelport.deploy.stack import PASSWORD_FILE, ModelService, Stack, StackState
 
     directory = tmp_path / "shop"
@@ -250,7 +249,7 @@ def test_stack_export_references_the_password_secret_and_never_holds_it(
     (directory / PASSWORD_FILE).parent.mkdir()
     (directory / PASSWORD_FILE).write_text(password)
     out = tmp_path / "k8s"
-    printed = k8s(capsys, "stack", "-C", directory, "-o", out, "--namespace", "shop")
+    printed = k8s("stack", "-C", directory, "-o", out, "--namespace", "shop")
     assert "kubectl create secret generic shop-db --namespace shop --from-file=password=secrets/db-password" in printed
     files = read_dir(out)
     assert {"gateway.yaml", "db.yaml", "models/houses/deployment.yaml", "models/mobilenet-v2/deployment.yaml"} <= set(files)
@@ -270,7 +269,7 @@ def test_stack_export_references_the_password_secret_and_never_holds_it(
     assert "--require-keys" in args
     # the chart's gateway: the Secrets by name only
     chart = tmp_path / "chart"
-    k8s(capsys, "chart", "houses:2", "-o", chart)
+    k8s("chart", "houses:2", "-o", chart)
     docs = helm_template(chart, "gateway.enabled=true", "gateway.image.tag=0.1.0-0123456789ab",
                          "gateway.predictionLog.urlSecret.name=predlog", "gateway.predictionLog.passwordSecret.name=predlog-pw")
     validate(docs)
@@ -294,20 +293,19 @@ def test_stack_export_references_the_password_secret_and_never_holds_it(
     (["export", "nope"], "nope"),
     (["stack"], "is not a modelport stack"),
 ])
-def test_bad_input_is_one_clear_message(args: list[str], message: str, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture) -> None:
-    result = run_main(capsys, "k8s", *args, "-o", str(tmp_path / "out"))
+def test_bad_input_is_one_clear_message(args: list[str], message: str, tmp_path: Path) -> None:
+    result = run_in_process("k8s", *args, "-o", str(tmp_path / "out"), check=False)
     assert result.returncode == 1
     assert message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_validation_is_strict(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_validation_is_strict(tmp_path: Path) -> None:
     """The checks above would catch a wrong manifest: an unknown field, a wrong type."""
     import jsonschema
 
-    k8s(capsys, "export", "houses:1", "-o", tmp_path / "m")
-    k8s(capsys, "kserve", "houses:1", "-o", tmp_path / "k")
+    k8s("export", "houses:1", "-o", tmp_path / "m")
+    k8s("kserve", "houses:1", "-o", tmp_path / "k")
     (deployment,) = read_dir(tmp_path / "m")["deployment.yaml"]
     deployment["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFilesystem"] = True  # belongs in securityContext
     with pytest.raises(jsonschema.ValidationError, match="readOnlyRootFilesystem"):

@@ -15,7 +15,7 @@ import modelport
 from modelport.cli.main import app
 from modelport.store import ModelStore
 from tests.fixtures_serving import serve_in_process
-from tests.helpers import run_main
+from tests.helpers import run_in_process
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(60, 4))
@@ -130,11 +130,11 @@ def test_import_features_names_the_columns(store: ModelStore, tmp_path: Path) ->
     ("a,b", "2 feature names given; the model's input has 4 columns"),
     ("a,b,a,c", "Feature names must be distinct and non-empty"),
 ])
-def test_import_refuses_feature_names_that_do_not_fit(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+def test_import_refuses_feature_names_that_do_not_fit(home: Path, tmp_path: Path,
                                                       features: str, error: str) -> None:
     path, _ = regressor_onnx(tmp_path / "model.onnx")
-    out = run_main(capsys, "import", "onx", str(path), "--features", features)
+    out = run_in_process("import", "onx", str(path), "--features", features, check=False)
     assert out.returncode == 1 and error in out.stderr, out.stderr
-    out = run_main(capsys, "import", "adder", str(two_inputs_onnx(tmp_path / "adder.onnx")), "--features", "a,b,c,d")
+    out = run_in_process("import", "adder", str(two_inputs_onnx(tmp_path / "adder.onnx")), "--features", "a,b,c,d", check=False)
     assert out.returncode == 1 and "one numeric input of shape [batch, n]" in out.stderr, out.stderr
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import modelport
-from tests.helpers import run_in_process, run_main
+from tests.helpers import run_in_process
 
 
 def test_train_cli_registers_versions_with_metrics(home: Path, regression_csv) -> None:
@@ -115,26 +115,26 @@ def test_import_command_detects_framework(home: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("model", ["logistic-regression", "random-forest-classifier"])
-def test_classifier_on_a_continuous_target_is_refused_before_fitting(home: Path, regression_csv, capsys, model: str) -> None:
+def test_classifier_on_a_continuous_target_is_refused_before_fitting(home: Path, regression_csv, model: str) -> None:
     path, _, _ = regression_csv
-    out = run_main(capsys, "train", "--data", str(path), "--target", "target", "--name", "c", "--model", model)
+    out = run_in_process("train", "--data", str(path), "--target", "target", "--name", "c", "--model", model, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"Target column 'target' holds continuous values (line 2: {float(pd.read_csv(path).target[0])})" in out.stderr, out.stderr
     assert "--model linear-regression, ridge, random-forest or gradient-boosting" in out.stderr
     assert "Fitting" not in out.stdout
 
 
-def test_integer_labels_are_classes(home: Path, tmp_path: Path, capsys) -> None:
+def test_integer_labels_are_classes(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "ints.csv"
     path.write_text("a,y\n" + "".join(f"{i},{float(i % 2)}\n" for i in range(20)))
-    out = run_main(capsys, "train", "--data", str(path), "--target", "y", "--name", "c", "--model", "logistic-regression")
+    out = run_in_process("train", "--data", str(path), "--target", "y", "--name", "c", "--model", "logistic-regression", check=False)
     assert out.returncode == 0, out.stderr
     assert modelport.get_store().resolve("c").signature["classes"] == [0.0, 1.0]
 
 
-def test_invalid_name_is_refused_before_reading_or_fitting(home: Path, regression_csv, capsys) -> None:
+def test_invalid_name_is_refused_before_reading_or_fitting(home: Path, regression_csv) -> None:
     path, _, _ = regression_csv
-    out = run_main(capsys, "train", "--data", str(path), "--target", "target", "--name", "Bad Name")
+    out = run_in_process("train", "--data", str(path), "--target", "target", "--name", "Bad Name", check=False)
     assert out.returncode == 1 and "Invalid model name 'Bad Name'" in out.stderr
     assert "Reading" not in out.stdout and "Fitting" not in out.stdout
 

@@ -34,7 +34,7 @@ def init(
     model: list[str] = typer.Option(..., "--model", help="A model to serve: NAME, NAME:3 or NAME@alias; repeat for each."),
     db: str = typer.Option("postgres", "--db", help="The prediction log's database: postgres."),
     db_image: str = typer.Option(defaults.DB_IMAGE, "--db-image", help="PostgreSQL image."),
-    gateway_port: int = typer.Option(8080, "--gateway-port", help="The one published port."),
+    gateway_port: int = typer.Option(defaults.PORT, "--gateway-port", help="The one published port."),
     gateway_host: str = typer.Option("127.0.0.1", "--gateway-host", help="Address to publish it on (0.0.0.0: every interface)."),
     base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help="Base image with Python 3.11 for the images built."),
     name: str = typer.Option(None, "--name", help="Stack (Compose project) name; default: the directory's name."),

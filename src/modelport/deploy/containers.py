@@ -42,7 +42,7 @@ RELEASE = "io.modelport.release"  # when the release started: tells a candidate 
 
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 # What the Docker Engine takes as a memory limit: bytes, or a number with b, k, m or g (kb, mb, gb too).
-_MEMORY = re.compile(r"[0-9]+(\.[0-9]+)?([bkmg]|[kmg]b)?", re.IGNORECASE)
+_MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(?:[bkmg]|[kmg]b)?", re.IGNORECASE)
 
 
 @dataclass
@@ -58,7 +58,8 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.cpus is not None and not self.cpus > 0:
             raise ModelportError(f"Invalid CPU limit {self.cpus!r} (--cpus): expected a positive number, e.g. 1.5")
-        if self.memory is not None and not (_MEMORY.fullmatch(self.memory) and float(_digits(self.memory)) > 0):
+        size = None if self.memory is None else _MEMORY.fullmatch(self.memory)
+        if self.memory is not None and not (size and float(size.group(1)) > 0):  # 0 would mean no limit
             raise ModelportError(f"Invalid memory limit {self.memory!r} (--memory): expected a size such as 512m or 2g")
         if self.restart not in RESTART_POLICIES:
             raise ModelportError(f"Invalid restart policy {self.restart!r} (--restart): "
@@ -81,10 +82,6 @@ class RunSettings:
         if self.restart != "no":
             kwargs["restart_policy"] = {"Name": self.restart}
         return kwargs
-
-
-def _digits(size: str) -> str:
-    return size.rstrip("bkmgBKMG")
 
 
 def check_env_name(key: str) -> str:

@@ -147,6 +147,13 @@ class Classifier:
             budget.close()
             raise LimitExceededError(f"{where}Image is too large to decode") from None
 
+    async def decode_all(self, images: list[bytes], max_pixels: int, where: str = "") -> np.ndarray:
+        """Encoded images -> [N, ...] model inputs, decoding to at most ``max_pixels`` together; an error
+        about image i starts with ``{where}[i]: `` when ``where`` is given."""
+        budget = PixelBudget(max_pixels)
+        return np.stack(await asyncio.gather(*(self.decode(d, budget, f"{where}[{i}]: " if where else "")
+                                              for i, d in enumerate(images))))
+
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """[N, ...] model scores -> [N, classes] float64 probabilities."""
         scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)

@@ -136,14 +136,10 @@ class ServedModel:
         """Encoded images -> ([N, classes] probabilities, [N, k] indices of the best classes, best first).
         All of them together may decode to at most ``image_limits.max_request_pixels``; an error about
         image i starts with ``{where}[i]: `` when ``where`` is given."""
-        from modelport.images.decode import PixelBudget  # Pillow: imported by image servers only
-
         clf = self.classifier
         if clf is None:
             raise ModelFailedError(f"Model {self.name!r} is not an image classifier")
-        budget = PixelBudget(self.image_limits.max_request_pixels)
-        x = np.stack(await asyncio.gather(*(clf.decode(d, budget, f"{where}[{i}]: " if where else "")
-                                            for i, d in enumerate(images))))
+        x = await clf.decode_all(images, self.image_limits.max_request_pixels, where)
         probs = clf.probabilities(await self.predict(x))
         return probs, clf.best(probs, k)
 
