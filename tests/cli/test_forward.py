@@ -1,6 +1,6 @@
-"""Commands run in a stack's gateway get the argv rebuilt from Click's context (cli/forward.py):
+"""Commands run in a stack's control service get the argv rebuilt from Click's context (cli/forward.py):
 what the user gave, without the host-only --dir, --db-url and --output. In-process, no Docker:
-the gateway is a stand-in that records the argv and answers with canned output."""
+the control service is a stand-in that records the argv and answers with canned output."""
 
 from __future__ import annotations
 
@@ -27,13 +27,18 @@ class FakeGateway:
         return self.status
 
 
+SYNCED: list[object] = []
+
+
 @pytest.fixture
 def stack_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A directory holding a stack.json, so the commands go to the gateway (no --db-url here)."""
+    """A directory holding a stack.json, so the commands go to the control service (no --db-url here)."""
     import modelport.deploy.stack as stack
 
     monkeypatch.delenv("MODELPORT_PREDICTIONS_DB_URL", raising=False)
     monkeypatch.setattr(stack.Stack, "load", classmethod(lambda cls, directory=".": ("stack", Path(directory))))
+    # After a keys change the proxy gets the keys' hashes; here, the stand-in stack records that it was asked.
+    monkeypatch.setattr(stack, "sync_keys", lambda s: SYNCED.append(s))
     d = tmp_path / "shop"
     d.mkdir()
     (d / "stack.json").write_text("{}")
@@ -41,11 +46,11 @@ def stack_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def forward(monkeypatch: pytest.MonkeyPatch, *args: str, gateway: FakeGateway | None = None) -> tuple[list[str], int]:
-    """Run ``modelport ARGS`` against the stand-in gateway → the argv it got and the exit code."""
+    """Run ``modelport ARGS`` against the stand-in control service → the argv it got and the exit code."""
     import modelport.deploy.stack as stack
 
     gateway = gateway or FakeGateway()
-    monkeypatch.setattr(stack, "exec_in_gateway", gateway)
+    monkeypatch.setattr(stack, "exec_in_control", gateway)
     result = CliRunner().invoke(app, list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert len(gateway.calls) == 1, result.output
@@ -67,11 +72,14 @@ def forward(monkeypatch: pytest.MonkeyPatch, *args: str, gateway: FakeGateway | 
     (["predictions", "export", "--format", "json", "--model", "iris", "-o", "-"],
      ["predictions", "export", "--model", "iris", "--format", "json", "--output", "-"]),
 ])
-def test_the_gateway_gets_the_command_as_given_without_host_options(
+def test_the_control_service_gets_the_command_as_given_without_host_options(
         stack_dir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: list[str]) -> None:
     end = args.index("--") if "--" in args else len(args)  # options before the arguments' "--"
+    SYNCED.clear()
     argv, code = forward(monkeypatch, *args[:end], "--dir", str(stack_dir), *args[end:])
     assert (argv, code) == (expected, 0)
+    # Only a change of keys hands the proxy the keys anew, once.
+    assert len(SYNCED) == (1 if args[:3] in (["stack", "keys", "create"], ["stack", "keys", "revoke"]) else 0)
 
 
 def test_the_stack_directory_is_found_from_the_working_directory(stack_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +88,7 @@ def test_the_stack_directory_is_found_from_the_working_directory(stack_dir: Path
     assert argv == ["stack", "keys", "list"]
 
 
-def test_an_export_to_a_file_gets_the_gateways_output(stack_dir: Path, monkeypatch: pytest.MonkeyPatch,
+def test_an_export_to_a_file_gets_the_control_services_output(stack_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
     out = tmp_path / "predictions.csv"
     argv, code = forward(monkeypatch, "predictions", "export", "--output", str(out), "-C", str(stack_dir),
@@ -89,7 +97,7 @@ def test_an_export_to_a_file_gets_the_gateways_output(stack_dir: Path, monkeypat
     assert out.read_bytes() == b"time,model\n"
 
 
-def test_a_failed_export_leaves_no_file_and_exits_with_the_gateways_status(
+def test_a_failed_export_leaves_no_file_and_exits_with_the_control_services_status(
         stack_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     out = tmp_path / "predictions.csv"
     _, code = forward(monkeypatch, "predictions", "export", "--format", "xml", "-o", str(out), "-C", str(stack_dir),
@@ -102,7 +110,7 @@ def test_a_db_url_runs_the_command_here(stack_dir: Path, monkeypatch: pytest.Mon
     import modelport.deploy.stack as stack
 
     gateway = FakeGateway()
-    monkeypatch.setattr(stack, "exec_in_gateway", gateway)
+    monkeypatch.setattr(stack, "exec_in_control", gateway)
     result = CliRunner().invoke(app, ["stack", "keys", "list", "--json", "-C", str(stack_dir),
                                       "--db-url", f"sqlite:///{tmp_path / 'p.db'}"])
     assert result.exit_code == 0, result.output

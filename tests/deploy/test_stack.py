@@ -1,4 +1,4 @@
-"""A whole stack for real: two model services, the gateway and PostgreSQL under Docker Compose.
+"""A whole stack for real: two models, the HAProxy gateway, the control service and PostgreSQL under Docker Compose.
 
 One stack serves the module; the tests run in file order against it (deploy and rollback near the
 end, restart and down/up last). Everything it creates carries its stack's label and is removed
@@ -36,6 +36,7 @@ docker = pytest.importorskip("docker")
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 FEATURES = [f"f{i}" for i in range(6)]
+SERVICES = {"db", "control", "lin-blue", "ridge-blue", "gateway"}
 
 
 @dataclass
@@ -60,6 +61,11 @@ class RunningStack:
         (c,) = self.client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={self.name}",
                                                                          f"com.docker.compose.service={service}"]})
         return c
+
+    def replicas(self, model: str) -> list:
+        """The model's containers, whichever slot's service runs them."""
+        return self.client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={self.name}",
+                                                                         f"io.modelport.model={model}"]})
 
     def predict(self, model: str, rows: np.ndarray, client: httpx.Client | None = None, timeout: float = 10) -> httpx.Response:
         request_id = uuid.uuid4().hex
@@ -156,7 +162,7 @@ def test_no_container_config_or_process_environment_holds_the_password(stack: Ru
     /proc/PID/environ of any process of the stack's containers, seen from the host."""
     password = stack_password(stack)
     containers = stack.client.containers.list(filters={"label": f"com.docker.compose.project={stack.name}"})
-    assert {c.labels["com.docker.compose.service"] for c in containers} == {"db", "lin", "ridge", "gateway"}
+    assert {c.labels["com.docker.compose.service"] for c in containers} == SERVICES
     for c in containers:
         service = c.labels["com.docker.compose.service"]
         assert c.attrs["Config"]["Env"] and not any(password in e for e in c.attrs["Config"]["Env"]), service
@@ -169,22 +175,23 @@ def test_no_container_config_or_process_environment_holds_the_password(stack: Ru
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a process that has just ended
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
                 assert environ and password.encode() not in environ, (service, pid, Path(f"/proc/{pid}/cmdline").read_bytes())
-    gateway_env = dict(e.split("=", 1) for e in stack.container("gateway").attrs["Config"]["Env"])
-    assert gateway_env["MODELPORT_PREDICTIONS_DB_PASSWORD_FILE"] == "/run/secrets/db_password"
-    assert "PGPASSWORD" not in gateway_env
+    for service in ("control", "lin-blue"):  # what writes the prediction log reads the password from a file
+        env = dict(e.split("=", 1) for e in stack.container(service).attrs["Config"]["Env"])
+        assert env["MODELPORT_PREDICTIONS_DB_PASSWORD_FILE"] == "/run/secrets/db_password"
+        assert "PGPASSWORD" not in env
 
 
 def test_only_the_gateway_port_is_published(stack: RunningStack) -> None:
     containers = stack.client.containers.list(filters={"label": f"com.docker.compose.project={stack.name}"})
     published = {c.labels["com.docker.compose.service"]: [b for bs in (c.attrs["NetworkSettings"]["Ports"] or {}).values()
                                                           for b in bs or []] for c in containers}
-    assert set(published) == {"db", "lin", "ridge", "gateway"}
+    assert set(published) == SERVICES
     assert {s for s, bindings in published.items() if bindings} == {"gateway"}
     assert {b["HostIp"] for b in published["gateway"]} == {"127.0.0.1"}
     backend = stack.client.networks.get(f"{stack.name}_backend")
     assert backend.attrs["Internal"] is True
     for model in ("lin", "ridge"):
-        c = stack.container(model)
+        c = stack.container(f"{model}-blue")
         assert list(c.attrs["NetworkSettings"]["Networks"]) == [f"{stack.name}_backend"]
         assert c.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
         assert c.attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
@@ -247,7 +254,7 @@ def test_every_prediction_is_in_postgres(stack: RunningStack, tmp_path: Path) ->
 
 
 def test_a_killed_model_is_restarted_and_the_gateway_answers_503_meanwhile(stack: RunningStack) -> None:
-    lin = stack.container("lin")
+    lin = stack.container("lin-blue")
     restarts = lin.attrs["RestartCount"]
     # SIGKILL to its process from outside, as a crash or the OOM killer would (`docker kill`
     # counts as a deliberate stop, which restart policies respect).
@@ -338,10 +345,116 @@ def test_deploy_and_rollback_under_a_client_loop_fail_no_request(stack: RunningS
     assert versions[0] == "1" and "2" in versions[:after_deploy + 1] and versions[-1] == "1"
     for _, version, prediction in seen:
         assert prediction == pytest.approx(v1 if version == "1" else v2, rel=1e-9)
-    assert 'image: "modelport/lin:1"' in (stack.directory / "compose.yaml").read_text()
-    assert stack.container("lin").attrs["Config"]["Image"] == "modelport/lin:1"
-    assert not stack.client.containers.list(all=True, filters={"label": [f"io.modelport.stack={stack.name}",
-                                                                         "io.modelport.role=next"]})
+    compose = (stack.directory / "compose.yaml").read_text()
+    assert 'image: "modelport/lin:1"' in compose and "modelport/lin:2" not in compose
+    assert [c.attrs["Config"]["Image"] for c in stack.replicas("lin")] == ["modelport/lin:1"]  # the old slot retired
+
+
+class ClientLoop:
+    """Predictions in a thread until stopped (bounded in count): each answer's status and version."""
+
+    def __init__(self, stack: RunningStack, model: str) -> None:
+        self.seen: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(stack, model))
+
+    def _run(self, stack: RunningStack, model: str) -> None:
+        with httpx.Client() as client:
+            while not self._stop.is_set() and len(self.seen) < 100_000:
+                r = stack.predict(model, stack.x[0], client, timeout=30)
+                self.seen.append((r.status_code, r.headers.get("x-model-version")))
+
+    def __enter__(self) -> ClientLoop:
+        self._thread.start()
+        wait_until(lambda: len(self.seen), bool, timeout=30, what=lambda _: "no answer to the client loop")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def failed(self) -> list[tuple[int, str | None]]:
+        return [s for s in self.seen if s[0] != 200]
+
+
+def test_a_canary_gets_its_share_and_promote_and_rollback_lose_no_request(stack: RunningStack) -> None:
+    with ClientLoop(stack, "lin") as loop:
+        stack.cli("stack", "deploy", "lin=2", "--canary", "10", timeout=600)
+        with httpx.Client() as client:
+            versions = [stack.predict("lin", stack.x[0], client).headers["x-model-version"] for _ in range(2000)]
+        assert 160 <= versions.count("2") <= 240, versions.count("2")  # 8-12 % of 2,000
+        assert set(versions) == {"1", "2"}
+        stack.cli("stack", "rollback", "lin", timeout=600)  # during a canary: all back to version 1
+        after_rollback = len(loop.seen)
+        stack.cli("stack", "deploy", "lin=2", "--canary", "10", timeout=600)
+        stack.cli("stack", "promote", "lin", timeout=600)
+        after_promote = len(loop.seen)
+        wait_until(lambda: len(loop.seen), lambda n: n > after_promote + 20, timeout=30)
+        stack.cli("stack", "rollback", "lin", timeout=600)  # back to version 1 for the tests after this one
+    assert not loop.failed(), f"{len(loop.failed())} of {len(loop.seen)} requests failed: {loop.failed()[:5]}"
+    assert {v for _, v in loop.seen[after_rollback - 1:after_rollback + 20]} <= {"1", "2"}
+    assert {v for _, v in loop.seen[after_promote + 5:after_promote + 20]} == {"2"}  # promoted: version 2 only
+    assert [c.attrs["Config"]["Image"] for c in stack.replicas("lin")] == ["modelport/lin:1"]
+
+
+def test_a_killed_replica_costs_no_request_and_scale_replaces_it(stack: RunningStack) -> None:
+    stack.cli("stack", "scale", "ridge", "3", timeout=600)
+    ps = json.loads(stack.cli("stack", "ps", "--json").stdout)
+    assert sorted((r["proxy"], r["weight"]) for r in ps if r["model"] == "ridge") == [("UP", 33)] * 3
+    with ClientLoop(stack, "ridge") as loop:
+        victim = stack.replicas("ridge")[0]
+        victim.kill()  # `docker kill`: a deliberate stop, which the restart policy leaves down
+        before = len(loop.seen)
+        wait_until(lambda: len(loop.seen), lambda n: n > before + 50, timeout=30)
+        stack.cli("stack", "scale", "ridge", "3", timeout=600)  # replaces the replica that is down
+        assert sum(c.status == "running" for c in stack.replicas("ridge")) == 3
+        stack.cli("stack", "scale", "ridge", "1", timeout=600)
+    assert not loop.failed(), f"{len(loop.failed())} of {len(loop.seen)} requests failed: {loop.failed()[:5]}"
+    assert [c.status for c in stack.replicas("ridge")] == ["running"]
+
+
+def test_a_revoked_key_is_refused_at_once_without_dropping_another_clients_connection(stack: RunningStack) -> None:
+    gateway_started = stack.container("gateway").attrs["State"]["StartedAt"]
+    token = stack.cli("stack", "keys", "create", "short-lived").stdout.strip()
+    body = json.dumps({"features": stack.x[0].tolist()}).encode()
+    port = int(stack.url.rsplit(":", 1)[1])
+    with KeepAlive(port) as other:  # another client's open connection, across the revocation
+        assert other.post("/models/lin/predict", body, stack.key) == 200
+        assert httpx.post(f"{stack.url}/predict", content=body, headers={"x-api-key": token}, timeout=10).status_code == 200
+        stack.cli("stack", "keys", "revoke", token[:12])
+        r = httpx.post(f"{stack.url}/predict", content=body, headers={"x-api-key": token}, timeout=10)
+        assert r.status_code == 401 and r.json() == {"error": "Invalid or revoked API key"}
+        assert other.post("/models/lin/predict", body, stack.key) == 200  # the same connection, still open
+    assert stack.container("gateway").attrs["State"]["StartedAt"] == gateway_started  # no restart
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection, kept: a request on it fails if the server closed it."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+
+    def post(self, path: str, body: bytes, key: str) -> int:
+        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        status = int(self.file.readline().split()[1])
+        length = 0
+        while (line := self.file.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        self.file.read(length)
+        return status
+
+    def __enter__(self) -> KeepAlive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+        self.sock.close()
 
 
 def test_the_gateway_under_load_fails_no_request(stack: RunningStack) -> None:
@@ -406,18 +519,20 @@ def test_data_survives_down_and_up(stack: RunningStack) -> None:
     assert before <= set(stack.psql("SELECT record_id FROM mp_predictions").split())  # each record, not a count
     assert stack.predict("ridge", stack.x[:2]).status_code == 200  # the key is in the database too
     ps = json.loads(stack.cli("stack", "ps", "--json").stdout)
-    assert {(r["service"], r["state"]) for r in ps} == {("db", "healthy"), ("lin", "healthy"), ("ridge", "healthy"),
-                                                        ("gateway", "healthy")}
+    assert {(r["service"], r["state"]) for r in ps} == {("db", "healthy"), ("lin-blue", "healthy"), ("ridge-blue", "healthy"),
+                                                        ("gateway", "healthy"), ("control", "running")}
+    assert {(r["service"], r["proxy"], r["weight"]) for r in ps if r["model"]} == {("lin-blue", "UP", 100),
+                                                                                 ("ridge-blue", "UP", 100)}
 
 
 def test_up_brings_back_a_stopped_model_service(stack: RunningStack) -> None:
     """`docker stop` of one model service, then `stack up` (the gateway still publishing the port):
     Compose starts it again, and up waits for it rather than failing on the exited container it saw first."""
-    stack.container("ridge").stop(timeout=10)
-    assert stack.container("ridge").status == "exited"
+    stack.container("ridge-blue").stop(timeout=10)
+    assert stack.container("ridge-blue").status == "exited"
     proc = stack.cli("stack", "up", timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert stack.container("ridge").status == "running"
+    assert stack.container("ridge-blue").status == "running"
     r = stack.predict("ridge", stack.x[:2])
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["predictions"], expected(stack, "ridge:1", stack.x[:2]), rtol=1e-6)
@@ -432,7 +547,7 @@ def test_up_names_the_service_that_is_not_healthy_and_why(stack: RunningStack, t
                 "--base-image", TEST_BASE_IMAGE, "--db-image", POSTGRES_IMAGE, "--memory", "24m", env=stack.env)
         proc = run_cli("stack", "up", "--dir", str(directory), "--wait", "120", env=stack.env, check=False, timeout=300)
         assert proc.returncode == 1
-        assert "Service 'lin' is not healthy" in proc.stderr and "OOMKilled" in proc.stderr, proc.stderr
+        assert "Service 'lin-blue' is not healthy" in proc.stderr and "OOMKilled" in proc.stderr, proc.stderr
     finally:
         run_cli("stack", "down", "--volumes", "--dir", str(directory), env=stack.env, check=False)
         remove_everything(stack.client, name)

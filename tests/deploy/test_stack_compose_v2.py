@@ -50,7 +50,7 @@ def test_stack_lifecycle_under_compose_v2(tmp_path: Path) -> None:
                 "--base-image", TEST_BASE_IMAGE, "--db-image", POSTGRES_IMAGE, "--memory", "512m", env=env)
         run_cli("stack", "up", "--dir", str(directory), env=env, timeout=900)
         containers = client.containers.list(filters={"label": f"com.docker.compose.project={name}"})
-        assert {c.labels["com.docker.compose.service"] for c in containers} == {"db", "lin", "gateway"}
+        assert {c.labels["com.docker.compose.service"] for c in containers} == {"db", "control", "lin-blue", "gateway"}
         assert {c.labels["com.docker.compose.version"] for c in containers} == {"2.40.3"}  # made by Compose v2
         password = (directory / "secrets" / "db-password").read_text()  # a secret file under v2 too, in no environment
         assert all(password not in json.dumps(c.attrs) for c in containers)
@@ -72,7 +72,8 @@ def test_stack_lifecycle_under_compose_v2(tmp_path: Path) -> None:
         logs = run_cli("stack", "logs", "gateway", "--tail", "50", "--dir", str(directory), env=env).stdout
         assert "gateway" in logs and key not in logs
         ps = json.loads(run_cli("stack", "ps", "--json", "--dir", str(directory), env=env).stdout)
-        assert {(s["service"], s["state"]) for s in ps} == {("db", "healthy"), ("lin", "healthy"), ("gateway", "healthy")}
+        assert {(s["service"], s["state"]) for s in ps} == {("db", "healthy"), ("control", "running"),
+                                                            ("lin-green", "healthy"), ("gateway", "healthy")}
         run_cli("stack", "down", "--dir", str(directory), env=env)
         assert not client.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
     finally:

@@ -1,4 +1,4 @@
-"""Run the command being run in a stack's gateway, where the predictions database is reachable.
+"""Run the command being run in a stack's control service, where the predictions database is reachable.
 
 The argv is rebuilt from the command's context (Typer's, Click's vendored; a command gets it by
 declaring a ``ctx: typer.Context`` parameter), so an option added to a forwarded command is
@@ -24,7 +24,7 @@ def forwarded_argv(ctx: typer.Context) -> list[str]:
     """``ctx``'s command path (without the program) and the parameters the user gave, host-only ones
     left out; ``--output -`` when the command writes a file (the host keeps the file).
 
-    Parameters left at their default are not passed: the gateway's modelport applies its own."""
+    Parameters left at their default are not passed: the control service's modelport applies its own."""
     options: list[str] = []
     arguments: list[str] = []
     for param in ctx.command.params:
@@ -85,18 +85,18 @@ def _text(value: Any) -> str:
     return str(value.value if isinstance(value, Enum) else value)
 
 
-def run_in_gateway(ctx: typer.Context) -> None:
-    """Run the command of ``ctx`` in the gateway of the stack its ``--dir`` names; standard output into
-    its ``--output`` file when it has one. Exits with the command's status when that is not 0."""
-    from modelport.deploy.stack import Stack, exec_in_gateway
+def run_in_control(ctx: typer.Context) -> None:
+    """Run the command of ``ctx`` in the control service of the stack its ``--dir`` names; standard
+    output into its ``--output`` file when it has one. Exits with the command's status when that is not 0."""
+    from modelport.deploy.stack import Stack, exec_in_control
 
     stack = Stack.load(ctx.params.get("directory") or Path("."))
     argv = forwarded_argv(ctx)
     output = ctx.params.get("output")
     if output is None or str(output) == TO_STDOUT:
-        status = exec_in_gateway(stack, argv)
+        status = exec_in_control(stack, argv)
     else:
-        status = _into_file(Path(output), lambda f: exec_in_gateway(stack, argv, stdout=f))
+        status = _into_file(Path(output), lambda f: exec_in_control(stack, argv, stdout=f))
     if status:
         raise typer.Exit(status)
 

@@ -144,6 +144,7 @@ def serve(
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     log_db: str = typer.Option(None, "--log-db", help="Record every prediction in this database (e.g. sqlite:///predictions.db); query it with `modelport predictions`."),
+    spool_dir: Path = typer.Option(None, "--spool-dir", help="With --log-db: where records wait while the database is unavailable (default: under MODELPORT_HOME)."),
     trust_proxy_headers: bool = typer.Option(False, "--trust-proxy-headers", help="Behind modelport's proxy only: record the API key id it sends in X-Modelport-Key-Id."),
     header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT, keep_alive: float = KEEP_ALIVE,
     max_buffered_bytes: int = MAX_BUFFERED_BYTES,
@@ -158,6 +159,7 @@ def serve(
     specs = [ServeSpec.parse(r, batch, images) for r in refs]
     run_server(specs, host=host, port=port, workers=workers, max_body=int(max_body_mb * 1024 * 1024),
                log_format=log_format, access_log=access_log, log_db=log_db, trust_proxy_headers=trust_proxy_headers,
+               spool_dir=str(spool_dir) if spool_dir else None,
                limits=ReadLimits(header_timeout, body_timeout, keep_alive, max_buffered_bytes),
                on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)",
                progress=progress)

@@ -1,4 +1,4 @@
-"""``modelport stack ...``: models, a gateway and PostgreSQL as one Compose stack."""
+"""``modelport stack ...``: models behind HAProxy, with API keys and a PostgreSQL prediction log, as one Compose stack."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 
 from modelport import defaults
-from modelport.cli.forward import run_in_gateway
+from modelport.cli.forward import run_in_control
 from modelport.cli.output import LoggedProgress, console, err, print_json, success, table
 from modelport.errors import ModelportError
 
-app = typer.Typer(help="Run models behind a gateway with API keys and a prediction log (Docker Compose).",
+app = typer.Typer(help="Run models behind a gateway (HAProxy) with replicas, API keys and a prediction log (Docker Compose).",
                   no_args_is_help=True)
 keys_app = typer.Typer(help="API keys for the gateway: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -38,15 +38,19 @@ def init(
     gateway_host: str = typer.Option("127.0.0.1", "--gateway-host", help="Address to publish it on (0.0.0.0: every interface)."),
     base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help="Base image with Python 3.11 for the images built."),
     name: str = typer.Option(None, "--name", help="Stack (Compose project) name; default: the directory's name."),
-    cpus: float = typer.Option(1.0, "--cpus", help="CPU limit of each model service."),
-    memory: str = typer.Option("1g", "--memory", help="Memory limit of each model service."),
+    cpus: float = typer.Option(1.0, "--cpus", help="CPU limit of each model replica."),
+    memory: str = typer.Option("1g", "--memory", help="Memory limit of each model replica."),
+    replicas: int = typer.Option(1, "--replicas", help="Replicas of each model (change later with `stack scale`)."),
+    proxy_image: str = typer.Option(defaults.PROXY_IMAGE, "--proxy-image", envvar="MODELPORT_PROXY_IMAGE",
+                                    help="HAProxy image the stack's gateway is built on."),
 ) -> None:
     """Write a stack: compose.yaml, a generated database password (secrets/), and the build contexts."""
     from modelport.deploy.stack import init as init_stack
 
     with LoggedProgress("stack-init") as log:
         stack = init_stack(directory, model, name=name, db=db, db_image=db_image, gateway_host=gateway_host,
-                           gateway_port=gateway_port, base_image=base_image, cpus=cpus, memory=memory, progress=log)
+                           gateway_port=gateway_port, base_image=base_image, cpus=cpus, memory=memory,
+                           replicas=replicas, proxy_image=proxy_image, progress=log)
     success(f"Stack {stack.state.name} written to {stack.directory}", ". Next:\n"
             f"  cd {directory} && modelport stack up\n  modelport stack keys create my-client")
 
@@ -78,18 +82,20 @@ def down(directory: Path = DIR,
 
 @app.command()
 def ps(directory: Path = DIR, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """The stack's containers, their health and published ports."""
+    """The stack's containers: their health, and for each model replica what the proxy sees of it
+    (its check and the percent of the model's requests it gets)."""
     from modelport.deploy.stack import ps as stack_ps
 
     rows = stack_ps(_stack(directory))
     if as_json:
         return print_json(rows)
-    table(("SERVICE", "CONTAINER", "IMAGE", "STATE", "PORTS"),
-          ((r["service"], r["container"], r["image"], r["state"], r["ports"] or "-") for r in rows))
+    table(("SERVICE", "CONTAINER", "VERSION", "STATE", "PROXY", "WEIGHT", "PORTS"),
+          ((r["service"], r["container"], r["version"] or "-", r["state"], r["proxy"] or "-",
+            "-" if r["weight"] is None else f"{r['weight']}%", r["ports"] or "-") for r in rows))
 
 
 @app.command()
-def logs(service: str = typer.Argument(None, help="One service (default: all)."), directory: Path = DIR,
+def logs(service: str = typer.Argument(None, help="One service or model (default: all)."), directory: Path = DIR,
          follow: bool = typer.Option(False, "--follow", "-f"), tail: int = typer.Option(None, "--tail")) -> None:
     """Show the services' logs."""
     from modelport.deploy.stack import logs as stack_logs
@@ -98,8 +104,9 @@ def logs(service: str = typer.Argument(None, help="One service (default: all).")
 
 
 @app.command()
-def restart(service: str, directory: Path = DIR, wait: float = WAIT) -> None:
-    """Restart one service and wait until it is healthy again."""
+def restart(service: str = typer.Argument(..., help="A service (db, control, gateway) or a model (all its replicas)."),
+            directory: Path = DIR, wait: float = WAIT) -> None:
+    """Restart a service or a model's replicas and wait until they are healthy again."""
     from modelport.deploy.stack import restart as stack_restart
 
     stack_restart(_stack(directory), service, wait=wait)
@@ -108,33 +115,63 @@ def restart(service: str, directory: Path = DIR, wait: float = WAIT) -> None:
 
 @app.command()
 def deploy(target: str = typer.Argument(..., help="MODEL=REF (e.g. iris=iris:2, iris=2) or REF."),
-           directory: Path = DIR, wait: float = WAIT) -> None:
-    """Serve another version of a model with no downtime: start it, wait healthy, switch, stop the old."""
+           directory: Path = DIR, wait: float = WAIT,
+           canary: int = typer.Option(None, "--canary", help="Send only this percent of the model's requests to the new version (then `stack promote` or `stack rollback`).")) -> None:
+    """Serve another version of a model with no downtime: start it beside the current one, wait until
+    the proxy checks it healthy, move the traffic (or a canary's share), drain and retire the old."""
     from modelport.deploy.stack import deploy as stack_deploy
 
     with LoggedProgress("stack-deploy") as log:
-        new = stack_deploy(_stack(directory), target, wait=wait, progress=log)
-    success(f"Now serving {new.name}:{new.version}", f" (rollback: modelport stack rollback {new.name})")
+        m = stack_deploy(_stack(directory), target, canary=canary, wait=wait, progress=log)
+    if canary is not None:
+        version = m.slots[m.candidate].version
+        success(f"Canary: {canary}% of {m.name}'s requests go to version {version}",
+                f" (then: modelport stack promote {m.name}, or modelport stack rollback {m.name})")
+        return
+    success(f"Now serving {m.name}:{m.version}", f" (rollback: modelport stack rollback {m.name})")
+
+
+@app.command()
+def promote(model: str, directory: Path = DIR) -> None:
+    """Send all of a model's traffic to its canary and retire the version it replaces."""
+    from modelport.deploy.stack import promote as stack_promote
+
+    with LoggedProgress("stack-promote") as log:
+        m = stack_promote(_stack(directory), model, progress=log)
+    success(f"Promoted: now serving {m.name}:{m.version}")
 
 
 @app.command()
 def rollback(model: str, directory: Path = DIR, wait: float = WAIT) -> None:
-    """Serve the version a model had before its last deploy, with no downtime."""
+    """Serve the version a model had before its last deploy, with no downtime; during a canary, send all
+    traffic back to the serving version."""
     from modelport.deploy.stack import rollback as stack_rollback
 
     with LoggedProgress("stack-rollback") as log:
-        new = stack_rollback(_stack(directory), model, wait=wait, progress=log)
-    success(f"Rolled back: now serving {new.name}:{new.version}")
+        m = stack_rollback(_stack(directory), model, wait=wait, progress=log)
+    success(f"Rolled back: now serving {m.name}:{m.version}")
 
 
-# -- keys: straight to the database when its URL is known (inside the gateway), else through the gateway
+@app.command()
+def scale(model: str, replicas: int = typer.Argument(..., help="How many replicas the model runs."),
+          directory: Path = DIR, wait: float = WAIT) -> None:
+    """Run this many replicas of a model; new ones get traffic once healthy, leaving ones are drained first."""
+    from modelport.deploy.stack import scale as stack_scale
+
+    with LoggedProgress("stack-scale") as log:
+        m = stack_scale(_stack(directory), model, replicas, wait=wait, progress=log)
+    success(f"{m.name}:{m.version} runs {m.replicas} replica(s)")
+
+
+# -- keys: straight to the database when its URL is known (in the control service), else through it;
+# the proxy gets the active keys' hashes after every change
 
 DB_URL = typer.Option(None, "--db-url", envvar=DB_URL_ENV, show_envvar=False,
-                      help=f"The predictions database (default: ${DB_URL_ENV}, else the stack's, through its gateway).")
+                      help=f"The predictions database (default: ${DB_URL_ENV}, else the stack's, through its control service).")
 
 
 def db_url_or_stack(db_url: str | None, directory: Path) -> str | None:
-    """The database URL to use here, or None when the stack's gateway must run the command."""
+    """The database URL to use here, or None when the stack's control service must run the command."""
     if db_url:
         return db_url
     if (directory / "stack.json").is_file():
@@ -157,7 +194,7 @@ def keys_create(ctx: typer.Context, name: str = typer.Argument(..., help="Who or
     only its hash is stored."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return run_in_gateway(ctx)
+        return _changing_keys(ctx, directory)
     key, token = _key_store(url).create(name)
     err.print(f"Created {key.id} ({name}). The key, shown only now:")
     print(token, flush=True)
@@ -170,7 +207,7 @@ def keys_list(ctx: typer.Context, directory: Path = DIR, db_url: str = DB_URL,
     """List keys (their ids and first characters; never the keys)."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return run_in_gateway(ctx)
+        return run_in_control(ctx)
     keys = _key_store(url).list()
     if as_json:
         return print_json([k.__dict__ for k in keys])
@@ -182,9 +219,25 @@ def keys_list(ctx: typer.Context, directory: Path = DIR, db_url: str = DB_URL,
 @keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, key: str = typer.Argument(..., help="Key id (key_…) or the prefix `keys list` shows."),
                 directory: Path = DIR, db_url: str = DB_URL) -> None:
-    """Revoke a key (the gateway refuses it within seconds)."""
+    """Revoke a key (the gateway refuses it from the moment this returns)."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return run_in_gateway(ctx)
+        return _changing_keys(ctx, directory)
     revoked = _key_store(url).revoke(key)
     console.print(f"Revoked {revoked.id} ({revoked.name})")
+
+
+@keys_app.command("digests", hidden=True)
+def keys_digests(db_url: str = DB_URL) -> None:
+    """The active keys' sha256 → key id as JSON (what the stack gives its proxy; run in the control service)."""
+    if not db_url:
+        raise ModelportError(f"keys digests needs the database: --db-url or {DB_URL_ENV}")
+    print_json(_key_store(db_url).digests())
+
+
+def _changing_keys(ctx: typer.Context, directory: Path) -> None:
+    """Run a keys command in the stack's control service, then hand the proxy the keys as they are now."""
+    from modelport.deploy.stack import sync_keys
+
+    run_in_control(ctx)
+    sync_keys(_stack(directory))

@@ -258,7 +258,8 @@ def explain(container: Any, lines: int = 15) -> str:
 
 # -- replicas on the Docker Engine -----------------------------------------------------------
 
-def _failed(container: Any) -> bool:
+def failed(container: Any) -> bool:
+    """Exited, or restarting or restarted: not a replica the proxy should wait for."""
     state = container.attrs["State"]
     return state["Status"] in ("exited", "dead") or bool(state.get("Restarting")) or container.attrs.get("RestartCount", 0) > 0
 
@@ -298,7 +299,7 @@ class EngineReplicas:
     def failure(self, replicas: list[str]) -> str | None:
         for replica in replicas:
             c = engine.client().containers.get(replica)
-            if _failed(c):
+            if failed(c):
                 return f"{c.name} did not start: {explain(c)}"
         return None
 
@@ -306,20 +307,24 @@ class EngineReplicas:
         return "\n".join(f"{c.name}: {explain(c)}" for c in map(engine.client().containers.get, replicas))
 
     def remove(self, replicas: list[str]) -> None:
-        """Stop (each one's graceful stop lets its requests finish) and remove, all at once."""
-        import docker.errors
+        remove_containers(replicas)
 
-        def remove(replica: str) -> None:
-            with contextlib.suppress(docker.errors.NotFound):
-                c = engine.client().containers.get(replica)
-                c.stop(timeout=15)
-                c.remove(force=True)
 
-        threads = [threading.Thread(target=remove, args=(r,)) for r in replicas]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+def remove_containers(ids: list[str]) -> None:
+    """Stop (each one's graceful stop lets its requests finish) and remove, all at once."""
+    import docker.errors
+
+    def remove(replica: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            c = engine.client().containers.get(replica)
+            c.stop(timeout=15)
+            c.remove(force=True)
+
+    threads = [threading.Thread(target=remove, args=(r,)) for r in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def _slots(service: str) -> tuple[str, str | None]:
@@ -346,7 +351,7 @@ def _serving(service: str, slot: str) -> Any:
     return running[0]
 
 
-def _check_replicas(count: int, option: str = "--replicas") -> None:
+def check_replicas(count: int, option: str = "--replicas") -> None:
     if not 1 <= count <= proxy.MAX_REPLICAS:
         raise ModelportError(f"Invalid {option} {count}: from 1 to {proxy.MAX_REPLICAS}")
 
@@ -366,7 +371,7 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
     import docker.errors
 
     settings = settings or RunSettings()
-    _check_replicas(replicas)
+    check_replicas(replicas)
     check_publishable(host_ip, port)
     image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress)
     service = name or model
@@ -466,7 +471,7 @@ def rollback(service: str, *, to: int | None = None, base_image: str = defaults.
 def scale(service: str, count: int, *, wait: float = defaults.HEALTHY_WAIT, progress: Progress = lambda _: None) -> ServiceInfo:
     """``count`` running replicas of the serving release (during a canary too; the canary keeps its own).
     Replicas that exited and stay down (stopped or killed by hand) are replaced."""
-    _check_replicas(count, option="replica count")
+    check_replicas(count, option="replica count")
     serving, _ = _slots(service)
     current = _serving(service, serving)
     backend = EngineReplicas(service)

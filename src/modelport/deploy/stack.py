@@ -2,11 +2,19 @@
 
 ``init`` writes ``stack.json`` (what the stack serves), ``compose.yaml`` (rendered from it),
 ``.env`` (the project name), ``secrets/db-password`` (generated) and the build contexts.
-``deploy`` replaces a model's version with no failed request: a temporary container of the new
-version starts, the gateway switches to it once it is healthy, Compose recreates the model's
-service with the new image, the gateway switches back to the service, and the temporary
-container goes. The compose file is the truth at every step, so ``up`` after a deploy changes
-nothing.
+
+The data plane is HAProxy (the ``gateway`` service, deploy/proxy.py): it checks API keys against
+their hashes, routes each request to its model's replicas and balances over the healthy ones. Each
+model runs as one Compose service per release slot (``lin-blue``; ``lin-green`` beside it while a
+release is under way), with ``replicas`` containers; the model servers write the prediction log
+themselves. The ``control`` service (modelport with the PostgreSQL driver) is on no request path: it
+records the answers the proxy gave itself (no replica could take the request) and runs the
+``stack keys`` and ``stack predictions`` commands, where the database is reachable.
+
+Releases go through deploy/rollout.py, as for ``modelport run``: the new release starts in the idle
+slot's service, the proxy checks it healthy, traffic moves (all of it, or a canary's share), the old
+slot drains and its service goes. The compose file is the truth at every step, so ``up`` after a
+deploy changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -34,7 +41,9 @@ from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.build import default_tag, stale_image, write_build_context
 from modelport.container.context import Progress, build_time_labels, lock, modelport_wheel
-from modelport.deploy.compose import Project, wait_container, wait_healthy
+from modelport.deploy import proxy, rollout
+from modelport.deploy.compose import SERVICE, Project, health, wait_healthy
+from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion, parse_ref
@@ -44,39 +53,91 @@ TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.deploy", "
 STATE_FILE = "stack.json"
 STACK = "io.modelport.stack"
 ROLE = "io.modelport.role"
-RESERVED = ("db", "gateway")
+SLOT = "io.modelport.slot"
+RESERVED = ("db", "gateway", "control")
 _VERSION = re.compile(r"[0-9]+")  # MODEL=3: a version number (ASCII digits: str.isdigit takes '²')
 MODEL_PORT = defaults.PORT
 SPOOL_DIR = "/var/lib/modelport/spool"
-GATEWAY_EXTRAS = ("postgres",)
+DB_URL = "postgresql+psycopg://modelport@db:5432/predictions"
+PASSWORD_SECRET = "/run/secrets/db_password"
+PROXY_LOG_PORT = 5140  # the control service's syslog port, where the proxy sends its own 5xx answers
+CONTROL_EXTRAS = ("postgres",)
 # The database password, a Compose secret (a bind mount at /run/secrets/db_password, with Compose v2 as
 # with docker-compose 1.29, no Swarm): never an environment variable, which `docker inspect` and
 # /proc/PID/environ show. The mount keeps the host file's owner and mode, and the containers' users
-# (postgres, the gateway's 10001) are not its owner: the file is 0644 and the directory holding it
+# (postgres, modelport's 10001) are not its owner: the file is 0644 and the directory holding it
 # 0700, so the containers read it and no other user of the host does (chown would need root).
 PASSWORD_FILE = Path("secrets") / "db-password"
-HEALTHCHECK = {"test": ["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen("
-                        "'http://127.0.0.1:8080/v2/health/ready', timeout=2)"],
-               "interval": 1_000_000_000, "timeout": 3_000_000_000, "retries": 3, "start_period": 60_000_000_000}
+
+
+@dataclass
+class Release:
+    """One version of a model as a slot's service runs it."""
+
+    version: int
+    digest: str
+    image: str
+    context: str  # its build context: build/<context>
+
+    @classmethod
+    def of(cls, mv: ModelVersion) -> Release:
+        return cls(mv.version, mv.digest, default_tag(mv), f"{mv.name}-{mv.version}")
 
 
 @dataclass
 class ModelService:
     name: str
-    version: int
-    digest: str
-    image: str
-    context: str  # its build context: build/<context>
+    slots: dict[str, Release]  # the slots holding a release: one, or two while a canary runs
+    serving: str  # the slot with the traffic (during a canary: the most of it)
+    replicas: int = 1
     cpus: float = 1.0
     memory: str = "1g"
-    previous: dict[str, Any] | None = None  # the version before the last deploy: what rollback returns to
+    canary: int | None = None  # the percent of requests the other slot gets
+    previous: Release | None = None  # what rollback returns to
 
     @classmethod
-    def of(cls, mv: ModelVersion, **limits: Any) -> ModelService:
-        return cls(mv.name, mv.version, mv.digest, default_tag(mv), f"{mv.name}-{mv.version}", **limits)
+    def of(cls, mv: ModelVersion, **settings: Any) -> ModelService:
+        return cls(mv.name, {proxy.SLOTS[0]: Release.of(mv)}, proxy.SLOTS[0], **settings)
 
-    def release(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("version", "digest", "image", "context")}
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelService:
+        data = dict(data)
+        if "slots" not in data:  # a stack.json written before the slots (one release, no replicas)
+            release = {k: data.pop(k) for k in ("version", "digest", "image", "context")}
+            data = {**data, "slots": {proxy.SLOTS[0]: release}, "serving": proxy.SLOTS[0]}
+        previous = data.pop("previous", None)
+        return cls(**{**data, "slots": {s: Release(**r) for s, r in data["slots"].items()},
+                      "previous": Release(**previous) if previous else None})
+
+    @property
+    def release(self) -> Release:
+        return self.slots[self.serving]
+
+    @property
+    def version(self) -> int:
+        return self.release.version
+
+    @property
+    def image(self) -> str:
+        return self.release.image
+
+    @property
+    def context(self) -> str:
+        return self.release.context
+
+    @property
+    def candidate(self) -> str | None:
+        """The slot of a canary, if one runs."""
+        other = proxy.other(self.serving)
+        return other if other in self.slots else None
+
+    def service(self, slot: str) -> str:
+        """The slot's Compose service: also the name the proxy resolves its replicas by."""
+        return f"{self.name}-{slot}"
+
+    @property
+    def services(self) -> list[str]:
+        return [self.service(s) for s in proxy.SLOTS if s in self.slots]
 
 
 def _stacks_below(directory: Path) -> str:
@@ -93,15 +154,17 @@ class StackState:
     name: str
     db_image: str
     base_image: str
-    gateway_image: str
+    gateway_image: str  # HAProxy with the stack's configuration
     gateway_host: str
     gateway_port: int
+    control_image: str = ""  # modelport with the PostgreSQL driver
+    proxy_image: str = defaults.PROXY_IMAGE
     models: list[ModelService] = field(default_factory=list)
     modelport_version: str = modelport.__version__
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StackState:
-        return cls(**{**data, "models": [ModelService(**m) for m in data["models"]]})
+        return cls(**{**data, "models": [ModelService.from_json(m) for m in data["models"]]})
 
 
 class Stack:
@@ -118,7 +181,11 @@ class Stack:
             raise ModelportError(f"{directory} is not a modelport stack (no {STATE_FILE}): run the command in "
                                  f"the stack's directory or name it with -C DIR (--dir DIR){_stacks_below(directory)}; "
                                  "create one with `modelport stack init DIR --model REF`")
-        return cls(directory, StackState.from_json(json.loads(path.read_text())))
+        stack = cls(directory, StackState.from_json(json.loads(path.read_text())))
+        if not stack.state.control_image:
+            raise ModelportError(f"The stack {stack.state.name!r} was written by an earlier modelport (its gateway was "
+                                 "a Python process): `modelport stack down`, then `modelport stack init` it anew")
+        return stack
 
     def model(self, name: str) -> ModelService:
         for m in self.state.models:
@@ -130,17 +197,21 @@ class Stack:
     @property
     def services(self) -> list[str]:
         """In the order they start."""
-        return ["db", *(m.name for m in self.state.models), "gateway"]
+        return ["db", "control", *(s for m in self.state.models for s in m.services), "gateway"]
 
     def save(self) -> None:
         _write_atomic(self.directory / STATE_FILE, json.dumps(dataclasses.asdict(self.state), indent=2) + "\n")
         _write_atomic(self.directory / "compose.yaml", render_compose(self.state))
 
-    def gateway(self) -> Any:
-        c = self.project.container("gateway")
+    def running(self, service: str) -> Any:
+        c = self.project.container(service)
         if c is None or c.status != "running":
-            raise ModelportError(f"The stack {self.state.name!r} is not running: modelport stack up")
+            raise ModelportError(f"The stack {self.state.name!r} is not running ({service} is not): modelport stack up")
         return c
+
+    def runtime(self, model: ModelService | None = None) -> Runtime:
+        """The proxy's Runtime API, for one model's backends (or for what is not a model's)."""
+        return Runtime.of_container(self.running("gateway"), prefix=f"{model.name}-" if model else "")
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -152,16 +223,23 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def render_compose(state: StackState) -> str:
-    def labels(role: str, model: str | None = None) -> str:
-        return json.dumps({STACK: state.name, ROLE: role, **({"io.modelport.model": model} if model else {})})
+    def labels(role: str, **more: str) -> str:
+        return json.dumps({STACK: state.name, ROLE: role, **{f"io.modelport.{k}": v for k, v in more.items()}})
 
-    command = ["gateway", "--host", "0.0.0.0", "--port", str(MODEL_PORT), "--default", state.models[0].name,
-               "--require-keys", "--spool-dir", SPOOL_DIR]
-    for m in state.models:  # by service name, not version: a deploy never changes the gateway's config
-        command += ["--route", f"{m.name}=http://{m.name}:{MODEL_PORT}"]
+    def serve(m: ModelService, release: Release) -> list[str]:
+        return ["serve", f"{m.name}:{release.version}", "--host", "0.0.0.0", "--port", str(MODEL_PORT),
+                "--log-db", DB_URL, "--spool-dir", SPOOL_DIR, "--trust-proxy-headers"]
+
     return TEMPLATES.get_template("compose.yaml.j2").render(
-        stack=state, labels=labels, gateway_command=command, password_file=f"./{PASSWORD_FILE}",
+        stack=state, labels=labels, serve=serve, slots=proxy.SLOTS, password_file=f"./{PASSWORD_FILE}",
+        db_url=DB_URL, spool_dir=SPOOL_DIR, proxy_log_port=PROXY_LOG_PORT, port=MODEL_PORT,
         modelport_version=modelport.__version__)
+
+
+def gateway_files(state: StackState) -> dict[str, str]:
+    """The stack's HAProxy image: its routes (one per model) never change, its maps change at run time."""
+    return proxy.stack_files(state.proxy_image, [m.name for m in state.models], default=state.models[0].name,
+                             syslog=f"control:{PROXY_LOG_PORT}")
 
 
 def stack_name(text: str) -> str:
@@ -176,15 +254,20 @@ def stack_name(text: str) -> str:
 
 def init(directory: Path, refs: list[str], *, name: str | None = None, db: str = "postgres",
          db_image: str = defaults.DB_IMAGE, gateway_host: str = "127.0.0.1", gateway_port: int = defaults.PORT,
-         base_image: str = defaults.BASE_IMAGE, cpus: float = 1.0, memory: str = "1g",
-         store: ModelStore | None = None, progress: Progress = lambda _: None) -> Stack:
+         base_image: str = defaults.BASE_IMAGE, proxy_image: str = defaults.PROXY_IMAGE, cpus: float = 1.0,
+         memory: str = "1g", replicas: int = 1, store: ModelStore | None = None,
+         progress: Progress = lambda _: None) -> Stack:
+    from modelport.deploy.containers import RunSettings, check_replicas
+
     if db != "postgres":
         raise ModelportError(f"--db {db}: the prediction log's database is PostgreSQL (--db postgres)")
     require("docker", "A stack")
-    for extra in GATEWAY_EXTRAS:  # pinned in the gateway image from what is installed here
-        require(extra, "A stack's gateway (its prediction log is in PostgreSQL)")
+    for extra in CONTROL_EXTRAS:  # pinned in the images from what is installed here
+        require(extra, "A stack (its prediction log is in PostgreSQL)")
     if not refs:
         raise ModelportError("A stack needs at least one model: --model REF")
+    RunSettings(cpus=cpus, memory=memory)  # checks them
+    check_replicas(replicas)
     directory = directory.resolve()
     if directory.exists() and any(directory.iterdir()):
         raise ModelportError(f"{directory} is not empty: give a new or empty directory for the stack")
@@ -197,15 +280,16 @@ def init(directory: Path, refs: list[str], *, name: str | None = None, db: str =
         if names.count(n) > 1:
             raise ModelportError(f"Model {n!r} is given twice: a stack serves one version of each model (stack deploy switches it)")
     state = StackState(name=stack_name(name or directory.name), db_image=db_image, base_image=base_image,
-                       gateway_image="", gateway_host=gateway_host, gateway_port=gateway_port,
-                       models=[ModelService.of(mv, cpus=cpus, memory=memory) for mv in versions])
+                       gateway_image="", gateway_host=gateway_host, gateway_port=gateway_port, proxy_image=proxy_image,
+                       models=[ModelService.of(mv, cpus=cpus, memory=memory, replicas=replicas) for mv in versions])
     existed = directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
         for mv, m in zip(versions, state.models, strict=True):
             progress(f"Writing the build context of {mv.ref}")
-            write_build_context(mv.ref, directory / "build" / m.context, base_image=base_image, store=store, progress=progress)
-        state.gateway_image = write_gateway_context(directory / "build" / "gateway", base_image, progress)
+            write_model_context(directory, m.release, mv.ref, base_image, store, progress)
+        state.control_image = write_control_context(directory / "build" / "control", base_image, progress)
+        state.gateway_image = proxy.files_tag(gateway_files(state))
         (directory / PASSWORD_FILE.parent).mkdir()
         os.chmod(directory / PASSWORD_FILE.parent, 0o700)  # mkdir's mode is subject to the umask
         _write_atomic(directory / PASSWORD_FILE, secrets.token_hex(24), mode=0o644)
@@ -228,8 +312,21 @@ def _clear(directory: Path, *, keep: bool) -> None:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def write_gateway_context(dest: Path, base_image: str, progress: Progress) -> str:
-    """The gateway image's build context: modelport with the PostgreSQL driver (and pyarrow for
+def _postgres_pins() -> list[str]:
+    """The PostgreSQL driver, pinned to the version installed here: the model servers write the log."""
+    from importlib.metadata import version
+
+    return [f"psycopg[binary]=={version('psycopg')}"]
+
+
+def write_model_context(directory: Path, release: Release, ref: str, base_image: str, store: ModelStore | None,
+                        progress: Progress) -> None:
+    write_build_context(ref, directory / "build" / release.context, base_image=base_image, store=store,
+                        extra_requirements=_postgres_pins(), progress=progress)
+
+
+def write_control_context(dest: Path, base_image: str, progress: Progress) -> str:
+    """The control image's build context: modelport with the PostgreSQL driver (and pyarrow for
     Parquet exports when it is installed here); → the image tag, a digest of the context."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -238,52 +335,114 @@ def write_gateway_context(dest: Path, base_image: str, progress: Progress) -> st
 
     wheels = dest / "wheels"
     wheels.mkdir(parents=True)
-    pins = pinned_requirements(modelport_wheel(wheels, progress), GATEWAY_EXTRAS)
+    pins = pinned_requirements(modelport_wheel(wheels, progress), CONTROL_EXTRAS)
     with contextlib.suppress(PackageNotFoundError):
         pins.append(f"pyarrow=={version('pyarrow')}")
-    progress(f"Downloading wheels for the gateway: {', '.join(pins)}")
+    progress(f"Downloading wheels for the control service: {', '.join(pins)}")
     build_wheelhouse(pins, wheels, progress=progress)
     locked = lock(wheels)
-    dockerfile = TEMPLATES.get_template("gateway.Dockerfile.j2").render(base_image=base_image,
+    dockerfile = TEMPLATES.get_template("control.Dockerfile.j2").render(base_image=base_image, spool_dir=SPOOL_DIR,
                                                                         modelport_version=modelport.__version__)
     (dest / "Dockerfile").write_text(dockerfile)
     (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())
     digest = hashlib.sha256("\n".join([dockerfile, *locked]).encode())
     digest.update(next(wheels.glob("modelport-*.whl")).read_bytes())
-    return f"modelport/gateway:{modelport.__version__}-{digest.hexdigest()[:12]}"
+    return f"modelport/control:{modelport.__version__}-{digest.hexdigest()[:12]}"
 
 
 # -- images -----------------------------------------------------------------------------------
 
-def ensure_model_image(stack: Stack, m: ModelService, store: ModelStore | None, progress: Progress) -> None:
-    """Build the model's image unless an image of that tag holds this very model (see stale_image)."""
-    why = stale_image(m.image, m.digest)
+def ensure_model_image(stack: Stack, m: ModelService, release: Release, store: ModelStore | None,
+                       progress: Progress) -> None:
+    """Build the release's image unless an image of that tag holds this very model (see stale_image)."""
+    why = stale_image(release.image, release.digest)
     if why is None:
         return
-    context = stack.directory / "build" / m.context
+    context = stack.directory / "build" / release.context
     if not (context / "Dockerfile").is_file():
         shutil.rmtree(context, ignore_errors=True)
-        write_build_context(f"{m.name}:{m.version}", context, base_image=stack.state.base_image, store=store,
-                            progress=progress)
-    progress(f"Building {m.image}: {why}")
-    engine.build(context, m.image, labels={**build_time_labels(), STACK: stack.state.name}, progress=progress)
+        write_model_context(stack.directory, release, f"{m.name}:{release.version}", stack.state.base_image, store,
+                            progress)
+    progress(f"Building {release.image}: {why}")
+    engine.build(context, release.image, labels={**build_time_labels(), STACK: stack.state.name}, progress=progress)
 
 
 def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progress = lambda _: None) -> None:
     for m in stack.state.models:
-        ensure_model_image(stack, m, store, progress)
-    if not engine.image_exists(stack.state.gateway_image):
-        progress(f"Building {stack.state.gateway_image}")
-        engine.build(stack.directory / "build" / "gateway", stack.state.gateway_image,
+        for release in m.slots.values():
+            ensure_model_image(stack, m, release, store, progress)
+    if not engine.image_exists(stack.state.control_image):
+        progress(f"Building {stack.state.control_image}")
+        engine.build(stack.directory / "build" / "control", stack.state.control_image,
                      labels={**build_time_labels(), STACK: stack.state.name}, progress=progress)
+    tag = proxy.build_gateway(gateway_files(stack.state), progress)
+    if tag != stack.state.gateway_image:  # another modelport renders the configuration differently
+        stack.state.gateway_image = tag
+        stack.save()
+
+
+# -- replicas under Compose ---------------------------------------------------------------------
+
+class ComposeReplicas:
+    """rollout.Replicas for one model of a stack: a slot is the model's Compose service of that slot
+    (its name is what the proxy resolves), a replica one of its containers."""
+
+    def __init__(self, stack: Stack, model: ModelService) -> None:
+        self.stack = stack
+        self.model = model
+
+    def _containers(self, slot: str) -> list[Any]:
+        found = self.stack.project.containers(self.model.service(slot))
+        return sorted(found, key=lambda c: c.attrs["Created"])
+
+    def start(self, slot: str, spec: Release, count: int) -> list[str]:
+        """``count`` more replicas of ``spec`` in ``slot``: the compose file says so first."""
+        before = {c.id for c in self._containers(slot)}
+        self.model.slots[slot] = spec
+        total = len(before) + count
+        self.stack.save()
+        service = self.model.service(slot)
+        self.stack.project.run("up", "--detach", "--no-deps", "--no-build", "--no-recreate", "--scale",
+                               f"{service}={total}", service)
+        return [c.id for c in self._containers(slot) if c.id not in before]
+
+    def members(self, slot: str, *, running: bool = True) -> list[str]:
+        return [c.id for c in self._containers(slot) if c.status == "running" or not running]
+
+    def address(self, replica: str) -> str | None:
+        networks = engine.client().containers.get(replica).attrs["NetworkSettings"]["Networks"]
+        return (networks.get(f"{self.stack.state.name}_backend") or {}).get("IPAddress") or None
+
+    def failure(self, replicas: list[str]) -> str | None:
+        from modelport.deploy.containers import failed
+
+        for replica in replicas:
+            c = engine.client().containers.get(replica)
+            if failed(c):
+                return f"{c.name} did not start: {_explain(c)}"
+        return None
+
+    def explain(self, replicas: list[str]) -> str:
+        return "\n".join(f"{c.name}: {_explain(c)}" for c in map(engine.client().containers.get, replicas))
+
+    def remove(self, replicas: list[str]) -> None:
+        from modelport.deploy.containers import remove_containers
+
+        remove_containers(replicas)
+
+
+def _explain(container: Any) -> str:
+    from modelport.deploy.compose import explain
+
+    return explain(container)
 
 
 # -- lifecycle --------------------------------------------------------------------------------
 
 def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | None = None, store: ModelStore | None = None,
        progress: Progress = lambda _: None) -> None:
-    """Build what is missing, start everything, return once every service is healthy.
-    ``gateway_port``: publish the gateway there from now on (saved in the stack's files)."""
+    """Build what is missing, start everything, return once every service is healthy and the proxy
+    checks every replica UP. ``gateway_port``: publish the gateway there from now on (saved in the stack's files)."""
     from modelport.deploy.compose import PROJECT
     from modelport.deploy.containers import check_publishable
 
@@ -299,45 +458,87 @@ def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | N
     with tempfile.NamedTemporaryFile("w+", prefix="modelport-compose-", suffix=".log") as output:
         proc = stack.project.start("up", "--detach", "--no-build", "--remove-orphans", output=output)
         wait_healthy(stack.project, stack.services, wait, progress=progress, compose=proc, compose_output=Path(output.name))
+    sync_proxy(stack)
+    wait_proxy(stack, wait)
+
+
+def sync_proxy(stack: Stack) -> None:
+    """Give the proxy what lives outside its image: the active keys' hashes, each slot's version and the
+    traffic split (a proxy container made anew by ``up`` starts from its image's files)."""
+    runtime = stack.runtime()
+    sync_keys(stack)
+    for m in stack.state.models:
+        model_runtime = stack.runtime(m)
+        for slot, release in m.slots.items():
+            runtime.set_version(m.service(slot), str(release.version))
+        model_runtime.set_share(m.serving, 100 - (m.canary or 0))
 
 
 def down(stack: Stack, *, volumes: bool = False) -> None:
-    for c in _temporary(stack):
-        c.remove(force=True)
     stack.project.run("down", "--remove-orphans", *(["--volumes"] if volumes else []))
 
 
+def _service_names(stack: Stack, name: str) -> list[str]:
+    """A service, or a model's services (``lin``: ``lin-blue``, and ``lin-green`` during a canary)."""
+    for m in stack.state.models:
+        if name == m.name:
+            return m.services
+    if name in stack.services:
+        return [name]
+    raise NotFoundError(f"No service {name!r} in the stack (services: {', '.join(stack.services)}; "
+                        f"models: {', '.join(m.name for m in stack.state.models)})")
+
+
 def restart(stack: Stack, service: str, *, wait: float = defaults.HEALTHY_WAIT) -> None:
-    if service not in stack.services:
-        raise NotFoundError(f"No service {service!r} in the stack (services: {', '.join(stack.services)})")
-    stack.project.run("restart", service)
-    wait_healthy(stack.project, [service], wait)
+    """Restart a service, or a model's replicas; return once the proxy checks them UP again."""
+    services = _service_names(stack, service)
+    stack.project.run("restart", *services)
+    wait_healthy(stack.project, services, wait)
+    wait_proxy(stack, wait)
+
+
+def wait_proxy(stack: Stack, wait: float) -> None:
+    """Until the proxy checks every replica of every model UP (sooner than Docker's healthchecks)."""
+    for m in stack.state.models:
+        replicas, runtime = ComposeReplicas(stack, m), stack.runtime(m)
+        for slot in m.slots:
+            rollout.wait_ready(replicas, runtime, slot, replicas.members(slot), wait)
 
 
 def ps(stack: Stack) -> list[dict[str, Any]]:
-    from modelport.deploy.compose import SERVICE, health
-
+    """One row per container; a model's replicas with what the proxy sees of them (its check, the
+    percent of the model's requests each gets)."""
+    try:
+        servers = stack.runtime().servers_all()
+        shares = {m.name: stack.runtime(m).shares() for m in stack.state.models}
+    except ModelportError:  # the gateway is not running
+        servers, shares = [], {}
     rows = []
-    for c in stack.project.containers() + _temporary(stack):
+    for c in stack.project.containers():
+        service = c.labels.get(SERVICE, "")
         ports = [f"{b['HostIp']}:{b['HostPort']}->{p}" for p, bs in (c.attrs["NetworkSettings"].get("Ports") or {}).items()
                  for b in bs or []]
-        rows.append({"service": c.labels.get(SERVICE, c.labels.get("io.modelport.model", "")), "container": c.name,
-                     "image": c.attrs["Config"]["Image"], "state": health(c), "ports": ", ".join(ports)})
+        row = {"service": service, "container": c.name, "image": c.attrs["Config"]["Image"], "state": health(c),
+               "ports": ", ".join(ports), "model": c.labels.get("io.modelport.model"),
+               "version": c.labels.get("io.modelport.version"), "proxy": None, "weight": None}
+        if row["model"] and row["model"] in shares:
+            slot = c.labels.get(SLOT, "")
+            address = (c.attrs["NetworkSettings"]["Networks"].get(f"{stack.state.name}_backend") or {}).get("IPAddress")
+            mine = next((s for s in servers if s.address and s.address == address), None)
+            up_here = [s for s in servers if s.slot == f"{row['model']}-{slot}" and s.status == "UP"]
+            row["proxy"] = mine.status if mine else "-"
+            row["weight"] = round(shares[row["model"]].get(slot, 0) / len(up_here)) if mine in up_here else 0
+        rows.append(row)
     order = {s: i for i, s in enumerate(stack.services)}
     return sorted(rows, key=lambda r: (order.get(r["service"], len(order)), r["container"]))
 
 
 def logs(stack: Stack, service: str | None, *, follow: bool = False, tail: int | None = None) -> None:
     args = ["logs", "--no-color", *(["--follow"] if follow else []), *(["--tail", str(tail)] if tail is not None else [])]
-    stack.project.run(*args, *([service] if service else []), capture=False)
+    stack.project.run(*args, *(_service_names(stack, service) if service else []), capture=False)
 
 
-def _temporary(stack: Stack) -> list[Any]:
-    """Containers a deploy started next to a service (left only by a deploy that failed half-way)."""
-    return engine.client().containers.list(all=True, filters={"label": [f"{STACK}={stack.state.name}", f"{ROLE}=next"]})
-
-
-# -- deploy and rollback ----------------------------------------------------------------------
+# -- releases ---------------------------------------------------------------------------------
 
 def parse_deploy_target(text: str) -> str:
     """What ``stack deploy`` takes → the reference to deploy: ``REF`` as it is, or ``MODEL=REF`` where
@@ -353,85 +554,106 @@ def parse_deploy_target(text: str) -> str:
     return str(parsed)
 
 
-def deploy(stack: Stack, ref: str, *, wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None,
-           progress: Progress = lambda _: None) -> ModelService:
+def deploy(stack: Stack, ref: str, *, canary: int | None = None, wait: float = defaults.HEALTHY_WAIT,
+           store: ModelStore | None = None, progress: Progress = lambda _: None) -> ModelService:
     """Serve ``ref`` (a version of a model the stack serves, or ``MODEL=REF``: see parse_deploy_target)
-    instead of the current version."""
+    instead of the current version: all traffic once it is healthy, or ``canary`` percent of it
+    until ``promote`` (or ``rollback``)."""
+    if canary is not None and not 1 <= canary <= 99:
+        raise ModelportError(f"Invalid --canary {canary}: a percent of requests from 1 to 99")
     store = get_store(store)
     mv = store.resolve(parse_deploy_target(ref))
-    current = stack.model(mv.name)
-    if (mv.version, mv.digest) == (current.version, current.digest):
+    m = stack.model(mv.name)
+    if m.candidate is not None:
+        raise ModelportError(f"{m.name} runs a canary: `modelport stack promote {m.name}` or "
+                             f"`modelport stack rollback {m.name}` first")
+    if (mv.version, mv.digest) == (m.version, m.release.digest):
         raise ModelportError(f"The stack already serves {mv.ref}")
-    new = ModelService.of(mv, cpus=current.cpus, memory=current.memory)
-    return _switch(stack, current, new, store=store, wait=wait, progress=progress)
+    return _release(stack, m, Release.of(mv), canary=canary, store=store, wait=wait, progress=progress)
+
+
+def _release(stack: Stack, m: ModelService, new: Release, *, canary: int | None, store: ModelStore | None,
+             wait: float, progress: Progress) -> ModelService:
+    runtime = stack.runtime(m)
+    ensure_model_image(stack, m, new, store, progress)
+    slot, old = proxy.other(m.serving), m.release
+    stack.runtime().set_version(m.service(slot), str(new.version))
+    progress(f"Starting {m.replicas} replica(s) of {m.name}:{new.version} beside version {old.version}")
+    try:
+        rollout.release(ComposeReplicas(stack, m), runtime, slot=slot, spec=new, count=m.replicas, canary=canary,
+                        wait=wait, progress=progress)
+    except BaseException as e:
+        m.slots.pop(slot, None)
+        stack.save()
+        if not isinstance(e, ModelportError):
+            raise
+        raise ModelportError(f"{e}\nThe stack still serves {m.name}:{old.version}.") from None
+    if canary is not None:
+        m.canary = canary
+        stack.save()
+        return m
+    _retired(stack, m, serving=slot)
+    return m
+
+
+def _retired(stack: Stack, m: ModelService, *, serving: str) -> None:
+    """``serving`` has all of ``m``'s traffic and the other slot's replicas are gone: the files say so."""
+    retired = m.slots.pop(proxy.other(serving))
+    if serving != m.serving:
+        m.previous = retired
+    m.serving, m.canary = serving, None
+    stack.save()
+
+
+def promote(stack: Stack, model: str, *, progress: Progress = lambda _: None) -> ModelService:
+    """All of the model's traffic to its canary, then the version it replaces retired."""
+    m = stack.model(model)
+    if m.candidate is None:
+        raise ModelportError(f"{model} runs no canary (modelport stack deploy {model}=REF --canary 10)")
+    slot = m.candidate
+    rollout.switch(ComposeReplicas(stack, m), stack.runtime(m), slot, progress)
+    _retired(stack, m, serving=slot)
+    return m
 
 
 def rollback(stack: Stack, model: str, *, wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None,
              progress: Progress = lambda _: None) -> ModelService:
-    """Go back to the version served before the last deploy (twice: forward again)."""
-    current = stack.model(model)
-    if current.previous is None:
-        raise ModelportError(f"{model}:{current.version} has not replaced another version: nothing to roll back to")
-    new = ModelService(name=model, cpus=current.cpus, memory=current.memory, **current.previous)
-    return _switch(stack, current, new, store=store, wait=wait, progress=progress)
+    """Go back to the version served before the last deploy (twice: forward again); during a canary,
+    all traffic back to the serving version and the canary retired."""
+    m = stack.model(model)
+    if m.candidate is not None:
+        rollout.switch(ComposeReplicas(stack, m), stack.runtime(m), m.serving, progress)
+        _retired(stack, m, serving=m.serving)
+        return m
+    if m.previous is None:
+        raise ModelportError(f"{model}:{m.version} has not replaced another version: nothing to roll back to")
+    return _release(stack, m, m.previous, canary=None, store=store, wait=wait, progress=progress)
 
 
-def _switch(stack: Stack, current: ModelService, new: ModelService, *, store: ModelStore | None, wait: float,
-            progress: Progress) -> ModelService:
-    import docker.errors
+def scale(stack: Stack, model: str, count: int, *, wait: float = defaults.HEALTHY_WAIT,
+          progress: Progress = lambda _: None) -> ModelService:
+    """``count`` replicas of the model's serving release (a canary keeps its own): new ones get traffic
+    once checked healthy, leaving ones are drained first."""
+    from modelport.deploy.containers import check_replicas
 
-    gateway = stack.gateway()
-    ensure_model_image(stack, new, store, progress)
-    name = f"{stack.state.name}-{new.name}-v{new.version}-{uuid.uuid4().hex[:6]}"
-    progress(f"Starting {new.name}:{new.version} next to the running version ({name})")
-    temporary = engine.client().containers.run(
-        new.image, name=name, detach=True, network=f"{stack.state.name}_backend", healthcheck=HEALTHCHECK,
-        labels={STACK: stack.state.name, ROLE: "next", "io.modelport.model": new.name},
-        nano_cpus=int(new.cpus * 1e9), mem_limit=new.memory)
-    switched = False
-    try:
-        wait_container(temporary, wait)
-        progress(f"{name} is healthy: switching the gateway to it")
-        _set_route(gateway, new.name, f"http://{name}:{MODEL_PORT}", new.version)
-        switched = True
-        new.previous = current.release()
-        stack.state.models[stack.state.models.index(current)] = new
-        stack.save()
-        progress(f"Recreating the {new.name} service with {new.image}")
-        stack.project.run("up", "--detach", "--no-deps", "--no-build", new.name)
-        wait_healthy(stack.project, [new.name], wait)
-        progress(f"Switching the gateway back to the {new.name} service")
-        _set_route(gateway, new.name, f"http://{new.name}:{MODEL_PORT}", new.version)
-        switched = False
-    except Exception as e:
-        if switched:  # the temporary container is the one serving: keep it, and say so
-            raise ModelportError(f"{e}\n{name} serves {new.name}:{new.version} meanwhile; fix the cause and run "
-                                 f"`modelport stack up`, or `modelport stack rollback {new.name}`") from None
-        if not isinstance(e, ModelportError):
-            raise
-        raise ModelportError(f"{e}\nThe stack still serves {current.name}:{current.version}.") from None
-    finally:
-        if not switched:
-            try:
-                temporary.stop(timeout=15)
-                temporary.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-    return new
+    check_replicas(count, option="replica count")
+    m = stack.model(model)
+    replicas = ComposeReplicas(stack, m)
+    if down := [r for r in replicas.members(m.serving, running=False) if r not in replicas.members(m.serving)]:
+        progress(f"Removing {len(down)} replica(s) that are down")  # stopped or killed by hand: replaced
+        replicas.remove(down)
+    rollout.scale(replicas, stack.runtime(m), slot=m.serving, spec=m.release, count=count, wait=wait, progress=progress)
+    m.replicas = count
+    stack.save()
+    return m
 
 
-def _set_route(gateway: Any, model: str, url: str, version: int) -> None:
-    result = gateway.exec_run(["modelport", "gateway-admin", "set-route", model, url, "--version", str(version)])
-    if result.exit_code != 0:
-        raise ModelportError(f"The gateway did not switch {model} to {url}:\n{result.output.decode(errors='replace')}")
+# -- the control service: where the database is reachable ------------------------------------
 
-
-# -- commands run inside the gateway (where the database is reachable) -----------------------
-
-def exec_in_gateway(stack: Stack, argv: list[str], stdout: IO[bytes] | None = None) -> int:
-    """Run ``modelport ARGV`` in the gateway container, streaming its output here; → its exit status."""
+def exec_in_control(stack: Stack, argv: list[str], stdout: IO[bytes] | None = None) -> int:
+    """Run ``modelport ARGV`` in the control service, streaming its output here; → its exit status."""
     api = engine.client().api
-    exec_id = api.exec_create(stack.gateway().id, ["modelport", *argv], stdout=True, stderr=True)["Id"]
+    exec_id = api.exec_create(stack.running("control").id, ["modelport", *argv], stdout=True, stderr=True)["Id"]
     out = stdout or sys.stdout.buffer
     for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
         if chunk_out:
@@ -441,3 +663,17 @@ def exec_in_gateway(stack: Stack, argv: list[str], stdout: IO[bytes] | None = No
     out.flush()
     sys.stderr.buffer.flush()
     return api.exec_inspect(exec_id)["ExitCode"]
+
+
+def key_digests(stack: Stack) -> dict[str, str]:
+    """The active API keys' sha256 → key id, read from the database in the control service."""
+    result = stack.running("control").exec_run(["modelport", "stack", "keys", "digests"], demux=True)
+    out, err = result.output
+    if result.exit_code != 0:
+        raise ModelportError(f"Could not read the API keys from the database: {(err or out or b'').decode(errors='replace').strip()}")
+    return json.loads(out)
+
+
+def sync_keys(stack: Stack) -> None:
+    """The proxy checks keys against the active ones' hashes: hand it those the database has now."""
+    stack.runtime().set_keys(key_digests(stack))

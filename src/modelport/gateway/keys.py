@@ -104,6 +104,13 @@ class KeyStore:
                          .values(revoked_at=now))
         return _key({**rows[0], "revoked_at": rows[0]["revoked_at"] or now})
 
+    def digests(self) -> dict[str, str]:
+        """The active keys' sha256 → key id: what a proxy checks presented keys against."""
+        self._ensure_schema()
+        query = select(api_keys.c.token_sha256, api_keys.c.id).where(api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return dict(conn.execute(query).tuples().all())
+
     def lookup(self, token: str) -> str | None:
         """The id of the active key ``token`` is, or None."""
         self._ensure_schema()

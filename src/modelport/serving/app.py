@@ -28,7 +28,8 @@ log = logging.getLogger("modelport.server")
 
 
 def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffered: int = DEFAULT_MAX_BUFFERED,
-               log_db: str | None = None, trust_proxy_headers: bool = False, repository_state: str | None = None) -> ASGIApp:
+               log_db: str | None = None, spool_dir: str | None = None, trust_proxy_headers: bool = False,
+               repository_state: str | None = None) -> ASGIApp:
     """The model server: one route table, its prediction routes raw ASGI endpoints dispatched ahead of
     the middleware (``predict_router.FastRoutes``). ``max_buffered``: bytes of request bodies this app (one per worker) reads at once.
     ``repository_state``: a directory the worker processes share for which models are unloaded."""
@@ -41,7 +42,7 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
     if log_db:
         from modelport.predlog import open_log
 
-        prediction_log = open_log(log_db)
+        prediction_log = open_log(log_db, Path(spool_dir) if spool_dir else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -89,7 +89,7 @@ def announce_when_ready(host: str, port: int, message: str | None) -> Iterator[N
 def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
           max_body: int = DEFAULT_MAX_BODY, log_format: str = "text", log_level: str = "info",
           access_log: bool = False, on_ready: str | None = None, log_db: str | None = None,
-          trust_proxy_headers: bool = False, limits: ReadLimits = ReadLimits(),
+          spool_dir: str | None = None, trust_proxy_headers: bool = False, limits: ReadLimits = ReadLimits(),
           progress: Callable[[str], None] = lambda _: None) -> None:
     """Serve ``specs`` until interrupted. A model that cannot load stops the command with its reason.
     ``progress`` is told each start-up step; ``on_ready`` is printed once the server answers.
@@ -117,7 +117,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
 
             progress(f"Loading {', '.join(s.ref for s in specs)}")
             app = create_app(load_models(specs), max_body=max_body, max_buffered=limits.max_buffered, log_db=log_db,
-                             trust_proxy_headers=trust_proxy_headers)
+                             spool_dir=spool_dir, trust_proxy_headers=trust_proxy_headers)
             check_port(host, port)
             progress(starting)
             with announce_when_ready(host, port, on_ready):
@@ -128,7 +128,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
         try:
             # Resolved once, here: every worker, a replacement included, loads exactly these artifacts.
             config = {"specs": [dataclasses.asdict(s) for s in pin(specs, state / "models")], "max_body": max_body,
-                      "max_buffered": limits.max_buffered, "log_db": log_db, "trust_proxy_headers": trust_proxy_headers,
+                      "max_buffered": limits.max_buffered, "log_db": log_db, "spool_dir": spool_dir, "trust_proxy_headers": trust_proxy_headers,
                       "error_file": str(state / "startup-error"), "repository_state": str(state / "unloaded")}
             (state / "unloaded").mkdir()  # the workers agree on which models are unloaded through this
             os.environ[_CONFIG_ENV] = json.dumps(config)
@@ -160,4 +160,4 @@ def app_from_env() -> ASGIApp:
         os.kill(os.getppid(), signal.SIGTERM)
         raise SystemExit(1) from None
     return create_app(models, max_body=config["max_body"], max_buffered=config["max_buffered"], log_db=config["log_db"],
-                      trust_proxy_headers=config["trust_proxy_headers"], repository_state=config["repository_state"])
+                      spool_dir=config["spool_dir"], trust_proxy_headers=config["trust_proxy_headers"], repository_state=config["repository_state"])
