@@ -6,6 +6,7 @@ spooled to disk while the database is down. No HTTP here: servers and proxies fe
     spool.py    the on-disk spool
     db.py       engines with timeouts, URLs without passwords
     queries.py  list, stats and exports for ``modelport predictions``
+    proxylog.py the answers a stack's HAProxy gives itself, from its syslog lines (UDP receiver)
 """
 
 from __future__ import annotations
