@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from modelport.cli.forward import run_in_gateway
+from modelport.cli.forward import run_in_control
 from modelport.cli.output import console, print_json, table
 from modelport.cli.stack import DB_URL, DB_URL_ENV, DIR, db_url_or_stack
 from modelport.errors import ModelportError
@@ -45,7 +45,7 @@ def list_cmd(ctx: typer.Context, model: str = MODEL, since: str = SINCE, limit: 
     """The most recent predictions, newest first."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return run_in_gateway(ctx)
+        return run_in_control(ctx)
     from modelport.predlog.queries import list_predictions
 
     rows = list_predictions(_engine(url), model=model, since=_since(since), limit=limit)
@@ -64,7 +64,7 @@ def stats(ctx: typer.Context, model: str = MODEL, since: str = SINCE,
     """Per model and version: requests, error rate (status ≥ 400), p50/p99 latency."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return run_in_gateway(ctx)
+        return run_in_control(ctx)
     from modelport.predlog.queries import stats as query_stats
 
     rows = query_stats(_engine(url), model=model, since=_since(since))
@@ -83,7 +83,7 @@ def export(ctx: typer.Context, model: str = MODEL, since: str = SINCE,
     """Write the predictions (oldest first) to a file."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
-        return run_in_gateway(ctx)
+        return run_in_control(ctx)
     from modelport.predlog.queries import check_format
     from modelport.predlog.queries import export as query_export
 
