@@ -54,16 +54,19 @@ class ThreadServer:
     this process with the options ``modelport serve`` gives it (one worker): for tests whose subject is
     not the serve command (a gateway in front, a client library) but that need real HTTP on a port."""
 
-    def __init__(self, store: ModelStore, refs: list[str], *, limits: ReadLimits = ReadLimits(), **app_options) -> None:
+    def __init__(self, store: ModelStore, refs: list[str], *, limits: ReadLimits = ReadLimits(), host: str = "127.0.0.1",
+                 port: int | None = None, **app_options) -> None:
+        """``host``, ``port``: another loopback address (127.0.0.2...) and a given port, for a proxy that
+        finds its servers by name on one port (tests/haproxy)."""
         import uvicorn
 
         from modelport.serving.protocol import uvicorn_options
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
         self.models = load_models([ServeSpec.parse(r) for r in refs], store)
         app = create_app(self.models, max_buffered=limits.max_buffered, **app_options)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="uvloop", log_level="warning",
+        config = uvicorn.Config(app, host=host, port=self.port, loop="uvloop", log_level="warning",
                                 server_header=False, proxy_headers=False, timeout_graceful_shutdown=10,
                                 **uvicorn_options(limits))
         self._server = uvicorn.Server(config)
