@@ -291,6 +291,10 @@ def test_a_model_without_a_replica_gets_a_json_503_and_one_log_line(gateway: Gat
     assert httpx.post(f"{gateway.url}/models/lin/predict", json=ROW, headers=gateway.auth, timeout=10).status_code == 200
     assert httpx.post(f"{gateway.url}/models/ghost/predict", json=ROW, timeout=10).status_code == 401
     assert httpx.get(f"{gateway.url}/v2/models/ghost", headers=gateway.auth, timeout=10).status_code == 503  # no prediction
+    socket.create_connection(("127.0.0.1", gateway.port), timeout=10).close()  # no request at all
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:  # not HTTP
+        s.sendall(b"HELLO\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 400")
     r = httpx.post(f"{gateway.url}/models/ghost/predict", json=ROW, headers={**gateway.auth, "x-request-id": "ghost-1"},
                    timeout=10)
     assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.headers["x-request-id"] == "ghost-1"
