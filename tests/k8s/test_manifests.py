@@ -242,7 +242,8 @@ def test_stack_export_references_the_password_secret_and_never_holds_it(
     directory = tmp_path / "shop"
     directory.mkdir()
     state = StackState(name="shop", db_image="postgres:16", base_image="python:3.11-slim",
-                       gateway_image="modelport/gateway:0.1.0-0123456789ab", gateway_host="127.0.0.1", gateway_port=8080,
+                       gateway_image="modelport/gateway:0123456789ab", gateway_host="127.0.0.1", gateway_port=8080,
+                       control_image="modelport/control:0.1.0-0123456789ab",
                        models=[ModelService.of(version(models, "houses:2")), ModelService.of(version(models, "mobilenet-v2"))])
     Stack(directory, state).save()
     password = secrets.token_hex(24)

@@ -76,9 +76,11 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
 
 
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
-                        store: ModelStore | None = None, progress: Progress = lambda _: None) -> Path:
-    """The same context ``build`` uses, left on disk for a user's own pipeline."""
+                        extra_requirements: list[str] | None = None, store: ModelStore | None = None,
+                        progress: Progress = lambda _: None) -> Path:
+    """The same context ``build`` uses, left on disk for a user's own pipeline. ``extra_requirements``:
+    pinned lines beside the file's (a stack's model servers add the PostgreSQL driver)."""
     require("docker", "Writing a build context")  # packaging pins the image's requirements
     store = get_store(store)
-    extra = read_requirements_file(requirements) if requirements else []
+    extra = [*(read_requirements_file(requirements) if requirements else []), *(extra_requirements or [])]
     return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra, progress=progress)

@@ -465,13 +465,12 @@ def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | N
 def sync_proxy(stack: Stack) -> None:
     """Give the proxy what lives outside its image: the active keys' hashes, each slot's version and the
     traffic split (a proxy container made anew by ``up`` starts from its image's files)."""
-    runtime = stack.runtime()
     sync_keys(stack)
     for m in stack.state.models:
-        model_runtime = stack.runtime(m)
+        runtime = stack.runtime(m)
         for slot, release in m.slots.items():
-            runtime.set_version(m.service(slot), str(release.version))
-        model_runtime.set_share(m.serving, 100 - (m.canary or 0))
+            runtime.set_version(slot, str(release.version))
+        runtime.set_share(m.serving, 100 - (m.canary or 0))
 
 
 def down(stack: Stack, *, volumes: bool = False) -> None:
@@ -577,7 +576,7 @@ def _release(stack: Stack, m: ModelService, new: Release, *, canary: int | None,
     runtime = stack.runtime(m)
     ensure_model_image(stack, m, new, store, progress)
     slot, old = proxy.other(m.serving), m.release
-    stack.runtime().set_version(m.service(slot), str(new.version))
+    runtime.set_version(slot, str(new.version))
     progress(f"Starting {m.replicas} replica(s) of {m.name}:{new.version} beside version {old.version}")
     try:
         rollout.release(ComposeReplicas(stack, m), runtime, slot=slot, spec=new, count=m.replicas, canary=canary,

@@ -58,7 +58,7 @@ def stack_manifests(stack: Stack, options: Options, *, storage: str = "10Gi",
     files["gateway.yaml"] = header + "gateway.yaml\n" + TEMPLATES.get_template("gateway.yaml.j2").render(
         name=f"{prefix}-gateway", namespace=options.namespace, labels=gateway_labels,
         selector={k: gateway_labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")},
-        replicas=2, image=registry + state.gateway_image, args=args, port=SERVING_PORT, uid=RUN_AS, live_path=LIVE_PATH,
+        replicas=2, image=registry + state.control_image, args=args, port=SERVING_PORT, uid=RUN_AS, live_path=LIVE_PATH,
         db_url=f"postgresql+psycopg://modelport@{db}:5432/predictions", secret=secret_name(stack), spool=SPOOL_DIR)
     db_labels = {**common_labels(db, "database"), "modelport.io/stack": prefix}
     files["db.yaml"] = header + "db.yaml\n" + TEMPLATES.get_template("db.yaml.j2").render(
