@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from modelport.gateway import keys
+from modelport import keys
 from modelport.predlog import writer as predlog
 from modelport.predlog.db import make_engine
 from modelport.predlog.record import PredictionRecord

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from modelport.gateway.keys import KeyStore
 
 from modelport.errors import ModelportError
 from modelport.gateway.hooks import hooks_from_options
-from modelport.gateway.keys import KeyStore
 from modelport.gateway.proxy import RouteTable, Upstream, create_gateway_app
 from modelport.predlog import open_log
 from modelport.predlog.db import make_engine

@@ -6,10 +6,10 @@ import asyncio
 import hashlib
 
 import pytest
+from modelport.gateway.keys import KeyCache, KeyStore, api_keys, presented_key
 from sqlalchemy import select
 
 from modelport.errors import NotFoundError
-from modelport.gateway.keys import KeyCache, KeyStore, api_keys, presented_key
 from modelport.predlog.db import make_engine
 from modelport.serving.http import HTTPError
 from tests.helpers import free_port

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from modelport.gateway.keys import KeyStore
+
 from modelport.gateway.paths import ambiguity
 from modelport.predlog.db import make_engine
 from modelport.predlog.queries import list_predictions

@@ -145,18 +145,10 @@ def host_layout(directory: Path, server_port: int, nameserver: str) -> Layout:
 
 def admin_transport(layout: Layout) -> Transport:
     """The Runtime API on the host: the stats socket on 127.0.0.1, the files in the layout's directory."""
-    def send(line: str) -> str:
-        with socket.create_connection(("127.0.0.1", layout.admin_port), timeout=10) as s:
-            s.sendall(f"{line}\n".encode())  # as the container's client sends it (printf "%s\n")
-            chunks = []
-            while data := s.recv(65536):
-                chunks.append(data)
-        return b"".join(chunks).decode(errors="replace")
-
     def write(name: str, text: str) -> None:
         (Path(layout.config_dir) / name).write_text(text)
 
-    return Transport(send, write, layout.config_dir, "haproxy on the host")
+    return Transport.of_tcp("127.0.0.1", layout.admin_port, layout.config_dir, write)
 
 
 class HostProxy:

@@ -23,6 +23,22 @@ def written(files: dict[str, str], directory: Path) -> Path:
     return directory / "haproxy.cfg"
 
 
+def test_the_kubernetes_stack_gateway_configuration_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ConfigMap's haproxy.cfg: the pod's resolvers, each model's headless Service by its full
+    name, the namespace from the environment (as the pod sets POD_NAMESPACE)."""
+    from modelport.k8s.stack import PodLayout
+
+    haproxy_binary()
+    files = proxy.stack_files("haproxy:2.6", ["iris", "Big_model"], default="iris", syslog="127.0.0.1:5140",
+                              layout=PodLayout(config_dir=str(tmp_path)))
+    monkeypatch.setenv("POD_NAMESPACE", "shop")
+    checked = check_config(written(files, tmp_path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = files["haproxy.cfg"]
+    assert "parse-resolv-conf" in config and "nameserver dns" not in config
+    assert "server-template r 1-16 big-model.${POD_NAMESPACE}.svc.cluster.local:8080\n" in config
+
+
 def test_the_service_gateway_configuration_is_valid_and_unchanged_in_shape(tmp_path: Path) -> None:
     haproxy_binary()
     files = proxy.service_files("haproxy:2.6", proxy.Layout(config_dir=str(tmp_path)))

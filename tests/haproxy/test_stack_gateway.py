@@ -25,8 +25,8 @@ from sklearn.linear_model import LinearRegression
 import modelport
 from modelport.deploy import proxy
 from modelport.deploy.proxy import Runtime
-from modelport.gateway.keys import digest
 from modelport.gateway.paths import ambiguity
+from modelport.keys import digest
 from modelport.serving.http import DEFAULT_MAX_BODY
 from tests.fixtures_serving import FEATURES, ThreadServer, small_models
 from tests.gateway.path_corpus import AMBIGUOUS, SAME_ROUTE, body_for, raw_post
@@ -350,3 +350,37 @@ def test_the_runtime_sees_each_models_servers_under_its_prefix(gateway: Gateway)
         lin.set_state(green, "ready")
     versions = (Path(gateway.proxy.layout.config_dir) / "versions.map").read_text()
     assert "lin-green 2\n" in versions and "lin-blue 1\n" in versions
+
+
+def test_keys_sync_follows_the_key_store_within_a_second(gateway: Gateway, tmp_path: Path) -> None:
+    """What a Kubernetes gateway pod's keys sidecar runs (``stack keys sync``): a key created in the
+    database is accepted, a revoked one refused, within 1 s each, by the proxy over its TCP Runtime
+    API, with no reload; a proxy that lost its map (restarted) gets it back."""
+    from modelport.deploy.keysync import sync_forever
+    from modelport.keys import KeyStore
+    from modelport.predlog.db import make_engine
+
+    keys = KeyStore(make_engine(f"sqlite:///{tmp_path / 'keys.db'}"))
+    runtime = Runtime(proxy.Transport.of_tcp("127.0.0.1", gateway.proxy.layout.admin_port,
+                                             gateway.proxy.layout.config_dir))  # memory only, as from a ConfigMap
+    pid = gateway.proxy.proc.pid
+    stop = threading.Event()
+    thread = threading.Thread(target=sync_forever, args=(keys, runtime, 0.2, stop), daemon=True)
+    thread.start()
+    try:
+        key, token = keys.create("ci")
+        wait_until(lambda: _status(gateway, token), lambda s: s == 200, timeout=1, interval=0.02)
+        r = httpx.post(f"{gateway.url}/models/echo/predict", json=ROW, headers={"x-api-key": token}, timeout=10)
+        assert echoed(r)["x-modelport-key-id"] == [key.id]
+        assert _status(gateway, KEY) == 401  # the map is the database's: the fixture's key is not in it
+        keys.revoke(key.id)
+        wait_until(lambda: _status(gateway, token), lambda s: s == 401, timeout=1, interval=0.02)
+        second, other = keys.create("batch")
+        wait_until(lambda: _status(gateway, other), lambda s: s == 200, timeout=1, interval=0.02)
+        gateway.runtime.set_keys({})  # as a restarted proxy starts, from an empty map
+        wait_until(lambda: _status(gateway, other), lambda s: s == 200, timeout=1, interval=0.02)
+        assert gateway.proxy.proc.poll() is None and gateway.proxy.proc.pid == pid  # no restart, no reload
+    finally:
+        stop.set()
+        thread.join(5)
+        gateway.runtime.set_keys({digest(KEY): "key_host"})

@@ -260,14 +260,36 @@ def test_stack_export_references_the_password_secret_and_never_holds_it(
     texts = [p.read_text() for p in out.rglob("*") if p.is_file()]
     assert not [t for t in texts if password in t]
     gateway, db = by_kind(files["gateway.yaml"])["Deployment"][0], by_kind(files["db.yaml"])["StatefulSet"][0]
-    for workload in (gateway, db):
+    houses = by_kind(files["models/houses/deployment.yaml"])["Deployment"][0]
+    for workload in (gateway, db, houses):
         pod = workload["spec"]["template"]["spec"]
         assert {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}["db-password"] == "shop-db"
-        env = {e["name"]: e for e in pod["containers"][0]["env"]}
-        assert not {"POSTGRES_PASSWORD", "PGPASSWORD"} & set(env)  # only the file's path is in the environment
-    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "houses=http://houses:8080" in args and "mobilenet-v2=http://mobilenet-v2:8080" in args
-    assert "--require-keys" in args
+        for container in pod["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert not {"POSTGRES_PASSWORD", "PGPASSWORD"} & set(env)  # only the file's path is in the environment
+    # The gateway pod: HAProxy on the stack's configuration (a ConfigMap), and the control sidecars.
+    pod = gateway["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == {"gateway", "proxy-log", "keys"}
+    assert containers["gateway"]["image"] == "haproxy:2.6"
+    assert containers["gateway"]["command"][-1] == "/usr/local/etc/haproxy/haproxy.cfg"
+    assert {c["image"] for n, c in containers.items() if n != "gateway"} == {"modelport/control:0.1.0-0123456789ab"}
+    assert containers["keys"]["args"][:3] == ["stack", "keys", "sync"] and "127.0.0.1:9999" in containers["keys"]["args"]
+    assert containers["proxy-log"]["args"][:2] == ["predictions", "receive"]
+    (config,) = by_kind(files["gateway.yaml"])["ConfigMap"]
+    assert {v["name"]: v.get("configMap", {}).get("name") for v in pod["volumes"]}["config"] == config["metadata"]["name"]
+    cfg = config["data"]["haproxy.cfg"]
+    assert "parse-resolv-conf" in cfg and "log 127.0.0.1:5140" in cfg
+    assert "server-template r 1-16 houses.${POD_NAMESPACE}.svc.cluster.local:8080" in cfg
+    assert "server-template r 1-16 mobilenet-v2.${POD_NAMESPACE}.svc.cluster.local:8080" in cfg
+    assert config["data"]["versions.map"] == "houses-blue 2\nmobilenet-v2-blue 1\n" and config["data"]["keys.map"] == ""
+    # The models: headless Services (the proxy checks each pod), servers writing the prediction log.
+    assert by_kind(files["models/houses/service.yaml"])["Service"][0]["spec"]["clusterIP"] == "None"
+    model = houses["spec"]["template"]["spec"]["containers"][0]
+    assert model["args"][:2] == ["serve", "houses:2"] and "--trust-proxy-headers" in model["args"]
+    assert model["args"][model["args"].index("--log-db") + 1] == "postgresql+psycopg://modelport@shop-db:5432/predictions"
+    spool = model["args"][model["args"].index("--spool-dir") + 1]
+    assert spool in {m["mountPath"] for m in model["volumeMounts"]}
     # the chart's gateway: the Secrets by name only
     chart = tmp_path / "chart"
     k8s("chart", "houses:2", "-o", chart)

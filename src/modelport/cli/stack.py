@@ -181,7 +181,7 @@ def db_url_or_stack(db_url: str | None, directory: Path) -> str | None:
 
 
 def _key_store(url: str):
-    from modelport.gateway.keys import KeyStore
+    from modelport.keys import KeyStore
     from modelport.predlog.db import make_engine
 
     return KeyStore(make_engine(url))
@@ -233,6 +233,25 @@ def keys_digests(db_url: str = DB_URL) -> None:
     if not db_url:
         raise ModelportError(f"keys digests needs the database: --db-url or {DB_URL_ENV}")
     print_json(_key_store(db_url).digests())
+
+
+@keys_app.command("sync")
+def keys_sync(db_url: str = DB_URL,
+              admin: str = typer.Option("127.0.0.1:9999", "--admin", help="The proxy's Runtime API, HOST:PORT."),
+              every: float = typer.Option(1.0, "--every", help="Seconds between two checks of the database.")) -> None:
+    """Keep a proxy's keys map equal to the database's active keys (a Kubernetes gateway pod's sidecar runs this)."""
+    import logging
+
+    from modelport.deploy.keysync import sync_forever
+    from modelport.deploy.proxy import Runtime, Transport
+
+    if not db_url:
+        raise ModelportError(f"keys sync needs the database: --db-url or {DB_URL_ENV}")
+    host, _, port = admin.rpartition(":")
+    if not host or not port.isdigit():
+        raise ModelportError(f"--admin {admin!r}: expected HOST:PORT")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sync_forever(_key_store(db_url), Runtime(Transport.of_tcp(host, int(port))), every)
 
 
 def _changing_keys(ctx: typer.Context, directory: Path) -> None:

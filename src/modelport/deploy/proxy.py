@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import re
+import socket
 import tarfile
 import tempfile
 import time
@@ -86,8 +87,13 @@ class Layout:
     server_port: int = PORT
     config_dir: str = CONFIG_DIR
 
+    def address(self, model: str, slot: str) -> str:
+        """The DNS name of a stack model's slot: its Compose service."""
+        return f"{model}-{slot}"
+
     def context(self) -> dict[str, Any]:
-        return {"bind": self.bind, "admin_port": self.admin_port, "nameserver": self.nameserver,
+        # nameserver "": the pod's own resolvers (parse-resolv-conf), as Kubernetes sets them.
+        return {"bind": self.bind, "admin_port": self.admin_port, "nameserver": self.nameserver, "address": self.address,
                 "server_port": self.server_port, "server_timeout": SERVER_TIMEOUT, "max_replicas": MAX_REPLICAS,
                 "slots": SLOTS, "modelport_version": modelport.__version__,
                 "traffic_map": f"{self.config_dir}/{TRAFFIC}", "keys_map": f"{self.config_dir}/{KEYS}",
@@ -134,10 +140,10 @@ def map_text(entries: Mapping[str, object]) -> str:
 
 def files_tag(files: Mapping[str, str]) -> str:
     """The gateway image's tag: the digest of the files it is built from."""
-    return f"{GATEWAY_REPOSITORY}:{_digest(files)}"
+    return f"{GATEWAY_REPOSITORY}:{files_digest(files)}"
 
 
-def _digest(files: Mapping[str, str]) -> str:
+def files_digest(files: Mapping[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(files.items())).encode()).hexdigest()[:12]
 
 
@@ -159,7 +165,7 @@ def build_gateway(files: Mapping[str, str], progress: Any = lambda _: None) -> s
     with tempfile.TemporaryDirectory(prefix="modelport-gateway-") as tmp:
         for name, text in files.items():
             (Path(tmp) / name).write_text(text)
-        engine.build(Path(tmp), tag, labels={DIGEST_LABEL: _digest(files)}, progress=progress)
+        engine.build(Path(tmp), tag, labels={DIGEST_LABEL: files_digest(files)}, progress=progress)
     return tag
 
 
@@ -215,6 +221,21 @@ class Transport:
                 raise ModelportError(f"Could not write {name} into {container.name}")
 
         return cls(send, write, CONFIG_DIR, f"the proxy in {container.name}")
+
+    @classmethod
+    def of_tcp(cls, host: str = "127.0.0.1", port: int = ADMIN_PORT, config_dir: str = CONFIG_DIR,
+               write: Callable[[str, str], None] | None = None) -> Transport:
+        """The Runtime API over TCP: a proxy whose admin socket this process can reach (its pod's
+        loopback). Without ``write`` the maps change in the proxy's memory only (a read-only ConfigMap)."""
+        def send(line: str) -> str:
+            with socket.create_connection((host, port), timeout=10) as s:
+                s.sendall(f"{line}\n".encode())  # as the container's client sends it (printf "%s\n")
+                chunks = []
+                while data := s.recv(65536):
+                    chunks.append(data)
+            return b"".join(chunks).decode(errors="replace")
+
+        return cls(send, write or (lambda _name, _text: None), config_dir, f"the proxy at {host}:{port}")
 
 
 class Runtime:

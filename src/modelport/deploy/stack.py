@@ -222,13 +222,18 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def serve_command(ref: str, db_url: str = DB_URL) -> list[str]:
+    """A stack model server: it writes the prediction log itself, with the proxy's request and key ids."""
+    return ["serve", ref, "--host", "0.0.0.0", "--port", str(MODEL_PORT),
+            "--log-db", db_url, "--spool-dir", SPOOL_DIR, "--trust-proxy-headers"]
+
+
 def render_compose(state: StackState) -> str:
     def labels(role: str, **more: str) -> str:
         return json.dumps({STACK: state.name, ROLE: role, **{f"io.modelport.{k}": v for k, v in more.items()}})
 
     def serve(m: ModelService, release: Release) -> list[str]:
-        return ["serve", f"{m.name}:{release.version}", "--host", "0.0.0.0", "--port", str(MODEL_PORT),
-                "--log-db", DB_URL, "--spool-dir", SPOOL_DIR, "--trust-proxy-headers"]
+        return serve_command(f"{m.name}:{release.version}")
 
     return TEMPLATES.get_template("compose.yaml.j2").render(
         stack=state, labels=labels, serve=serve, slots=proxy.SLOTS, password_file=f"./{PASSWORD_FILE}",

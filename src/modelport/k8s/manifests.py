@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,17 @@ class Track:
     memory: str
 
 
+@dataclass(frozen=True)
+class PredictionLog:
+    """A stack model's servers write the prediction log: ``db_url`` (no password: the file from the
+    Secret ``secret``), records spooled on an emptyDir while the database is unavailable."""
+
+    db_url: str
+    secret: str
+    spool: str
+    command: Callable[[str], list[str]]  # the version's ref → the server's arguments
+
+
 @dataclass
 class ModelRelease:
     """A model as Kubernetes runs it: its stable version and, maybe, a canary version."""
@@ -161,6 +173,7 @@ class ModelRelease:
     options: Options = field(default_factory=Options)
     canary: ModelVersion | None = None
     canary_weight: int = 0
+    log: PredictionLog | None = None  # a stack's model: behind its HAProxy gateway, found per pod (headless)
 
     def __post_init__(self) -> None:
         if self.canary is not None:
@@ -210,12 +223,16 @@ class ModelRelease:
         versions = [self.stable, *([self.canary] if self.canary else [])]
         writable = [{"name": "tmp", "path": WRITABLE_PATH, "size": tmp_size(*versions),
                      "why": "the only writable path: temporary files, the workers' copies of the model, metrics"}]
+        if self.log is not None:
+            writable.append({"name": "spool", "path": self.log.spool, "size": "1Gi",
+                             "why": "records wait here while the database is unavailable: lost if the pod is deleted"})
         ctx = self._context()
         deployments = [TEMPLATES.get_template("model.yaml.j2").render(
             d=t, namespace=self.options.namespace, port=SERVING_PORT, uid=RUN_AS, ready_path=READY_PATH,
-            live_path=LIVE_PATH, writable=writable) for t in self.tracks()]
+            live_path=LIVE_PATH, writable=writable, log=self.log,
+            args=self.log.command(t.ref) if self.log else None) for t in self.tracks()]
         files = {"deployment.yaml": "---\n".join(deployments),
-                 "service.yaml": TEMPLATES.get_template("service.yaml.j2").render(**ctx),
+                 "service.yaml": TEMPLATES.get_template("service.yaml.j2").render(**ctx, headless=self.log is not None),
                  "pdb.yaml": TEMPLATES.get_template("pdb.yaml.j2").render(**ctx),
                  "servicemonitor.yaml": TEMPLATES.get_template("servicemonitor.yaml.j2").render(**ctx)}
         if self.options.autoscale:

@@ -1,31 +1,23 @@
-"""API keys for the gateway, kept in the predictions database.
+"""API keys for a stack's gateway, kept in the predictions database.
 
 Only the sha256 of a key is stored: the key itself is shown once, when it is created. The gateway
-checks keys through a small in-memory cache, so a request does not cost a database query, and a
-key it has seen keeps working while the database is down (a revocation takes effect within the
-cache's TTL).
+(HAProxy) checks presented keys against a map of the active keys' hashes that the control plane
+hands it (``digests``); no request costs a database query.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, insert, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from modelport.errors import ModelportError, NotFoundError
-from modelport.serving.http import HTTPError
 from modelport.store.schema import create_tables
-
-log = logging.getLogger("modelport.gateway.keys")
 
 TOKEN_PREFIX = "mpk_"
 metadata = MetaData()
@@ -109,7 +101,7 @@ class KeyStore:
         self._ensure_schema()
         query = select(api_keys.c.token_sha256, api_keys.c.id).where(api_keys.c.revoked_at.is_(None))
         with self.engine.connect() as conn:
-            return dict(conn.execute(query).tuples().all())
+            return {digest_: key_id for digest_, key_id in conn.execute(query)}
 
     def lookup(self, token: str) -> str | None:
         """The id of the active key ``token`` is, or None."""
@@ -122,71 +114,3 @@ class KeyStore:
 def _key(row: Mapping) -> ApiKey:
     return ApiKey(id=row["id"], name=row["name"], prefix=row["prefix"], created_at=row["created_at"],
                   revoked_at=row["revoked_at"])
-
-
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a client sent: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
-    auth = headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return headers.get("x-api-key") or None
-
-
-class KeyCache:
-    """Key lookups cached per key hash for ``ttl`` seconds. An expired entry is still answered
-    while one background lookup refreshes it, and kept when the database cannot be reached."""
-
-    def __init__(self, store: KeyStore, *, ttl: float = 5.0, max_entries: int = 10_000) -> None:
-        self.store = store
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[str | None, float]] = {}  # sha256 → (key id or None, fetched at)
-        self._pending: dict[str, asyncio.Future[str | None]] = {}
-
-    async def key_id(self, token: str) -> str | None:
-        h = digest(token)
-        entry = self._entries.get(h)
-        if entry is not None:
-            if time.monotonic() - entry[1] > self.ttl and h not in self._pending:
-                self._refresh(h, token).add_done_callback(_ignore)
-            return entry[0]
-        return await self._refresh(h, token)
-
-    def _refresh(self, h: str, token: str) -> asyncio.Future[str | None]:
-        """One lookup per key at a time, however many requests wait for it."""
-        if h not in self._pending:
-            self._pending[h] = asyncio.ensure_future(self._lookup(h, token))
-        return self._pending[h]
-
-    async def _lookup(self, h: str, token: str) -> str | None:
-        try:
-            key_id = await asyncio.to_thread(self.store.lookup, token)
-        except SQLAlchemyError as e:
-            stale = self._entries.get(h)
-            if stale is None:
-                log.warning("cannot check an API key: the database is unavailable (%s)", type(e).__name__)
-                raise HTTPError(503, "Cannot check the API key right now: the key database is unavailable",
-                                {"retry-after": "1"}) from None
-            return stale[0]
-        finally:
-            self._pending.pop(h, None)
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()  # unknown keys sent at random must not grow memory without bound
-        self._entries[h] = (key_id, time.monotonic())
-        return key_id
-
-    async def authenticate(self, headers: Mapping[str, str]) -> str:
-        token = presented_key(headers)
-        if token is None:
-            raise HTTPError(401, "Missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-                            {"www-authenticate": "Bearer"})
-        key_id = await self.key_id(token)
-        if key_id is None:
-            raise HTTPError(401, "Invalid or revoked API key", {"www-authenticate": "Bearer"})
-        return key_id
-
-
-def _ignore(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved: a failed background refresh leaves the entry as it was
