@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 from modelport.deploy.containers import RunSettings, parse_env
 from modelport.deploy.stack import parse_deploy_target
 from modelport.errors import ModelportError
-from modelport.gateway.proxy import Upstream
 from modelport.k8s.manifests import parse_autoscale
 
 
@@ -87,22 +86,7 @@ def test_modelport_run_refuses_a_bad_option_before_touching_docker(monkeypatch: 
     assert "Invalid restart policy 'sometimes' (--restart)" in str(result.exception)
 
 
-# -- the gateway's routes and Kubernetes autoscaling
-
-@pytest.mark.parametrize(("text", "upstream"), [
-    ("iris=http://iris:8080", Upstream("iris", "http://iris:8080")),
-    ("iris=http://iris:8080/@3", Upstream("iris", "http://iris:8080", "3")),
-    ("iris=https://models.example", Upstream("iris", "https://models.example")),
-])
-def test_routes(text: str, upstream: Upstream) -> None:
-    assert Upstream.parse(text) == upstream
-
-
-@pytest.mark.parametrize("text", ["iris", "iris=iris:8080", "=http://iris:8080", "iris=ftp://x"])
-def test_a_bad_route_is_refused(text: str) -> None:
-    with pytest.raises(ModelportError, match=f"Invalid route {text!r} \\(--route\\): expected NAME=http://host:port"):
-        Upstream.parse(text)
-
+# -- Kubernetes autoscaling
 
 def test_autoscale() -> None:
     assert parse_autoscale(None, 3) == (3, 12)

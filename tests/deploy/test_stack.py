@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_BASE_IMAGE
+from tests.fixtures_paths import AMBIGUOUS, SAME_ROUTE, body_for, raw_post
 from tests.fixtures_stack import POSTGRES_IMAGE, remove_everything
-from tests.gateway.path_corpus import AMBIGUOUS, SAME_ROUTE, body_for, raw_post
 from tests.helpers import free_port, run_cli, wait_until
 
 docker = pytest.importorskip("docker")

@@ -25,11 +25,10 @@ from sklearn.linear_model import LinearRegression
 import modelport
 from modelport.deploy import proxy
 from modelport.deploy.proxy import Runtime
-from modelport.gateway.paths import ambiguity
 from modelport.keys import digest
 from modelport.serving.http import DEFAULT_MAX_BODY
+from tests.fixtures_paths import AMBIGUOUS, SAME_ROUTE, ambiguity, body_for, raw_post
 from tests.fixtures_serving import FEATURES, ThreadServer, small_models
-from tests.gateway.path_corpus import AMBIGUOUS, SAME_ROUTE, body_for, raw_post
 from tests.haproxy.host import EchoServer, FakeDNS, HostProxy, haproxy_binary, host_layout
 from tests.helpers import free_port, wait_until
 
@@ -226,7 +225,7 @@ def test_request_ids_are_kept_when_valid_generated_otherwise_and_on_every_answer
 
 
 def test_no_encoding_of_a_prediction_path_gets_past_the_proxy(gateway: Gateway) -> None:
-    """The corpus of tests/gateway/path_corpus.py: each spelling of a route reaches its model; every
+    """The corpus of tests/fixtures_paths.py: each spelling of a route reaches its model; every
     other path is refused by the proxy, with 400 exactly where the Python gateway's guard says 400."""
     for path in SAME_ROUTE + AMBIGUOUS:
         body = body_for(path, len(FEATURES))

@@ -1,6 +1,6 @@
 """Slow and stalled clients (issue 10, defect 4): read timeouts on the head, the body and idle
-connections, and a per-worker limit on the bytes of request bodies being read. Real server and
-gateway processes, raw sockets."""
+connections, and a per-worker limit on the bytes of request bodies being read. Real server
+processes, raw sockets."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import Server, free_port, run_in_process
+from tests.helpers import free_port, run_in_process
 
 TIMEOUT = 1.0
 MARGIN = 1.0  # a close must come within TIMEOUT + MARGIN, and not before the timeout
@@ -36,24 +35,6 @@ def lin(store, regression_csv) -> None:
 def model(lin, serve):
     """A factory: ``modelport serve lin ARGS``."""
     return lambda *args: serve("lin", *args)
-
-
-@pytest.fixture
-def gateway(lin, serve_in_thread, tmp_path: Path) -> Iterator:
-    """A factory: ``modelport gateway ... ARGS`` in front of ``lin`` (served in a thread here: the gateway's
-    limits are what these tests are about)."""
-    started: list[Server] = []
-
-    def start(*args: str) -> Server:
-        upstream = serve_in_thread("lin")
-        port = free_port()
-        started.append(Server(["gateway", "--route", f"lin={upstream.url}", "--port", str(port),
-                               "--admin-port", str(free_port()), *args], port, tmp_path / f"gateway-{port}.log"))
-        return started[-1].wait_ready()
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @dataclass
@@ -151,10 +132,6 @@ def test_slow_and_idle_clients_are_closed_by_the_server(model) -> None:
     check_closed(asyncio.run(slow_clients(model(*SHORT).port)))
 
 
-def test_slow_and_idle_clients_are_closed_by_the_gateway(gateway) -> None:
-    check_closed(asyncio.run(slow_clients(gateway(*SHORT).port)))
-
-
 MIB = 1024 * 1024
 
 
@@ -234,25 +211,10 @@ def test_stalled_uploads_hold_no_more_than_the_buffered_bytes_limit(model, chunk
     assert small == 200
 
 
-def test_the_gateway_refuses_an_upload_beyond_its_buffered_bytes_limit(gateway) -> None:
-    server = gateway("--max-buffered-bytes", str(16 * MIB), "--body-timeout", "60")
-
-    async def scenario() -> list[tuple[int, bytes] | None]:
-        answers, connections = await stalled_uploads(server.port, 2, 10 * MIB, False)
-        for writer in connections:
-            writer.close()
-        return answers
-
-    answers = asyncio.run(scenario())
-    assert answers.count(None) == 1
-    status, body = next(a for a in answers if a is not None)
-    assert status == 503 and "--max-buffered-bytes" in json.loads(body)["error"]
-
-
 @pytest.mark.parametrize(("command", "option", "message"), [
     (["serve", "lin"], ["--max-buffered-bytes", "1000"], "--max-buffered-bytes (1000) is smaller than the largest request body"),
     (["serve", "lin"], ["--body-timeout", "0"], "--body-timeout must be more than 0 seconds"),
-    (["gateway", "--route", "lin=http://127.0.0.1:9"], ["--header-timeout", "-1"], "--header-timeout must be more than 0 seconds"),
+    (["serve", "lin"], ["--header-timeout", "-1"], "--header-timeout must be more than 0 seconds"),
 ])
 def test_limits_that_cannot_work_are_a_clear_error(home, command: list[str], option: list[str], message: str) -> None:
     result = run_in_process(*command, *option, "--port", str(free_port()), check=False)

@@ -1,4 +1,4 @@
-"""The options ``serve`` and ``gateway`` share: how long a client may take, how much it may hold."""
+"""The options of ``serve`` that limit clients: how long a client may take, how much it may hold."""
 
 from __future__ import annotations
 

@@ -1,12 +1,40 @@
 """Encodings of the gateway's prediction paths that a client might use to slip past it, sent as raw
-bytes (http.client does not normalise paths as httpx does), for the in-process and stack tests."""
+bytes (http.client does not normalise paths as httpx does), for the host and stack tests; and
+``ambiguity``, the rule the gateway's path guard follows (once the Python gateway's), as their oracle.
+
+The gateway routes (and authenticates) on the path decoded once; the model server behind it decodes
+the forwarded path once more. Any path whose meaning could change with one more decoding or a
+normalisation step (double percent-encoding, encoded slashes, dot segments, ``;`` parameters,
+backslashes, control characters) is refused, so the two always agree on what was asked for."""
 
 from __future__ import annotations
 
 import http.client
+import re
 from urllib.parse import unquote
 
 import orjson
+
+# In the raw path: an encoded '/', '\' or '%' hides a separator or a second round of encoding.
+_ENCODED_SEPARATOR = re.compile(rb"%(2f|5c|25)", re.IGNORECASE)
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\;%]")
+
+
+def ambiguity(raw_path: bytes, path: str) -> str | None:
+    """Why this path is refused, or None. ``path`` is ``raw_path`` decoded once (the ASGI ``path``)."""
+    if not raw_path.startswith(b"/"):
+        return "the path must start with '/'"
+    if _ENCODED_SEPARATOR.search(raw_path):
+        return "percent-encoded '/', '\\' or '%' in the path"
+    if (bad := _FORBIDDEN.search(path)) is not None:
+        return f"character {bad.group()!r} in the path"
+    segments = path.split("/")[1:]
+    if any(s in (".", "..") for s in segments):
+        return "'.' or '..' segment in the path"
+    if any(s == "" for s in segments[:-1]):
+        return "empty segment ('//') in the path"
+    return None
+
 
 # Once decoded, each of these is the exact prediction route it spells: the gateway authenticates,
 # logs and forwards it like the plain path.
