@@ -293,14 +293,24 @@ def test_stack_export_references_the_password_secret_and_never_holds_it(
     # the chart's gateway: the Secrets by name only
     chart = tmp_path / "chart"
     k8s("chart", "houses:2", "-o", chart)
-    docs = helm_template(chart, "gateway.enabled=true", "gateway.image.tag=0.1.0-0123456789ab",
+    docs = helm_template(chart, "gateway.enabled=true", "gateway.controlImage.tag=0.1.0-0123456789ab",
                          "gateway.predictionLog.urlSecret.name=predlog", "gateway.predictionLog.passwordSecret.name=predlog-pw")
     validate(docs)
     (gw,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "houses-gateway"]
-    env = {e["name"]: e for e in gw["spec"]["template"]["spec"]["containers"][0]["env"]}
+    pod = gw["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == {"gateway", "proxy-log", "keys"} and containers["gateway"]["image"] == "haproxy:2.6"
+    assert containers["keys"]["image"] == "modelport/control:0.1.0-0123456789ab"
+    assert containers["keys"]["args"][:3] == ["stack", "keys", "sync"]
+    env = {e["name"]: e for e in containers["keys"]["env"]}
     assert env["MODELPORT_PREDICTIONS_DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "predlog", "key": "url"}
     assert env["MODELPORT_PREDICTIONS_DB_PASSWORD_FILE"]["value"] == "/run/secrets/db_password"
-    refused = helm("template", "r", str(chart), "--set", "gateway.enabled=true", "--set", "gateway.image.tag=x", check=False)
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "houses-gateway"]
+    assert "server-template r 1-16 houses-pods.${POD_NAMESPACE}.svc.cluster.local:8080" in config["data"]["haproxy.cfg"]
+    assert set(config["data"]) == {"haproxy.cfg", "keys.map", "traffic.map", "versions.map"}
+    (pods,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "houses-pods"]
+    assert pods["spec"]["clusterIP"] == "None"
+    refused = helm("template", "r", str(chart), "--set", "gateway.enabled=true", "--set", "gateway.controlImage.tag=x", check=False)
     assert refused.returncode != 0 and "predictionLog.urlSecret.name" in refused.stderr
 
 

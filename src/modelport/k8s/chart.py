@@ -44,4 +44,10 @@ def write_chart(release: ModelRelease, dest: Path) -> Path:
         shutil.copytree(path, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     for name, text in chart_files(release).items():
         (dest / name).write_text(text)
+    # The gateway's HAProxy configuration, rendered as a stack's (one source), for the ConfigMap.
+    from modelport.k8s.stack import PodLayout, pod_config
+
+    (dest / "gateway").mkdir()
+    for name, text in pod_config({release.stable.name: release.stable.version}, PodLayout(service_suffix="-pods")).items():
+        (dest / "gateway" / name).write_text(text)
     return dest

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelport import defaults
 from modelport.container.context import RUN_AS, SERVING_PORT
 from modelport.deploy import proxy
 from modelport.deploy.stack import PASSWORD_FILE, PROXY_LOG_PORT, SPOOL_DIR, Stack, serve_command
@@ -31,21 +32,27 @@ class PodLayout(proxy.Layout):
     with the pod's namespace from the environment (the default cluster domain assumed)."""
 
     nameserver: str = ""  # parse-resolv-conf
+    service_suffix: str = ""  # the chart's gateway resolves a headless Service of its own, {model}-pods
 
     def address(self, model: str, slot: str) -> str:
         # Kubernetes runs one version per model: blue. No Service answers for green, so it stays empty.
-        service = resource_name(model) if slot == "blue" else f"{resource_name(model)}-{slot}"
+        service = resource_name(model) + (self.service_suffix if slot == "blue" else f"-{slot}")
         return f"{service}.${{POD_NAMESPACE}}.svc.cluster.local"
 
 
-def gateway_config(stack: Stack) -> dict[str, str]:
-    """The gateway's configuration directory: haproxy.cfg and its maps (the versions filled in)."""
-    state = stack.state
-    files = proxy.stack_files(state.proxy_image, [m.name for m in state.models], default=state.models[0].name,
-                              syslog=f"127.0.0.1:{PROXY_LOG_PORT}", layout=PodLayout())
-    del files["Dockerfile"]
-    files[proxy.VERSIONS] = proxy.map_text({f"{m.name}-blue": m.version for m in state.models})
+def pod_config(models: dict[str, int], layout: PodLayout = PodLayout()) -> dict[str, str]:
+    """A gateway pod's configuration directory for these models (name → version served): haproxy.cfg
+    and its maps, the versions filled in. The first model is the default."""
+    names = list(models)
+    files = proxy.stack_files(defaults.PROXY_IMAGE, names, default=names[0],
+                              syslog=f"127.0.0.1:{PROXY_LOG_PORT}", layout=layout)
+    del files["Dockerfile"]  # the official image runs it, the files mounted from a ConfigMap
+    files[proxy.VERSIONS] = proxy.map_text({f"{name}-blue": version for name, version in models.items()})
     return files
+
+
+def gateway_config(stack: Stack) -> dict[str, str]:
+    return pod_config({m.name: m.version for m in stack.state.models})
 
 
 def secret_name(stack: Stack) -> str:
