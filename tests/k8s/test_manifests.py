@@ -310,6 +310,11 @@ def test_stack_export_references_the_password_secret_and_never_holds_it(
     assert set(config["data"]) == {"haproxy.cfg", "keys.map", "traffic.map", "versions.map"}
     (pods,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "houses-pods"]
     assert pods["spec"]["clusterIP"] == "None"
+    (model,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "houses"]
+    server = model["spec"]["template"]["spec"]["containers"][0]
+    assert server["args"][:2] == ["serve", "houses:2"] and "--trust-proxy-headers" in server["args"]
+    assert server["args"][server["args"].index("--log-db") + 1] == "$(MODELPORT_PREDICTIONS_DB_URL)"
+    assert {e["name"] for e in server["env"]} == {"MODELPORT_PREDICTIONS_DB_URL", "MODELPORT_PREDICTIONS_DB_PASSWORD_FILE"}
     refused = helm("template", "r", str(chart), "--set", "gateway.enabled=true", "--set", "gateway.controlImage.tag=x", check=False)
     assert refused.returncode != 0 and "predictionLog.urlSecret.name" in refused.stderr
 

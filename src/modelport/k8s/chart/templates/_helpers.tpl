@@ -51,6 +51,22 @@ modelport.io/canary-weight: {{ .root.Values.canary.weight | quote }}
 name: model
 image: {{ printf "%s:%s" .image.repository (toString .image.tag) | quote }}
 imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+{{- $log := .root.Values.gateway.predictionLog }}
+{{- if .root.Values.gateway.enabled }}
+# Behind the gateway: the server writes the prediction log itself, with the proxy's request and key ids.
+args: ["serve", {{ printf "%s:%v" .root.Values.model.name .model.version | quote }}, "--host", "0.0.0.0", "--port", {{ .root.Values.port | quote }},
+       "--log-db", "$(MODELPORT_PREDICTIONS_DB_URL)", "--spool-dir", "/var/lib/modelport/spool", "--trust-proxy-headers"]
+env:
+  - name: MODELPORT_PREDICTIONS_DB_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ $log.urlSecret.name }}
+        key: {{ $log.urlSecret.key }}
+  {{- if $log.passwordSecret.name }}
+  - name: MODELPORT_PREDICTIONS_DB_PASSWORD_FILE
+    value: /run/secrets/db_password
+  {{- end }}
+{{- end }}
 ports:
   - name: http
     containerPort: {{ .root.Values.port }}
@@ -87,6 +103,15 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- if .root.Values.gateway.enabled }}
+  - name: spool  # records wait here while the database is unavailable: lost if the pod is deleted
+    mountPath: /var/lib/modelport/spool
+  {{- if $log.passwordSecret.name }}
+  - name: db-password
+    mountPath: /run/secrets
+    readOnly: true
+  {{- end }}
+  {{- end }}
 {{- end -}}
 
 {{- define "modelport.podSecurityContext" -}}
