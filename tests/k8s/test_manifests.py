@@ -293,6 +293,9 @@ def test_stack_export_references_the_password_secret_and_never_holds_it(
     # the chart's gateway: the Secrets by name only
     chart = tmp_path / "chart"
     k8s("chart", "houses:2", "-o", chart)
+    lint = helm("lint", "--strict", str(chart), "--set", "gateway.enabled=true", "--set", "gateway.controlImage.tag=x",
+                "--set", "gateway.predictionLog.urlSecret.name=predlog")
+    assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
     docs = helm_template(chart, "gateway.enabled=true", "gateway.controlImage.tag=0.1.0-0123456789ab",
                          "gateway.predictionLog.urlSecret.name=predlog", "gateway.predictionLog.passwordSecret.name=predlog-pw")
     validate(docs)
