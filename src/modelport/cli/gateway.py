@@ -1,4 +1,7 @@
-"""``modelport gateway`` (the proxy in front of model services) and ``gateway-admin``."""
+"""``modelport gateway`` (the proxy in front of model services) and ``gateway-admin``.
+
+The gateway's modules (aiohttp, the prediction log) are imported inside its commands: every other command
+starts without them."""
 
 from __future__ import annotations
 
@@ -6,10 +9,10 @@ from pathlib import Path
 
 import typer
 
+from modelport import defaults
 from modelport.cli.limits import BODY_TIMEOUT, HEADER_TIMEOUT, KEEP_ALIVE, MAX_BUFFERED_BYTES
 from modelport.cli.output import print_json
 from modelport.errors import ModelportError
-from modelport.gateway.admin import DEFAULT_ADMIN_PORT
 
 
 def gateway(
@@ -17,7 +20,7 @@ def gateway(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8080, "--port"),
     default: str = typer.Option(None, "--default", help="Model for /predict (default: the first route)."),
-    admin_port: int = typer.Option(DEFAULT_ADMIN_PORT, "--admin-port", help="Loopback port of the admin API."),
+    admin_port: int = typer.Option(defaults.GATEWAY_ADMIN_PORT, "--admin-port", help="Loopback port of the admin API."),
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
     db_url: str = typer.Option(None, "--db-url", envvar="MODELPORT_PREDICTIONS_DB_URL", show_envvar=False,
                                help="Log every prediction to this database (PostgreSQL or SQLite URL)."),
@@ -46,7 +49,7 @@ admin_app = typer.Typer(help="Change a running gateway's routes (run inside its 
 @admin_app.command("set-route")
 def set_route(name: str, url: str, version: str = typer.Option(None, "--version"),
               drain_timeout: float = typer.Option(30, "--drain-timeout"),
-              admin_port: int = typer.Option(DEFAULT_ADMIN_PORT, "--admin-port")) -> None:
+              admin_port: int = typer.Option(defaults.GATEWAY_ADMIN_PORT, "--admin-port")) -> None:
     """Point NAME at URL; returns once requests on the old upstream have finished."""
     from modelport.gateway.admin import set_route as call
 
@@ -54,7 +57,7 @@ def set_route(name: str, url: str, version: str = typer.Option(None, "--version"
 
 
 @admin_app.command("routes")
-def routes(admin_port: int = typer.Option(DEFAULT_ADMIN_PORT, "--admin-port")) -> None:
+def routes(admin_port: int = typer.Option(defaults.GATEWAY_ADMIN_PORT, "--admin-port")) -> None:
     """Show the routes and the requests in flight on each."""
     import httpx
 
