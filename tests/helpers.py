@@ -57,11 +57,16 @@ def run_in_process(*args: str, env: dict[str, str] | None = None, check: bool = 
         for key, value in (env or {}).items():
             patch.setenv(key, value)
         patch.setattr(sys, "stdin", io.StringIO(input or ""))
+        before = dict(os.environ)
         with redirect_stdout(out), redirect_stderr(err):
             try:
                 main(list(args))
             except SystemExit as e:
                 code = e.code
+            finally:  # what a command sets for the processes it would start (serve's thread count) ends with it
+                for key in os.environ.keys() - before.keys():
+                    del os.environ[key]
+                os.environ.update(before)
     returncode = code if isinstance(code, int) else (0 if code is None else 1)
     return _checked(subprocess.CompletedProcess(["modelport", *args], returncode, out.getvalue(), err.getvalue()), check)
 

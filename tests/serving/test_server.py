@@ -284,13 +284,13 @@ def test_serve_an_alias_and_versions(home: Path, regression_csv, serve) -> None:
 
 def test_serve_refuses_models_that_cannot_load(home: Path, regression_csv, serve) -> None:
     path, _, _ = regression_csv
-    out = run_cli("serve", "ghost", "--port", str(free_port()), check=False, timeout=60)
+    out = run_in_process("serve", "ghost", "--port", str(free_port()), check=False)
     assert out.returncode == 1 and "No model named 'ghost'" in out.stderr and "Traceback" not in out.stderr
     run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     mv = modelport.get_store().resolve("house")
     blob = modelport.get_store().blobs.path(mv.files["model.skops"].sha256)
     blob.write_bytes(blob.read_bytes()[:100])
-    out = run_cli("serve", "house", "--port", str(free_port()), check=False, timeout=60)
+    out = run_in_process("serve", "house", "--port", str(free_port()), check=False)
     assert out.returncode == 1 and "Cannot serve house: The artifact file 'model.skops' of house:1 is corrupted" in " ".join(out.stderr.split())
 
 
@@ -301,25 +301,8 @@ def test_port_in_use_is_a_clear_error(home: Path, regression_csv) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = run_cli("serve", "house", "--port", str(port), check=False, timeout=60)
+        out = run_in_process("serve", "house", "--port", str(port), check=False)
     assert out.returncode == 1 and f"Cannot listen on 127.0.0.1:{port}" in out.stderr
-
-
-def test_quickstart_trains_serves_and_prints_a_working_curl(home: Path, tmp_path: Path) -> None:
-    import shlex
-    import subprocess
-
-    port = free_port()
-    with Server(["quickstart", "--port", str(port), "--workers", "1"], port, tmp_path / "qs.log") as server:
-        # the curls are printed once the server answers (a test of its own below checks how soon)
-        output = wait_until(server.output, lambda out: "curl -s -X POST" in out, timeout=180, what=lambda out: out)
-        curl = next(line.strip() for line in output.splitlines() if line.strip().startswith("curl -s -X POST"))
-        out = subprocess.run(shlex.split(curl), capture_output=True, text=True, check=True).stdout
-        prediction = json.loads(out)["prediction"]
-    from sklearn.datasets import load_diabetes
-
-    first = load_diabetes().data[0]
-    assert prediction == pytest.approx(modelport.load_model("diabetes").predict([first])[0], rel=1e-5)
 
 
 def test_a_model_that_only_fails_inside_the_workers_stops_serve(home: Path) -> None:
@@ -449,18 +432,24 @@ def test_serve_announces_itself_only_once_it_answers(home: Path, regression_csv,
         _stop(proc)
 
 
-def test_quickstart_prints_the_curls_once_the_server_answers(home: Path, tmp_path: Path) -> None:
+def test_quickstart_trains_serves_and_prints_a_working_curl_once_the_server_answers(home: Path, tmp_path: Path) -> None:
     import shlex
+
+    from sklearn.datasets import load_diabetes
 
     port = free_port()
     proc = _started(["quickstart", "--port", str(port), "--workers", "2"], tmp_path)
     try:
         lines = _lines_until(proc, "curl -s -X POST")
+        # run at once, as printed: the server answers by then
         out = subprocess.run(shlex.split(lines[-1].strip()), capture_output=True, text=True, timeout=5)
-        assert out.returncode == 0 and "prediction" in json.loads(out.stdout), out
+        assert out.returncode == 0, out
+        prediction = json.loads(out.stdout)["prediction"]
         assert any(f"Serving diabetes:1 on http://127.0.0.1:{port}" in line for line in lines), lines
     finally:
         _stop(proc)
+    first = load_diabetes().data[0]
+    assert prediction == pytest.approx(modelport.load_model("diabetes").predict([first])[0], rel=1e-5)
 
 
 def test_quickstart_no_serve_prints_no_curl(home: Path) -> None:

@@ -17,7 +17,7 @@ import modelport
 from modelport.errors import IntegrityError, InvalidReferenceError, NotFoundError
 from modelport.store import ModelStore, parse_ref
 from modelport.store.bundle import export_version, import_bundle
-from tests.store.cli import run
+from tests.helpers import run_in_process
 
 
 def _fit(seed: int = 0) -> LinearRegression:
@@ -131,38 +131,34 @@ def test_put_replaces_a_present_file_whose_content_does_not_match(store: ModelSt
     assert not list(store.blobs.path(digest).parent.glob(".incoming-*"))
 
 
-def test_restoring_from_an_export_repairs_a_corrupted_file(store: ModelStore, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_restoring_from_an_export_repairs_a_corrupted_file(store: ModelStore, tmp_path: Path) -> None:
     """Save, export, corrupt a stored file (same size), load fails; follow the message's advice; load works."""
     model = _fit()
     mv = modelport.save_model(model, "h", store=store)
     bundle = tmp_path / "h-1.tar.gz"
-    assert run(capsys, monkeypatch, "models", "export", "h:1", str(bundle)).code == 0
+    assert run_in_process("models", "export", "h:1", str(bundle), check=False).returncode == 0
     _corrupt_same_size(store.blobs.path(next(iter(mv.files.values())).sha256))
     with pytest.raises(IntegrityError, match="corrupted.*Restore it from an export") as failure:
         modelport.load_model("h:1", store=store)
-    r = run(capsys, monkeypatch, "models", "import", str(bundle))  # the advice
-    assert r.code == 0, r.err
+    r = run_in_process("models", "import", str(bundle), check=False)  # the advice
+    assert r.returncode == 0, r.stderr
     x = np.ones((2, 3))
     np.testing.assert_array_equal(modelport.load_model("h:1", store=store).predict(x), model.predict(x))
     assert "modelport models import FILE" in str(failure.value)
-    assert "Repaired artifact file 'model.skops'" in r.out and "Already in the store as h:1" in r.out
+    assert "Repaired artifact file 'model.skops'" in r.stdout and "Already in the store as h:1" in r.stdout
     assert [v.version for v in store.list_versions("h")] == [1]
 
 
-def test_reimporting_the_same_bundle_adds_no_duplicate_version(store: ModelStore, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reimporting_the_same_bundle_adds_no_duplicate_version(store: ModelStore, tmp_path: Path) -> None:
     modelport.save_model(_fit(0), "h", store=store)
     modelport.save_model(_fit(1), "h", store=store)
     bundle = tmp_path / "h-1.tar.gz"
     export_version(store, "h:1", bundle)
-    r = run(capsys, monkeypatch, "models", "import", str(bundle))
-    assert (r.code, r.out.strip()) == (0, "Already in the store as h:1 (same sha256): no version added")
+    r = run_in_process("models", "import", str(bundle), check=False)
+    assert (r.returncode, r.stdout.strip()) == (0, "Already in the store as h:1 (same sha256): no version added")
     assert [v.version for v in store.list_versions("h")] == [1, 2]
-    r = run(capsys, monkeypatch, "models", "import", str(bundle), "--name", "copy")  # another name is another model
-    assert "Imported as copy:1" in r.out
+    r = run_in_process("models", "import", str(bundle), "--name", "copy", check=False)  # another name is another model
+    assert "Imported as copy:1" in r.stdout
     again = import_bundle(store, bundle, reuse_existing=False)
     assert (again.created, again.version.ref) == (True, "h:3")
 
@@ -272,8 +268,7 @@ def test_postgresql_concurrent_saves(postgres_url: str, tmp_path: Path, monkeypa
     ModelStore().delete("race")
 
 
-def test_cli_refuses_a_non_ascii_version_without_a_traceback(home: Path, capsys: pytest.CaptureFixture[str],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    r = run(capsys, monkeypatch, "models", "show", "h:\u00b2")
-    assert r.code == 1
-    assert "Invalid version in 'h:²'" in r.err and "Traceback" not in r.err
+def test_cli_refuses_a_non_ascii_version_without_a_traceback(home: Path) -> None:
+    r = run_in_process("models", "show", "h:\u00b2", check=False)
+    assert r.returncode == 1
+    assert "Invalid version in 'h:²'" in r.stderr and "Traceback" not in r.stderr

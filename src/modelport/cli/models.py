@@ -1,18 +1,26 @@
-"""``modelport models ...``: the registry from the command line."""
+"""``modelport models ...``: the registry from the command line.
+
+The store (SQLAlchemy) is imported inside the commands: every other command starts without it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.text import Text
 
-from modelport.api import get_store
 from modelport.cli.output import ago, console, err, print_json, table
 from modelport.errors import ModelportError
-from modelport.store import parse_ref
-from modelport.store.bundle import export_version, import_bundle
-from modelport.store.recovery import new_registry
+
+if TYPE_CHECKING:
+    from modelport.store import ModelStore
+
+
+def _store() -> ModelStore:
+    from modelport.api import get_store
+
+    return get_store()
 
 app = typer.Typer(help="List, inspect, tag, export and import registered models.", no_args_is_help=True)
 
@@ -20,7 +28,7 @@ app = typer.Typer(help="List, inspect, tag, export and import registered models.
 @app.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List registered models."""
-    models = get_store().list_models()
+    models = _store().list_models()
     if as_json:
         return print_json(models)
     if not models:
@@ -34,7 +42,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 @app.command()
 def show(ref: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show one version (NAME, NAME:3 or NAME@alias) and everything recorded about it."""
-    mv = get_store().resolve(ref)
+    mv = _store().resolve(ref)
     if as_json:
         return print_json(mv.to_dict())
     console.print(Text.assemble((mv.name, "bold"), f" version {mv.version}") + (f"  (aliases: {', '.join(mv.aliases)})" if mv.aliases else ""))
@@ -64,25 +72,27 @@ def show(ref: str, as_json: bool = typer.Option(False, "--json", help="Print JSO
 @app.command()
 def tag(ref: str, alias: str) -> None:
     """Point ALIAS (e.g. production) at a version: modelport models tag NAME:1 production."""
-    mv = get_store().set_alias(ref, alias)
+    mv = _store().set_alias(ref, alias)
     console.print(f"{mv.name}@{alias} → version {mv.version}")
 
 
 @app.command()
 def untag(name: str, alias: str) -> None:
     """Remove an alias from a model."""
-    get_store().remove_alias(name, alias)
+    _store().remove_alias(name, alias)
     console.print(f"Removed {name}@{alias}")
 
 
 @app.command()
 def rm(ref: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting a whole model.")) -> None:
     """Delete a version (NAME:3) or, with every version, a whole model (NAME)."""
+    from modelport.store import parse_ref
+
     r = parse_ref(ref)
     whole = r.version is None and r.alias is None
     if whole and not yes and not typer.confirm(f"Delete model {r.name!r} and all its versions?", default=False):
         raise ModelportError("Nothing deleted")
-    removed = get_store().delete(r)
+    removed = _store().delete(r)
     console.print(f"Deleted {', '.join(m.ref for m in removed)}")
     from modelport.serving.pinning import local_servers
 
@@ -95,7 +105,7 @@ def rm(ref: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask
 @app.command()
 def gc(force: bool = typer.Option(False, "--force", help="Also delete files older than a registry started over them (models new-registry).")) -> None:
     """Remove artifact files no version refers to any more."""
-    removed = get_store().gc(force=force)
+    removed = _store().gc(force=force)
     console.print(f"Removed {len(removed)} unreferenced artifact file(s)")
 
 
@@ -105,6 +115,8 @@ def new_registry_cmd() -> None:
 
     A damaged SQLite registry file is moved aside, not deleted. Then import your exports; `models gc`
     keeps the older files until --force."""
+    from modelport.store.recovery import new_registry
+
     store, moved = new_registry()
     if moved is not None:
         console.print(f"Moved the damaged registry to {moved}")
@@ -116,7 +128,9 @@ def new_registry_cmd() -> None:
 @app.command("export")
 def export_cmd(ref: str, file: Path) -> None:
     """Write a version to a bundle file (tar.gz) that `models import` reads."""
-    mv = export_version(get_store(), ref, file)
+    from modelport.store.bundle import export_version
+
+    mv = export_version(_store(), ref, file)
     console.print(f"Exported {mv.ref} to {file}")
 
 
@@ -126,7 +140,9 @@ def import_cmd(file: Path, name: str = typer.Option(None, help="Register under a
 
     Its files are written again, repairing damaged copies; a version already in the store with the
     same sha256 is not added twice."""
-    result = import_bundle(get_store(), file, name=name)
+    from modelport.store.bundle import import_bundle
+
+    result = import_bundle(_store(), file, name=name)
     for fname in result.repaired:
         console.print(f"Repaired artifact file {fname!r} (the stored copy was damaged)")
     if result.created:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -72,8 +74,9 @@ class SklearnAdapter:
 
     def pack(self, obj: Any, *, feature_names: list[str] | None = None,
              input_example: Any = None) -> Packed:
-        import skops.io as sio
         from sklearn.base import is_classifier
+
+        sio = skops_io()
 
         if not hasattr(obj, "n_features_in_"):
             raise FrameworkError(f"{type(obj).__name__} is not fitted: fit it before saving")
@@ -104,9 +107,28 @@ class SklearnAdapter:
         return SklearnPredictor(model)
 
 
-def load_skops(data: bytes) -> Any:
-    import skops.io as sio
+def skops_io() -> ModuleType:
+    """``skops.io``, imported without PyTorch. Its import lists scikit-learn's estimators
+    (``sklearn.utils.all_estimators``), whose walk of sklearn's packages imports every package on the
+    way, ``sklearn.externals.array_api_compat.torch`` too, which imports torch (seconds) when it is
+    installed, though the walk lists nothing from ``externals``. That one package is hidden for the
+    import; array-API dispatch to torch, if a user turns it on, imports it later as usual."""
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    hidden = "sklearn.externals.array_api_compat.torch"
+    hide = hidden not in sys.modules
+    if hide:
+        sys.modules[hidden] = None  # type: ignore[assignment]  # an import of it fails: the walk skips it
+    try:
+        import skops.io
+    finally:
+        if hide and sys.modules.get(hidden, ...) is None:
+            del sys.modules[hidden]
+    return skops.io
 
+
+def load_skops(data: bytes) -> Any:
+    sio = skops_io()
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as e:
