@@ -85,7 +85,7 @@ def _write_stack(env: dict, port: int) -> Path:
     directory.mkdir()
     state = StackState(name=env["name"], db_image="postgres:16", base_image=TEST_BASE_IMAGE,
                        gateway_image="modelport/gateway:none", gateway_host="127.0.0.1", gateway_port=port,
-                       models=[ModelService.of(mv)])
+                       control_image="modelport/control:none", models=[ModelService.of(mv)])
     Stack(directory, state).save()
     return directory
 
