@@ -154,7 +154,7 @@ def _runtime(service: str) -> Runtime:
     gw = _gateway(service)
     if gw.status != "running":
         raise ModelportError(f"Service {service!r} is stopped: modelport start {service}")
-    return Runtime(gw)
+    return Runtime.of_container(gw)
 
 
 def network_name(service: str) -> str:
@@ -264,16 +264,51 @@ def failed(container: Any) -> bool:
     return state["Status"] in ("exited", "dead") or bool(state.get("Restarting")) or container.attrs.get("RestartCount", 0) > 0
 
 
-class EngineReplicas:
-    """rollout.Replicas on one Docker Engine: a replica is a container found by its labels, and its
-    slot a network alias on the service's network (the proxy resolves it)."""
+class ContainerReplicas:
+    """rollout.Replicas whose replicas are containers: a subclass says which containers a slot holds
+    (``of``), how it starts more, and the network the proxy reaches them on."""
+
+    network: str
+
+    def of(self, slot: str) -> list[Any]:
+        """The slot's containers, oldest first."""
+        raise NotImplementedError
+
+    def members(self, slot: str, *, running: bool = True) -> list[str]:
+        return [c.id for c in self.of(slot) if c.status == "running" or not running]
+
+    def address(self, replica: str) -> str | None:
+        networks = engine.client().containers.get(replica).attrs["NetworkSettings"]["Networks"]
+        return (networks.get(self.network) or {}).get("IPAddress") or None
+
+    def failure(self, replicas: list[str]) -> str | None:
+        for replica in replicas:
+            c = engine.client().containers.get(replica)
+            if failed(c):
+                return f"{c.name} did not start: {self.why(c)}"
+        return None
+
+    def explain(self, replicas: list[str]) -> str:
+        return "\n".join(f"{c.name}: {self.why(c)}" for c in map(engine.client().containers.get, replicas))
+
+    def why(self, container: Any) -> str:
+        """Why a replica is not serving, for a person."""
+        return explain(container)
+
+    def remove(self, replicas: list[str]) -> None:
+        remove_containers(replicas)
+
+
+class EngineReplicas(ContainerReplicas):
+    """Replicas on one Docker Engine: a replica is a container found by its labels, and its slot a
+    network alias on the service's network (the proxy resolves it)."""
 
     def __init__(self, service: str) -> None:
         self.service = service
+        self.network = network_name(service)
 
-    def of(self, slot: str, *, all: bool = True) -> list[Any]:
-        """The slot's model containers, oldest first."""
-        found = [c for c in containers(self.service, role="model", all=all) if c.labels.get(SLOT) == slot]
+    def of(self, slot: str) -> list[Any]:
+        found = [c for c in containers(self.service, role="model") if c.labels.get(SLOT) == slot]
         return sorted(found, key=lambda c: c.attrs["Created"])
 
     def start(self, slot: str, spec: Spec, count: int) -> list[str]:
@@ -282,32 +317,11 @@ class EngineReplicas:
                   SETTINGS: json.dumps(spec.settings.__dict__)}
         if spec.previous:
             labels[PREVIOUS] = spec.previous
-        network = network_name(self.service)
-        endpoint = {network: client.api.create_endpoint_config(aliases=[proxy.alias(slot)])}
+        endpoint = {self.network: client.api.create_endpoint_config(aliases=[proxy.alias(slot)])}
         return [client.containers.run(spec.image, name=f"{self.service}-v{spec.version}-{uuid.uuid4().hex[:6]}",
-                                      detach=True, labels=labels, network=network, networking_config=endpoint,
+                                      detach=True, labels=labels, network=self.network, networking_config=endpoint,
                                       **spec.settings.docker_kwargs()).id
                 for _ in range(count)]
-
-    def members(self, slot: str, *, running: bool = True) -> list[str]:
-        return [c.id for c in self.of(slot) if c.status == "running" or not running]
-
-    def address(self, replica: str) -> str | None:
-        networks = engine.client().containers.get(replica).attrs["NetworkSettings"]["Networks"]
-        return (networks.get(network_name(self.service)) or {}).get("IPAddress") or None
-
-    def failure(self, replicas: list[str]) -> str | None:
-        for replica in replicas:
-            c = engine.client().containers.get(replica)
-            if failed(c):
-                return f"{c.name} did not start: {explain(c)}"
-        return None
-
-    def explain(self, replicas: list[str]) -> str:
-        return "\n".join(f"{c.name}: {explain(c)}" for c in map(engine.client().containers.get, replicas))
-
-    def remove(self, replicas: list[str]) -> None:
-        remove_containers(replicas)
 
 
 def remove_containers(ids: list[str]) -> None:
@@ -399,7 +413,7 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
         progress(f"Starting {replicas} replica(s) of {model}:{version} from {image}")
         backend = EngineReplicas(service)
         started = backend.start(proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())), replicas)
-        rollout.wait_ready(backend, Runtime(gw), proxy.SLOTS[0], started, wait)
+        rollout.wait_ready(backend, Runtime.of_container(gw), proxy.SLOTS[0], started, wait)
         wait_answering(gw, "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip, port, wait)
     except BaseException:
         _remove_service(service)
@@ -570,7 +584,7 @@ def _proxy_view(gateway: Any) -> tuple[list[proxy.Server], dict[str, int]] | Non
     """What a running gateway's proxy sees: its servers and the traffic split (None if it does not answer)."""
     if gateway.status != "running":
         return None
-    runtime = Runtime(gateway)
+    runtime = Runtime.of_container(gateway)
     try:
         return runtime.servers(), runtime.shares()
     except ModelportError:
@@ -602,9 +616,7 @@ def status(all: bool = False) -> list[dict[str, Any]]:
         elif view and role == "model":
             servers, shares = view
             address = (c.attrs["NetworkSettings"]["Networks"].get(network_name(service)) or {}).get("IPAddress")
-            mine = next((s for s in servers if s.address and s.address == address and s.slot == row["slot"]), None)
-            up = [s for s in servers if s.slot == row["slot"] and s.status == "UP"]
-            row["proxy"] = mine.status if mine else "-"
-            row["weight"] = round(shares.get(row["slot"], 0) / len(up)) if mine in up else 0
+            row["proxy"], row["weight"] = proxy.replica_view([s for s in servers if s.slot == row["slot"]],
+                                                             shares.get(row["slot"], 0), address)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["service"] or "", r["role"] != "gateway", r["slot"] or "", r["name"]))

@@ -190,6 +190,14 @@ class Server:
     sessions: int
 
 
+def replica_view(backend: list[Server], share: int, address: str | None) -> tuple[str, int]:
+    """What the proxy sees of the replica at ``address`` in its slot's ``backend`` servers: its check,
+    and the percent of the model's requests it gets (the slot's ``share``, split over the UP ones)."""
+    mine = next((s for s in backend if s.address and s.address == address), None)
+    up = [s for s in backend if s.status == "UP"]
+    return (mine.status if mine else "-"), (round(share / len(up)) if mine in up else 0)
+
+
 @dataclass(frozen=True)
 class Transport:
     """How a Runtime reaches one proxy: ``send`` one Runtime API command and get its answer, ``write``
@@ -243,9 +251,8 @@ class Runtime:
     prefix ``""`` for a service's, ``"{model}-"`` for a stack model's. Every map change takes effect
     at once, and is written back to the map's file, whole, so a restarted proxy keeps it."""
 
-    def __init__(self, proxy: Transport | Any, prefix: str = "") -> None:
-        """``proxy``: a Transport, or a gateway container (``Transport.of_container``)."""
-        self.transport = proxy if isinstance(proxy, Transport) else Transport.of_container(proxy)
+    def __init__(self, transport: Transport, prefix: str = "") -> None:
+        self.transport = transport
         self.prefix = prefix
 
     @classmethod

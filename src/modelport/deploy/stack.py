@@ -42,7 +42,8 @@ from modelport.container import engine
 from modelport.container.build import default_tag, stale_image, write_build_context
 from modelport.container.context import Progress, build_time_labels, lock, modelport_wheel
 from modelport.deploy import proxy, rollout
-from modelport.deploy.compose import SERVICE, Project, health, wait_healthy
+from modelport.deploy.compose import PROJECT, SERVICE, Project, explain, health, wait_healthy
+from modelport.deploy.containers import ContainerReplicas, RunSettings, check_publishable, check_replicas
 from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.extras import require
@@ -262,8 +263,6 @@ def init(directory: Path, refs: list[str], *, name: str | None = None, db: str =
          base_image: str = defaults.BASE_IMAGE, proxy_image: str = defaults.PROXY_IMAGE, cpus: float = 1.0,
          memory: str = "1g", replicas: int = 1, store: ModelStore | None = None,
          progress: Progress = lambda _: None) -> Stack:
-    from modelport.deploy.containers import RunSettings, check_replicas
-
     if db != "postgres":
         raise ModelportError(f"--db {db}: the prediction log's database is PostgreSQL (--db postgres)")
     require("docker", "A stack")
@@ -388,58 +387,30 @@ def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progr
 
 # -- replicas under Compose ---------------------------------------------------------------------
 
-class ComposeReplicas:
+class ComposeReplicas(ContainerReplicas):
     """rollout.Replicas for one model of a stack: a slot is the model's Compose service of that slot
     (its name is what the proxy resolves), a replica one of its containers."""
 
     def __init__(self, stack: Stack, model: ModelService) -> None:
         self.stack = stack
         self.model = model
+        self.network = f"{stack.state.name}_backend"
 
-    def _containers(self, slot: str) -> list[Any]:
-        found = self.stack.project.containers(self.model.service(slot))
-        return sorted(found, key=lambda c: c.attrs["Created"])
+    def of(self, slot: str) -> list[Any]:
+        return sorted(self.stack.project.containers(self.model.service(slot)), key=lambda c: c.attrs["Created"])
 
     def start(self, slot: str, spec: Release, count: int) -> list[str]:
         """``count`` more replicas of ``spec`` in ``slot``: the compose file says so first."""
-        before = {c.id for c in self._containers(slot)}
+        before = {c.id for c in self.of(slot)}
         self.model.slots[slot] = spec
-        total = len(before) + count
         self.stack.save()
         service = self.model.service(slot)
         self.stack.project.run("up", "--detach", "--no-deps", "--no-build", "--no-recreate", "--scale",
-                               f"{service}={total}", service)
-        return [c.id for c in self._containers(slot) if c.id not in before]
+                               f"{service}={len(before) + count}", service)
+        return [c.id for c in self.of(slot) if c.id not in before]
 
-    def members(self, slot: str, *, running: bool = True) -> list[str]:
-        return [c.id for c in self._containers(slot) if c.status == "running" or not running]
-
-    def address(self, replica: str) -> str | None:
-        networks = engine.client().containers.get(replica).attrs["NetworkSettings"]["Networks"]
-        return (networks.get(f"{self.stack.state.name}_backend") or {}).get("IPAddress") or None
-
-    def failure(self, replicas: list[str]) -> str | None:
-        from modelport.deploy.containers import failed
-
-        for replica in replicas:
-            c = engine.client().containers.get(replica)
-            if failed(c):
-                return f"{c.name} did not start: {_explain(c)}"
-        return None
-
-    def explain(self, replicas: list[str]) -> str:
-        return "\n".join(f"{c.name}: {_explain(c)}" for c in map(engine.client().containers.get, replicas))
-
-    def remove(self, replicas: list[str]) -> None:
-        from modelport.deploy.containers import remove_containers
-
-        remove_containers(replicas)
-
-
-def _explain(container: Any) -> str:
-    from modelport.deploy.compose import explain
-
-    return explain(container)
+    def why(self, container: Any) -> str:
+        return explain(container)  # Compose's wording: names the service's memory limit
 
 
 # -- lifecycle --------------------------------------------------------------------------------
@@ -448,9 +419,6 @@ def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | N
        progress: Progress = lambda _: None) -> None:
     """Build what is missing, start everything, return once every service is healthy and the proxy
     checks every replica UP. ``gateway_port``: publish the gateway there from now on (saved in the stack's files)."""
-    from modelport.deploy.compose import PROJECT
-    from modelport.deploy.containers import check_publishable
-
     port = gateway_port or stack.state.gateway_port
     # Before any build or container: the stack's own gateway may hold the port already (up again).
     check_publishable(stack.state.gateway_host, port, option="--gateway-port",
@@ -528,10 +496,8 @@ def ps(stack: Stack) -> list[dict[str, Any]]:
         if row["model"] and row["model"] in shares:
             slot = c.labels.get(SLOT, "")
             address = (c.attrs["NetworkSettings"]["Networks"].get(f"{stack.state.name}_backend") or {}).get("IPAddress")
-            mine = next((s for s in servers if s.address and s.address == address), None)
-            up_here = [s for s in servers if s.slot == f"{row['model']}-{slot}" and s.status == "UP"]
-            row["proxy"] = mine.status if mine else "-"
-            row["weight"] = round(shares[row["model"]].get(slot, 0) / len(up_here)) if mine in up_here else 0
+            backend = [s for s in servers if s.slot == f"{row['model']}-{slot}"]
+            row["proxy"], row["weight"] = proxy.replica_view(backend, shares[row["model"]].get(slot, 0), address)
         rows.append(row)
     order = {s: i for i, s in enumerate(stack.services)}
     return sorted(rows, key=lambda r: (order.get(r["service"], len(order)), r["container"]))
@@ -638,8 +604,6 @@ def scale(stack: Stack, model: str, count: int, *, wait: float = defaults.HEALTH
           progress: Progress = lambda _: None) -> ModelService:
     """``count`` replicas of the model's serving release (a canary keeps its own): new ones get traffic
     once checked healthy, leaving ones are drained first."""
-    from modelport.deploy.containers import check_replicas
-
     check_replicas(count, option="replica count")
     m = stack.model(model)
     replicas = ComposeReplicas(stack, m)
