@@ -344,10 +344,14 @@ class SwarmScaler:
         service = self._service(model, slot)
         if service is None:
             raise ModelportError(f"No service {self.service_name(model, slot)} to scale")
+        # The spec as stored, not the SDK's fetch_current_spec (Service.scale's): that one reads it with
+        # the defaults inserted, a task template the manager takes for a new one, replacing every task.
         spec = service.attrs["Spec"]
         labels = {**(spec.get("Labels") or {}), LABEL: label_text(decision, when)}  # the update replaces them all
-        self.client.api.update_service(service.id, service.version, labels=labels,
-                                       mode=ServiceMode("replicated", replicas=decision.desired), fetch_current_spec=True)
+        self.client.api.update_service(
+            service.id, service.version, task_template=spec["TaskTemplate"], name=spec["Name"], labels=labels,
+            mode=ServiceMode("replicated", replicas=decision.desired), update_config=spec.get("UpdateConfig"),
+            rollback_config=spec.get("RollbackConfig"), endpoint_spec=spec.get("EndpointSpec"))
 
 
 # -- the loop ----------------------------------------------------------------------------------------
