@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelport.deploy.autoscale import (
@@ -15,6 +17,7 @@ from modelport.deploy.autoscale import (
     Autoscaler,
     BackendStats,
     Decision,
+    GatewayMetrics,
     Scrape,
     decide,
     describe,
@@ -205,6 +208,26 @@ def test_in_flight_is_the_sessions_now_and_rps_the_rate_between_scrapes() -> Non
     assert observe("rps", "lin-blue", now, None) is None  # the first scrape: no rate yet
     assert observe("rps", "lin-blue", before, now) is None  # a counter reset (the proxy restarted)
     assert observe("in_flight", "lin-green", now, before) is None  # no such backend
+    other = Scrape(12.0, {"lin-blue": BackendStats(7, 150)}, frozenset({"10.0.0.2", "10.0.0.3"}))
+    assert observe("rps", "lin-blue", other, before) is None  # another set of gateways: their sums differ
+
+
+def test_every_address_of_the_gateways_name_is_read_and_summed(monkeypatch: pytest.MonkeyPatch) -> None:
+    exports = {"10.0.0.2": EXPORT, "10.0.0.3": EXPORT.replace("} 7", "} 1")}
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **_: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in exports] if host == "tasks.gateway" else [])
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, text=exports[request.url.host])
+
+    metrics = GatewayMetrics(["http://tasks.gateway:8080"], client=httpx.Client(transport=httpx.MockTransport(answer)))
+    scrape = metrics.scrape()
+    assert seen == ["http://10.0.0.2:8080/proxy/metrics?scope=backend", "http://10.0.0.3:8080/proxy/metrics?scope=backend"]
+    assert scrape.backends["lin-blue"] == BackendStats(8, 240)
+    assert scrape.sources == {"http://10.0.0.2:8080", "http://10.0.0.3:8080"}
+    assert GatewayMetrics(["http://127.0.0.1:9"])._addresses(httpx.URL("http://127.0.0.1:9")) == [httpx.URL("http://127.0.0.1:9")]
 
 
 # -- the loop ------------------------------------------------------------------------------------

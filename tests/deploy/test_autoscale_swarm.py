@@ -1,19 +1,29 @@
 """The autoscaler's scaler against a real three-node Swarm (scripts/swarm-cluster.sh, in the swarm
 branch): a tiny service named as a stack's model slot, scaled through the Docker API on the manager
 by the scaler and by the loop; the replicas run, the last decision is the service's label, the
-service's other labels stay and its running tasks are not replaced by the label's update."""
+service's other labels stay and its running tasks are not replaced by the label's update. Then the
+whole loop, `modelport stack autoscale`, between a real HAProxy on the host (the stack's
+configuration, in front of a stand-in model server) and that Swarm service, under a bounded load."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from modelport.deploy import proxy
 from modelport.deploy.autoscale import (
     LABEL,
     Autoscale,
@@ -24,8 +34,11 @@ from modelport.deploy.autoscale import (
     SwarmScaler,
     status_of,
 )
+from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError
-from tests.helpers import wait_until
+from modelport.keys import digest
+from tests.haproxy.host import FakeDNS, HeldServer, HostProxy, host_layout
+from tests.helpers import free_port, wait_until
 
 docker = pytest.importorskip("docker")
 
@@ -34,6 +47,7 @@ pytestmark = pytest.mark.docker
 # The local base image, as the test cluster's nodes pull it: from the cluster's registry.
 PROBE_IMAGE = os.environ.get("MODELPORT_TEST_DEBIAN_IMAGE", "modelport-test/debian:bookworm")
 MARK = "io.modelport.test"
+KEY = "mpk_autoscale-swarm-test"
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +162,70 @@ def test_the_loop_scales_a_swarm_service_within_its_bounds(service: tuple[Any, s
                       ("recovered", None, None), ("scale", "down", 1)]
     assert status_of(spec(client, stack)["Labels"])["desired"] == 1
     assert LABEL in spec(client, stack)["Labels"]
+
+
+# -- the whole loop: `modelport stack autoscale` between a real gateway and a real Swarm ------------
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[str]:
+    """The stack's HAProxy configuration on the host in front of a model server answering in 50 ms."""
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        dns = FakeDNS({"lin-blue": ["127.0.0.2"]})
+        stack.callback(dns.stop)
+        stack.callback(HeldServer("127.0.0.2", port, delay=0.05).stop)
+        layout = host_layout(tmp_path, port, dns.address)
+        gw = HostProxy(proxy.stack_files("haproxy:2.6", ["lin"], default="lin", syslog="127.0.0.1:9", layout=layout), layout)
+        stack.callback(gw.stop)
+        runtime = Runtime(gw.transport)
+        runtime.set_keys({digest(KEY): "key_autoscale"})
+        wait_until(lambda: [s.status for s in Runtime(gw.transport, "lin-").servers("blue") if s.address], lambda up: "UP" in up, timeout=20,
+                   interval=0.05, what=lambda up: f"{up}\n{gw.output()}")
+        yield gw.url
+
+
+def load(url: str, connections: int, stop: threading.Event) -> list[threading.Thread]:
+    """``connections`` clients, each sending one request after the other until ``stop``."""
+    def client() -> None:
+        with httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"}, timeout=30) as c:
+            while not stop.is_set():
+                assert c.get("/v2/models/lin").status_code == 200
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_a_bounded_load_scales_up_to_max_and_back_to_min_after_the_cool_down(
+        service: tuple[Any, str], gateway: str, tmp_path: Path) -> None:
+    client, stack = service
+    svc = client.services.get(f"{stack}_lin-blue")
+    down_window = 3.0
+    policy = {"lin": {"min": 1, "max": 4, "target": {"in_flight": 4}, "down_window": down_window}}
+    log = tmp_path / "autoscale.log"
+    with open(log, "wb") as out:
+        loop = subprocess.Popen([sys.executable, "-m", "modelport", "stack", "autoscale", "--stack", stack, "--gateway",
+                                 gateway, "--every", "0.5", "--policy", json.dumps(policy)],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "DOCKER_HOST": os.environ["MODELPORT_SWARM_MANAGER"]})
+    stop = threading.Event()
+    try:
+        threads = load(gateway, 32, stop)
+        try:
+            running(svc, 4)  # 32 in flight, 4 per replica: 8, clamped to max
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        stopped = time.monotonic()
+        running(svc, 1)
+        assert time.monotonic() - stopped >= down_window - 0.5  # not before the cool-down (one pass early at most)
+        assert status_of(spec(client, stack)["Labels"])["kind"] == "down"
+    finally:
+        loop.terminate()  # SIGTERM, as `docker stop` sends it: the loop ends cleanly
+        code = loop.wait(30)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert code == 0, log.read_text()
+    scales = [(e["current"], e["desired"]) for e in events if e["event"] == "scale"]
+    assert scales[0][0] == 1 and scales[-1] == (4, 1) and max(d for _, d in scales) == 4, events
+    assert all(1 <= e.get("desired", 1) <= 4 for e in events)

@@ -1,11 +1,10 @@
 """The autoscaler's metrics from a real HAProxy: the stack's gateway configuration on the host, a
-model server that holds its requests until told to answer, so the requests in flight are known
-exactly; what the exporter says of them is what the autoscaler decides on."""
+model server that holds its requests until told to answer (host.HeldServer), so the requests in
+flight are known exactly; what the exporter says of them is what the autoscaler decides on."""
 
 from __future__ import annotations
 
 import contextlib
-import http.server
 import io
 import json
 import threading
@@ -20,7 +19,7 @@ from modelport.deploy.autoscale import Autoscale, Autoscaler, Decision, GatewayM
 from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError
 from modelport.keys import digest
-from tests.haproxy.host import FakeDNS, HostProxy, haproxy_binary, host_layout
+from tests.haproxy.host import FakeDNS, HeldServer, HostProxy, haproxy_binary, host_layout
 from tests.helpers import free_port, wait_until
 
 KEY = "mpk_autoscale-test-key"
@@ -28,51 +27,10 @@ ADDRESS = "127.0.0.2"
 BACKEND = "lin-blue"
 
 
-class GatedServer:
-    """A model server whose readiness check answers at once and whose other requests wait for
-    ``gate``: the requests the proxy has in flight are those sent and not yet released."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.gate = threading.Event()
-        gate = self.gate
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                if self.path != "/v2/health/ready":
-                    gate.wait(30)
-                body = b'{"ok": true}'
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass
-
-        self._server = Server((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="gated", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.gate.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-
 @dataclass
 class Gateway:
     url: str
-    server: GatedServer
+    server: HeldServer
     proxy: HostProxy
 
 
@@ -84,7 +42,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with contextlib.ExitStack() as stack:
         dns = FakeDNS({BACKEND: [ADDRESS]})
         stack.callback(dns.stop)
-        server = GatedServer(ADDRESS, port)
+        server = HeldServer(ADDRESS, port)
         stack.callback(server.stop)
         layout = host_layout(tmp, port, dns.address)
         gw = HostProxy(proxy.stack_files("haproxy:2.6", ["lin"], default="lin", syslog="127.0.0.1:9", layout=layout), layout)

@@ -20,8 +20,11 @@ scrape or Docker call is logged and the replicas are held; the count never leave
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import math
+import socket
 import sys
 import threading
 import time
@@ -214,7 +217,8 @@ class BackendStats:
 @dataclass(frozen=True)
 class Scrape:
     time: float  # time.monotonic() when read
-    backends: dict[str, BackendStats]
+    backends: dict[str, BackendStats]  # summed over the gateways read
+    sources: frozenset[str] = frozenset()  # the gateways' addresses: a rate needs the same ones twice
 
 
 def parse_metrics(text: str) -> dict[str, BackendStats]:
@@ -232,28 +236,42 @@ def parse_metrics(text: str) -> dict[str, BackendStats]:
 
 
 class GatewayMetrics:
-    """Scrapes the stack's gateway(s) (``http://gateway:8080`` inside the stack network); with several,
-    each backend's figures are summed over them."""
+    """Scrapes the stack's gateway: every address its name resolves to (``http://tasks.gateway:8080``
+    in Swarm: each gateway replica), each backend's figures summed over them. A single connection to
+    the service's name would read one replica, a different one now and then."""
 
-    def __init__(self, urls: Sequence[str], timeout: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, urls: Sequence[str], timeout: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 client: httpx.Client | None = None) -> None:
         if not urls:
-            raise ModelportError("The autoscaler needs the gateway's URL (--gateway http://gateway:8080)")
-        self.urls = [u.rstrip("/") for u in urls]
+            raise ModelportError("The autoscaler needs the gateway's URL (--gateway http://tasks.gateway:8080)")
+        self.urls = [httpx.URL(u) for u in urls]
         self.clock = clock
-        self._client = httpx.Client(timeout=timeout)
+        self._client = client or httpx.Client(timeout=timeout)
+
+    def _addresses(self, url: httpx.URL) -> list[httpx.URL]:
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(url.host)
+            return [url]
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:  # IPv4: Docker's networks are, and "localhost" may also give a ::1 nobody listens on
+            found = socket.getaddrinfo(url.host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+        except OSError as e:
+            raise ModelportError(f"Cannot resolve the gateway {url.host}: {e}") from None
+        return [url.copy_with(host=address) for address in dict.fromkeys(str(info[4][0]) for info in found)]
 
     def scrape(self) -> Scrape:
         total: dict[str, BackendStats] = {}
-        for url in self.urls:
+        sources = [address for url in self.urls for address in self._addresses(url)]
+        for source in sources:
             try:
-                answer = self._client.get(url + METRICS_PATH)
+                answer = self._client.get(source.join(METRICS_PATH))
                 answer.raise_for_status()
             except httpx.HTTPError as e:
-                raise ModelportError(f"Cannot read the gateway's metrics at {url}{METRICS_PATH}: {e}") from None
+                raise ModelportError(f"Cannot read the gateway's metrics at {source.join(METRICS_PATH)}: {e}") from None
             for name, stats in parse_metrics(answer.text).items():
                 was = total.get(name, BackendStats(0.0, 0.0))
                 total[name] = BackendStats(was.sessions + stats.sessions, was.requests + stats.requests)
-        return Scrape(self.clock(), total)
+        return Scrape(self.clock(), total, frozenset(str(s) for s in sources))
 
     def close(self) -> None:
         self._client.close()
@@ -269,7 +287,9 @@ def observe(metric: str, backend: str, now: Scrape, before: Scrape | None) -> fl
         return stats.sessions
     previous = before.backends.get(backend) if before else None
     elapsed = now.time - before.time if before else 0.0
-    if previous is None or elapsed <= 0 or stats.requests < previous.requests:  # a restarted proxy: counter reset
+    if previous is None or elapsed <= 0 or now.sources != before.sources:  # a gateway more or less: no rate
+        return None
+    if stats.requests < previous.requests:  # a restarted proxy: its counter starts again
         return None
     return (stats.requests - previous.requests) / elapsed
 
@@ -369,7 +389,7 @@ def _why_no_metrics(backend: str, scrape: Scrape | None) -> str:
         return "the gateway's metrics cannot be read: holding"
     if backend not in scrape.backends:
         return f"the gateway has no backend {backend}: holding"
-    return "no request rate yet (one scrape so far): holding"
+    return "no request rate yet (a first scrape, or the gateways changed): holding"
 
 
 def _utc(seconds: float) -> str:
