@@ -332,7 +332,7 @@ def test_a_summary_line_comes_periodically_while_nothing_changes() -> None:
     assert [e["event"] for e in lines(out)] == ["state", "summary", "summary"]  # t = 0, 30, 60
 
 
-def test_a_failing_docker_call_is_logged_and_tried_again() -> None:
+def test_a_failing_docker_call_is_logged_once_and_tried_again() -> None:
     policy = Autoscale.from_json({"min": 1, "max": 4, "target": {"in_flight": 4}})
     autoscaler, metrics, scaler, clock, out = loop(policy, {"blue": 1})
     calls = []
@@ -343,12 +343,16 @@ def test_a_failing_docker_call_is_logged_and_tried_again() -> None:
 
     scaler.apply = refuse  # type: ignore[method-assign]
     metrics.sessions = 16
-    autoscaler.step()
-    clock[0] = 2.0
-    autoscaler.step()
-    assert calls == [4, 4]
-    assert [e["event"] for e in lines(out)] == ["error", "error"]
+    for t in range(3):
+        clock[0] = 2.0 * t
+        autoscaler.step()
+    assert calls == [4, 4, 4]
+    assert [e["event"] for e in lines(out)] == ["error"]  # once while it lasts
     assert lines(out)[0]["reason"] == "RuntimeError: update out of sequence"
+    del scaler.apply  # the manager takes updates again
+    clock[0] = 6.0
+    autoscaler.step()
+    assert scaler.slots == {"blue": 4} and [e["event"] for e in lines(out)] == ["error", "scale"]
 
 
 def test_the_label_is_what_stack_ps_shows() -> None:

@@ -382,6 +382,7 @@ class _Model:
     history: deque[tuple[float, int]] = field(default_factory=deque)
     last: tuple[str, int] | None = None  # (kind, desired) last logged
     summarised: float = -math.inf
+    error: str | None = None  # the failure last logged, while it lasts
 
 
 def _why_no_metrics(backend: str, scrape: Scrape | None) -> str:
@@ -418,9 +419,12 @@ class Autoscaler:
         for name, model in self.models.items():
             try:
                 decisions[name] = self._step_model(name, model, scrape)
+                model.error = None
             except Exception as e:  # noqa: BLE001 (the Docker API's errors vary: any one is logged, the loop holds)
-                self._log(name, "error", reason=f"{type(e).__name__}: {e}")
-                model.last = None  # logged again once it recovers
+                error = f"{type(e).__name__}: {e}"
+                if error != model.error:  # once while it lasts, not every pass
+                    self._log(name, "error", reason=error)
+                model.error, model.last = error, None  # the state is logged again once it recovers
         if scrape is not None:
             self._before = scrape
         return decisions
