@@ -19,6 +19,7 @@ from modelport.deploy.autoscale import (
     Decision,
     GatewayMetrics,
     Scrape,
+    command,
     decide,
     describe,
     label_text,
@@ -173,6 +174,17 @@ def test_the_stack_json_of_a_model_keeps_its_policy() -> None:
     data = {"name": "lin", "slots": {"blue": {"version": 1, "digest": "d", "image": "i", "context": "c"}},
             "serving": "blue", "autoscale": {"min": 1, "max": 4, "target": {"rps": 5}}}
     assert ModelService.from_json(data).autoscale == data["autoscale"]
+
+
+def test_the_autoscaler_service_command_carries_the_checked_policies() -> None:
+    argv = command("demo", {"lin": {"min": 1, "max": 4, "target": {"in_flight": 2}}, "forest": None})
+    assert argv == ["stack", "autoscale", "--stack", "demo", "--gateway", "http://gateway:8080", "--every", "2",
+                    "--policy", '{"lin":{"min":1,"max":4,"target":{"in_flight":2.0},"up_window":0.0,'
+                    '"down_window":60.0,"tolerance":0.1}}']
+    assert load_policies(argv[-1]) == {"lin": Autoscale(1, 4, "in_flight", 2.0)}
+    assert command("demo", {"lin": None}) is None
+    with pytest.raises(ModelportError, match="lin: autoscale.max 40"):
+        command("demo", {"lin": {"min": 1, "max": 40, "target": {"in_flight": 2}}})
 
 
 def test_the_command_refuses_a_bad_policy_before_it_needs_docker() -> None:

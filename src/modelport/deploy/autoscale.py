@@ -37,7 +37,7 @@ from typing import Any, Protocol, TextIO
 
 import httpx
 
-from modelport.deploy.proxy import MAX_REPLICAS, SLOTS
+from modelport.deploy.proxy import MAX_REPLICAS, PORT, SLOTS
 from modelport.errors import ModelportError
 
 LABEL = "io.modelport.autoscale"
@@ -46,6 +46,8 @@ METRICS_PATH = "/proxy/metrics?scope=backend"  # the backends only: a tenth of t
 SESSIONS = "haproxy_backend_current_sessions"
 REQUESTS = "haproxy_backend_http_requests_total"
 _FIELDS = ("min", "max", "target", "up_window", "down_window", "tolerance")
+# In the stack network: with endpoint_mode dnsrr the service's name resolves to every gateway task.
+GATEWAY_URL = f"http://gateway:{PORT}"
 
 
 # -- the policy ------------------------------------------------------------------------------------
@@ -147,6 +149,18 @@ def load_policies(text: str) -> dict[str, Autoscale]:
     except json.JSONDecodeError as e:
         raise ModelportError(f"--policy: not valid JSON ({e})") from None
     return policies(data)
+
+
+def command(stack: str, models: Mapping[str, Any], every: float = 2.0, gateway: str = GATEWAY_URL) -> list[str] | None:
+    """The arguments of a stack's autoscaler service (the control image, whose entrypoint is
+    ``modelport``), from each model's ``autoscale`` (``{name: policy or None}``); None when no model
+    has one. A bad policy is refused here, when the stack file is written, not in the running loop."""
+    wanted = {name: policy for name, policy in models.items() if policy}
+    if not wanted:
+        return None
+    checked = {name: p.to_json() for name, p in policies(wanted).items()}
+    return ["stack", "autoscale", "--stack", stack, "--gateway", gateway, "--every", f"{every:g}",
+            "--policy", json.dumps(checked, separators=(",", ":"))]
 
 
 # -- the decision ------------------------------------------------------------------------------------
