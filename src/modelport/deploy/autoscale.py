@@ -12,10 +12,12 @@ it goes up to the lowest recommendation of the last ``up_window`` seconds (0: at
 to the highest of the last ``down_window`` seconds, so a pause in the load does not remove replicas
 that the next burst needs.
 
-The loop (``Autoscaler``) runs in the stack as ``modelport stack autoscale`` on a manager node, the
-Docker socket mounted. Each decision that changes something is one JSON line on stdout and the
-service's label ``io.modelport.autoscale`` (``status_of`` reads it back for ``stack ps``). A failed
-scrape or Docker call is logged and the replicas are held; the count never leaves [min, max].
+The loop (``Autoscaler``) runs in the stack as ``modelport stack autoscale`` (``command`` gives its
+arguments) on a manager node, the manager's Docker socket mounted; it needs the ``docker`` extra. It
+scales the model's serving slot, ``{stack}_{model}-{slot}``, and holds while a release runs both
+slots. Each decision that changes something is one JSON line on stdout and the service's label
+``io.modelport.autoscale`` (``status_of`` reads it back for ``stack ps``). A failed scrape or Docker
+call is logged once and the replicas are held; the count never leaves [min, max].
 """
 
 from __future__ import annotations
