@@ -19,6 +19,7 @@ from modelport.deploy.autoscale import (
     Decision,
     GatewayMetrics,
     Scrape,
+    SwarmScaler,
     command,
     decide,
     describe,
@@ -375,3 +376,21 @@ def test_the_label_is_what_stack_ps_shows() -> None:
     assert status == {"desired": 3, "current": 1, "kind": "up", "reason": d.reason, "time": "2026-12-03T14:02:11Z"}
     assert describe(status) == "up → 3 at 2026-12-03T14:02:11Z (in_flight 12/replica, target 4: 3 replica(s))"
     assert status_of({}) is None and status_of({LABEL: "not json"}) is None and describe(None) == "-"
+
+
+class StubEngine:
+    def __init__(self, swarm: dict) -> None:
+        self.swarm = swarm
+
+    def info(self) -> dict:
+        return {"Swarm": self.swarm}
+
+
+def test_the_scaler_refuses_an_engine_that_is_no_swarm_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    SwarmScaler(StubEngine({"LocalNodeState": "active", "ControlAvailable": True}), "demo").check()
+    with pytest.raises(ModelportError) as e:
+        SwarmScaler(StubEngine({"LocalNodeState": "active", "ControlAvailable": False}), "demo").check()  # a worker
+    assert str(e.value) == ("The Docker Engine at unix:///var/run/docker.sock is not a Swarm manager (its swarm state: "
+                            "active): run the autoscaler on a manager (placement node.role == manager) with that "
+                            "manager's socket mounted")

@@ -116,6 +116,7 @@ def spec(client: Any, stack: str) -> dict:
 def test_the_scaler_sets_the_replicas_and_labels_its_decision(service: tuple[Any, str]) -> None:
     client, stack = service
     scaler = SwarmScaler(client, stack)
+    scaler.check()  # the manager is one
     assert scaler.replicas("lin") == {"blue": 1}
     first = running(client.services.get(f"{stack}_lin-blue"), 1)[0]["ID"]
     scaler.apply("lin", "blue", Decision(1, 3, "up", "in_flight 12/replica, target 4: 3 replica(s)"), "2026-12-03T14:00:00Z")

@@ -189,10 +189,11 @@ def autoscale(
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():  # PID 1 in a container ignores SIGTERM unhandled
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    scaler = SwarmScaler(engine.client(), stack)
+    scaler.check()
     metrics = GatewayMetrics(gateway)
     try:
-        Autoscaler(policies, metrics, SwarmScaler(engine.client(), stack), summary_every=summary_every).run(
-            every, stop=stop, passes=passes)
+        Autoscaler(policies, metrics, scaler, summary_every=summary_every).run(every, stop=stop, passes=passes)
     finally:
         metrics.close()
 

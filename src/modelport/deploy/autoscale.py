@@ -26,6 +26,7 @@ import contextlib
 import ipaddress
 import json
 import math
+import os
 import socket
 import sys
 import threading
@@ -352,6 +353,15 @@ class SwarmScaler:
 
     def service_name(self, model: str, slot: str) -> str:
         return f"{self.stack}_{model}-{slot}"
+
+    def check(self) -> None:
+        """Stop at once when the engine is no Swarm manager: the service is placed or mounted wrong."""
+        swarm = self.client.info().get("Swarm") or {}
+        if not swarm.get("ControlAvailable"):
+            where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            raise ModelportError(f"The Docker Engine at {where} is not a Swarm manager (its swarm "
+                                 f"state: {swarm.get('LocalNodeState') or 'unknown'}): run the autoscaler on a manager "
+                                 "(placement node.role == manager) with that manager's socket mounted")
 
     def _service(self, model: str, slot: str) -> Any | None:
         import docker.errors
