@@ -168,6 +168,7 @@ class HeldServer:
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
+            request_queue_size = 128  # not 5: the proxy opens dozens at once, refused ones mark the server DOWN
 
             def handle_error(self, request: object, client_address: object) -> None:
                 pass
