@@ -43,7 +43,7 @@ from tests.helpers import free_port, wait_until
 
 docker = pytest.importorskip("docker")
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
 # The local base image, as the test cluster's nodes pull it: from the cluster's registry.
 PROBE_IMAGE = os.environ.get("MODELPORT_TEST_DEBIAN_IMAGE", "modelport-test/debian:bookworm")
@@ -78,6 +78,7 @@ def manager() -> Iterator[tuple[Any, str]]:
         yield client, image
     finally:
         client.close()
+        host.images.remove(image, noprune=True)  # the tag only: the registry keeps the image for the next run
         host.close()
 
 
