@@ -95,6 +95,7 @@ class ModelService:
     memory: str = "1g"
     canary: int | None = None  # the percent of requests the other slot gets
     previous: Release | None = None  # what rollback returns to
+    autoscale: dict[str, Any] | None = None  # a Swarm stack's policy, as written (deploy/autoscale.py checks it)
 
     @classmethod
     def of(cls, mv: ModelVersion, **settings: Any) -> ModelService:
