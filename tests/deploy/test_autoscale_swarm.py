@@ -52,22 +52,9 @@ KEY = "mpk_autoscale-swarm-test"
 
 
 @pytest.fixture(scope="module")
-def manager() -> Iterator[tuple[Any, str]]:
-    """The cluster's manager and the probe image in its registry. The cluster is brought up outside the
-    tests (scripts/swarm-cluster.sh up; its `env` gives these variables)."""
-    address, registry = os.environ.get("MODELPORT_SWARM_MANAGER"), os.environ.get("MODELPORT_SWARM_REGISTRY")
-    if not address or not registry:
-        pytest.skip("no Swarm test cluster: scripts/swarm-cluster.sh up, then export its `env` "
-                    "(MODELPORT_SWARM_MANAGER, MODELPORT_SWARM_REGISTRY)")
-    client = docker.DockerClient(base_url=address, timeout=60)
-    try:
-        client.ping()
-    except Exception as e:  # noqa: BLE001 (any failure to connect is the same answer)
-        client.close()
-        message = f"the Swarm test cluster's manager {address} does not answer ({e}): scripts/swarm-cluster.sh status"
-        if os.environ.get("MODELPORT_REQUIRE_DOCKER"):  # scripts/test.sh, CI: nothing is skipped there
-            pytest.fail(message)
-        pytest.skip(message)
+def manager(swarm_cluster: Any) -> Iterator[tuple[Any, str]]:
+    """The test cluster's manager (tests/fixtures_swarm.py) and the probe image in its registry."""
+    client, registry = swarm_cluster.manager, swarm_cluster.registry
     host = docker.from_env(timeout=120)
     image = f"{registry}/modelport-test/autoscale-probe:1"
     host.images.get(PROBE_IMAGE).tag(image)
@@ -77,7 +64,6 @@ def manager() -> Iterator[tuple[Any, str]]:
     try:
         yield client, image
     finally:
-        client.close()
         host.images.remove(image, noprune=True)  # the tag only: the registry keeps the image for the next run
         host.close()
 
@@ -214,7 +200,7 @@ def load(url: str, connections: int, stop: threading.Event, statuses: Counter[in
 
 
 def test_a_bounded_load_scales_up_to_max_and_back_to_min_after_the_cool_down(
-        service: tuple[Any, str], gateway: str, tmp_path: Path) -> None:
+        service: tuple[Any, str], gateway: str, tmp_path: Path, swarm_cluster: Any) -> None:
     client, stack = service
     svc = client.services.get(f"{stack}_lin-blue")
     down_window = 3.0
@@ -223,7 +209,7 @@ def test_a_bounded_load_scales_up_to_max_and_back_to_min_after_the_cool_down(
     with open(log, "wb") as out:
         loop = subprocess.Popen([sys.executable, "-m", "modelport", "stack", "autoscale", "--stack", stack, "--gateway",
                                  gateway, "--every", "0.5", "--policy", json.dumps(policy)], stdout=out,
-                                stderr=subprocess.STDOUT, env={**os.environ, "DOCKER_HOST": os.environ["MODELPORT_SWARM_MANAGER"]})
+                                stderr=subprocess.STDOUT, env={**os.environ, "DOCKER_HOST": swarm_cluster.manager_url})
     stop, statuses = threading.Event(), Counter[int]()
     try:
         # 32 connections, each request held 0.5 s: some 30 in flight, 4 per replica wanted: max.
