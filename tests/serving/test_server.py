@@ -273,7 +273,7 @@ def test_serve_an_alias_and_versions(store: ModelStore, regression_csv) -> None:
     """References as ``serve`` takes them (ServeSpec.parse), served in-process: an alias, and a name given to one."""
     path, x, _ = regression_csv
     run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
-    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "random-forest")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "ridge")
     run_in_process("models", "tag", "house:1", "production")
     v1 = modelport.load_model("house:1")
     client, _ = serve_in_process(store, ["house@production", "latest=house"])  # an alias (the default for /predict), a name
