@@ -85,10 +85,11 @@ def _checked(proc: subprocess.CompletedProcess[str], check: bool) -> subprocess.
     return proc
 
 
-def python_with_only(dest: Path, extras: tuple[str, ...] = ()) -> list[str]:
+def python_with_only(dest: Path, extras: tuple[str, ...] = (), script: str = "from modelport.cli.main import main; main()") -> list[str]:
     """A Python command that sees modelport (this source tree) with its core dependencies and ``extras``
     only: what ``pip install 'modelport[EXTRAS]'`` gives a fresh environment. The distributions are
-    linked from this Python's site-packages into ``dest``; ``-S`` keeps the rest of them out of reach."""
+    linked from this Python's site-packages into ``dest``; ``-S`` keeps the rest of them out of reach.
+    It runs ``script``: by default the ``modelport`` command, its arguments those given after it."""
     from importlib import metadata
 
     link_dependencies(dest, extras)
@@ -99,7 +100,7 @@ def python_with_only(dest: Path, extras: tuple[str, ...] = ()) -> list[str]:
     (dest / info.name).symlink_to(info)
     src = Path(__file__).resolve().parents[1] / "src"
     return [sys.executable, "-S", "-c", f"import sys; sys.path[:0] = [{str(dest)!r}, {str(src)!r}]; "
-            "from modelport.cli.main import main; main()"]
+            + script]
 
 
 def link_dependencies(dest: Path, extras: tuple[str, ...] = ()) -> set[str]:

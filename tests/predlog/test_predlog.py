@@ -57,6 +57,45 @@ def test_close_writes_every_queued_record_without_a_flush(db_url: str, tmp_path:
     assert {r["request_id"] for r in stored(db_url)} == {f"req-{n}" for n in range(300)}
 
 
+def test_the_owner_closes_the_log_and_closing_writes_what_was_pending(tmp_path: Path) -> None:
+    """No handler at exit (issue 13: the owner closes it): ``with`` closes it, and what was still
+    queued is written then; a second close does nothing more."""
+    import atexit
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    handlers = atexit._ncallbacks()  # noqa: SLF001 (CPython's count of registered exit handlers)
+    with PredictionLog(url, tmp_path / "spool", flush_interval=60, batch_size=10_000) as plog:
+        assert atexit._ncallbacks() == handlers  # noqa: SLF001
+        for n in range(50):
+            plog.submit(record(n))
+        assert plog.pending == 50  # the writer would not wake on its own for a minute
+    assert not plog._thread.is_alive()  # noqa: SLF001
+    assert {r["request_id"] for r in stored(url)} == {f"req-{n}" for n in range(50)}
+    plog.close()
+
+
+def test_the_apps_lifespan_closes_its_prediction_log(model_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's app owns its log: its shutdown writes the records still queued."""
+    import modelport.predlog
+    from tests.fixtures_serving import serve_in_process
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    opened: list[PredictionLog] = []
+
+    def open_log(db_url: str, spool_dir: Path | None = None) -> PredictionLog:
+        opened.append(PredictionLog(db_url, spool_dir or tmp_path / "spool", flush_interval=60, batch_size=10_000))
+        return opened[-1]
+
+    monkeypatch.setattr(modelport.predlog, "open_log", open_log)
+    client, _ = serve_in_process(model_store, ["lin"], log_db=url)
+    with client:
+        for n in range(5):
+            assert client.post("/predict", json={"features": [n, 0, 0, 0]}, headers={"x-request-id": f"r{n}"}).status_code == 200
+        assert opened[0].pending == 5
+    assert not opened[0]._thread.is_alive()  # noqa: SLF001
+    assert {r["request_id"] for r in stored(url)} == {f"r{n}" for n in range(5)}
+
+
 def test_records_spooled_while_the_database_is_unreachable_are_replayed_once(db_url: str, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     down = PredictionLog(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone", spool)

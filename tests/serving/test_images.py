@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
+from starlette.testclient import TestClient
 
 from modelport.images.classifier import Preprocessor
 from modelport.images.decode import preprocess_bytes
@@ -345,33 +346,55 @@ def test_concurrent_uploads_are_batched(served) -> None:
     assert model["batching"] == {"max_batch_size": 8, "max_latency_ms": 2.0}  # the model's own default
 
 
+def in_process(store, ref: str, batch=None, **app_options):
+    """``ref`` served by the real app and prediction router in this process (no socket): (the app, its models)."""
+    from modelport.serving.app import create_app
+    from modelport.serving.runtime import ServeSpec, load_models
+
+    models = load_models([ServeSpec.parse(ref, batch)], store=store)
+    return create_app(models, **app_options), models
+
+
+async def concurrently(app, requests: list[dict[str, Any]]) -> list[httpx.Response]:
+    """POST /predict with each of ``requests`` (httpx's arguments) at once, in-process."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test", timeout=60) as client:
+        return await asyncio.gather(*(client.post("/predict", **r) for r in requests))
+
+
 @pytest.mark.torch
-def test_max_batch_size_1_turns_batching_off(mobilenet_onnx, home, serve) -> None:
+def test_max_batch_size_1_turns_batching_off(mobilenet_onnx, store) -> None:
+    from modelport.serving.batching import BatchConfig
+
     import_mobilenet(mobilenet_onnx)
-    server = serve("mnv2", "--max-batch-size", "1")
-    (model,) = httpx.get(server.url + "/models").json()["models"]
+    app, models = in_process(store, "mnv2", BatchConfig(max_batch_size=1))  # serve mnv2 --max-batch-size 1
+    (model,) = post_in_process(app, "/models", method="GET").json()["models"]
     assert model["batching"] == {"max_batch_size": 1, "max_latency_ms": 2.0}  # latency still the model's own
-    _, calls, images = upload_burst(server, 16)
-    assert images == calls == 16  # one model call per upload
+    photos = [photo_jpeg("chelsea"), photo_jpeg("coffee")] * 8
+    responses = asyncio.run(concurrently(app, [{"files": {"image": ("p.jpg", data)}} for data in photos]))
+    assert all(r.status_code == 200 for r in responses)
+    assert [r.json()["prediction"][0]["class"] in CAT_NAMES for r in responses] == [True, False] * 8
+    calls = models.default.metrics.batch_sizes  # counted here, not yet flushed to prometheus-client
+    assert sum(calls.counts) == calls.total == 16  # one model call per upload
+    models.close()
 
 
 @pytest.mark.torch
-def test_log_db_records_uploads_like_any_prediction(mobilenet_onnx, home, serve, tmp_path: Path) -> None:
+def test_log_db_records_uploads_like_any_prediction(mobilenet_onnx, store, tmp_path: Path) -> None:
     from modelport.predlog.db import make_engine
     from modelport.predlog.queries import list_predictions
 
     import_mobilenet(mobilenet_onnx)
     db = f"sqlite:///{tmp_path / 'predictions.db'}"
-    server = serve("mnv2", "--log-db", db)
+    app, _ = in_process(store, "mnv2", log_db=db, spool_dir=str(tmp_path / "spool"))  # serve mnv2 --log-db DB
     image = photo_jpeg("coffee")
-    good = httpx.post(server.url + "/predict", content=image, headers={"content-type": "image/jpeg", "x-request-id": "raw"})
-    form = upload(server.url + "/predict?top_k=1", image, headers={"x-request-id": "form"})
-    bad = upload(server.url + "/predict", b"not an image", headers={"x-request-id": "bad"})
+    with TestClient(app) as client:  # leaving it stops the app: its log writes every queued record
+        good = client.post("/predict", content=image, headers={"content-type": "image/jpeg", "x-request-id": "raw"})
+        form = client.post("/predict?top_k=1", files={"image": ("photo.jpg", image, "application/octet-stream")},
+                           headers={"x-request-id": "form"})
+        bad = client.post("/predict", files={"image": ("photo.jpg", b"not an image", "application/octet-stream")},
+                          headers={"x-request-id": "bad"})
     assert (good.status_code, form.status_code, bad.status_code) == (200, 200, 400)
-    # Written in the background: wait for these three requests' own records.
-    rows = wait_until(lambda: list_predictions(make_engine(db), model="mnv2"),
-                      lambda rows: {"raw", "form", "bad"} <= {r["request_id"] for r in rows}, timeout=30,
-                      what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
+    rows = list_predictions(make_engine(db), model="mnv2")
     by_id = {r["request_id"]: r for r in rows}
     assert {k: r["status"] for k, r in by_id.items()} == {"raw": 200, "form": 200, "bad": 400}
     assert by_id["raw"]["inputs"] == "base64:" + base64.b64encode(image).decode()  # the upload itself, not lost
@@ -399,31 +422,33 @@ def test_openapi_and_model_listing(served) -> None:
 
 # --- a small model without torch: fixed batch of 1, channels-last BGR, softmax outputs ------------
 
-def test_tiny_channels_last_model_without_batching(home, tmp_path, serve) -> None:
+def test_tiny_channels_last_model_without_batching(store, tmp_path) -> None:
+    from modelport.serving.batching import BatchConfig
+
     model = tiny_onnx(tmp_path / "tiny.onnx", classes=3, batch=1, layout="NHWC", softmax=True)
     (tmp_path / "labels.txt").write_text("red\ngreen\nblue\n")
     spec = {"resize": 40, "crop": 32, "layout": "NHWC", "channels": "BGR"}
     run_in_process("import", "tiny", str(model), "--task", "image-classification", "--labels", str(tmp_path / "labels.txt"),
             "--preprocess", json.dumps(spec))
-    server = serve("tiny", "--max-batch-size", "8")  # batching asked for, but the model only takes 1 image a call
+    # batching asked for (serve tiny --max-batch-size 8), but the model only takes 1 image a call
+    app, models = in_process(store, "tiny", BatchConfig(max_batch_size=8))
     data = photo_jpeg("coffee")
     (probs,) = ort.InferenceSession(str(model)).run(None, {"image": Preprocessor(parse_preprocess(spec))(data)[None]})
-    r = httpx.post(server.url + "/predict", content=data, headers={"content-type": "image/jpeg"})
+    r = post_in_process(app, "/predict", content=data, headers={"content-type": "image/jpeg"})
     assert r.status_code == 200, r.text
     order = np.argsort(-probs[0])
     assert [p["class"] for p in r.json()["prediction"]] == [["red", "green", "blue"][i] for i in order]
     np.testing.assert_allclose([p["confidence"] for p in r.json()["prediction"]], probs[0][order], atol=1e-6)
 
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-            return await asyncio.gather(*(client.post("/predict", content=data) for _ in range(8)))
-
-    assert all(r.status_code == 200 for r in asyncio.run(burst()))
-    v2 = httpx.post(server.url + "/v2/models/tiny/infer", json={"inputs": [
+    assert all(r.status_code == 200 for r in asyncio.run(concurrently(app, [{"content": data}] * 8)))
+    calls = models.default.metrics.batch_sizes
+    assert sum(calls.counts) == calls.total == 9  # each image its own call
+    v2 = post_in_process(app, "/v2/models/tiny/infer", json={"inputs": [
         {"name": "image", "shape": [2], "datatype": "BYTES", "data": [base64.b64encode(data).decode()] * 2}]}).json()
     probs_out = next(o for o in v2["outputs"] if o["name"] == "probabilities")
     assert probs_out["shape"] == [2, 3]
     np.testing.assert_allclose(np.reshape(probs_out["data"], (2, 3)), np.vstack([probs[0]] * 2), atol=1e-6)
+    models.close()
 
 
 @pytest.mark.torch
@@ -458,10 +483,10 @@ def tiny_app(store, tmp_path: Path):
     return create_app(load_models([ServeSpec.parse("tiny")], store=store))
 
 
-def post_in_process(app, path: str, **kwargs: Any) -> httpx.Response:
+def post_in_process(app, path: str, method: str = "POST", **kwargs: Any) -> httpx.Response:
     async def call() -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
-            return await client.post(path, **kwargs)
+            return await client.request(method, path, **kwargs)
 
     return asyncio.run(call())
 

@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 
 import modelport
+from modelport.store import ModelStore
+from tests.fixtures_serving import serve_in_process
 from tests.helpers import Server, free_port, run_cli, run_in_process, wait_until
 
 
@@ -267,22 +269,24 @@ def test_openapi_schema_comes_from_the_signature(served) -> None:
     assert httpx.get(server.url + "/docs/static/swagger-ui-bundle.js").status_code == 200  # works offline
 
 
-def test_serve_an_alias_and_versions(home: Path, regression_csv, serve) -> None:
+def test_serve_an_alias_and_versions(store: ModelStore, regression_csv) -> None:
+    """References as ``serve`` takes them (ServeSpec.parse), served in-process: an alias, and a name given to one."""
     path, x, _ = regression_csv
     run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
-    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "random-forest")
+    run_in_process("train", "--data", str(path), "--target", "target", "--name", "house", "--model", "ridge")
     run_in_process("models", "tag", "house:1", "production")
     v1 = modelport.load_model("house:1")
-    both = serve("house@production", "latest=house")  # an alias (the default for /predict), and a name for a reference
-    r = httpx.post(both.url + "/predict", json={"features": x[0].tolist()})
-    assert r.headers["x-model"] == "house"
-    assert r.headers["x-model-version"] == "1" and r.json()["prediction"] == v1.predict(x[:1])[0]
-    r = httpx.post(both.url + "/models/latest/predict", json={"features": x[0].tolist()})
-    assert r.headers["x-model-version"] == "2"
-    assert r.json()["prediction"] == pytest.approx(modelport.load_model("house:2").predict(x[:1])[0])
+    client, _ = serve_in_process(store, ["house@production", "latest=house"])  # an alias (the default for /predict), a name
+    with client:
+        r = client.post("/predict", json={"features": x[0].tolist()})
+        assert r.headers["x-model"] == "house"
+        assert r.headers["x-model-version"] == "1" and r.json()["prediction"] == v1.predict(x[:1])[0]
+        r = client.post("/models/latest/predict", json={"features": x[0].tolist()})
+        assert r.headers["x-model-version"] == "2"
+        assert r.json()["prediction"] == pytest.approx(modelport.load_model("house:2").predict(x[:1])[0])
 
 
-def test_serve_refuses_models_that_cannot_load(home: Path, regression_csv, serve) -> None:
+def test_serve_refuses_models_that_cannot_load(home: Path, regression_csv) -> None:
     path, _, _ = regression_csv
     out = run_in_process("serve", "ghost", "--port", str(free_port()), check=False)
     assert out.returncode == 1 and "No model named 'ghost'" in out.stderr and "Traceback" not in out.stderr
@@ -346,19 +350,22 @@ def test_a_normal_stop_of_serve_writes_every_prediction_record(home: Path, regre
     assert set(ids) <= stored, f"{len(set(ids) - stored)} records lost at stop"
 
 
-def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve, tmp_path: Path) -> None:
+def test_serve_log_db_records_every_prediction(store: ModelStore, regression_csv, tmp_path: Path) -> None:
+    """What ``serve --log-db`` records, in-process (the app with its prediction log); the records are written while
+    it serves, and the ``predictions`` commands read them. A real multi-worker stop: the test above."""
     path, x, _ = regression_csv
     run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     db = f"sqlite:///{tmp_path / 'predictions.db'}"
-    server = serve("house", "--log-db", db, workers=2)
-    for i in range(10):
-        httpx.post(server.url + "/predict", json={"features": x[i].tolist()}, headers={"x-request-id": f"req-{i}"})
-    httpx.post(server.url + "/predict", json={"features": [1]})
-    wanted = {f"req-{i}" for i in range(10)}
-    # The log writes in the background: wait for these requests' records (the bad request's id is generated).
-    rows = wait_until(lambda: json.loads(run_in_process("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout),
-                      lambda rows: wanted <= {r["request_id"] for r in rows} and any(r["status"] == 400 for r in rows),
-                      timeout=60, interval=0.3, what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
+    client, _ = serve_in_process(store, ["house"], log_db=db, spool_dir=str(tmp_path / "spool"))
+    with client:
+        for i in range(10):
+            client.post("/predict", json={"features": x[i].tolist()}, headers={"x-request-id": f"req-{i}"})
+        client.post("/predict", json={"features": [1]})
+        wanted = {f"req-{i}" for i in range(10)}
+        # The log writes in the background: wait for these requests' records (the bad request's id is generated).
+        rows = wait_until(lambda: json.loads(run_in_process("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout),
+                          lambda rows: wanted <= {r["request_id"] for r in rows} and any(r["status"] == 400 for r in rows),
+                          timeout=60, interval=0.1, what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
     assert len(rows) == 11
     ok = {r["request_id"]: r for r in rows if r["status"] == 200}
     assert set(ok) == {f"req-{i}" for i in range(10)}
@@ -371,20 +378,21 @@ def test_serve_log_db_records_every_prediction(home: Path, regression_csv, serve
     assert len(out.read_text().strip().splitlines()) == 12  # header + 11 records
 
 
-def test_request_ids_are_bounded_and_key_ids_trusted_only_behind_the_proxy(home: Path, regression_csv, serve,
+def test_request_ids_are_bounded_and_key_ids_trusted_only_behind_the_proxy(store: ModelStore, regression_csv,
                                                                            tmp_path: Path) -> None:
     path, x, _ = regression_csv
     run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     body = {"features": x[0].tolist()}
     for trusted in (False, True):
         db = f"sqlite:///{tmp_path / f'log-{trusted}.db'}"
-        server = serve("house", "--log-db", db, *(["--trust-proxy-headers"] if trusted else []))
-        ok = httpx.post(server.url + "/predict", json=body, headers={"x-request-id": "abc-1.2:3", "x-modelport-key-id": "key_x"})
-        assert ok.headers["x-request-id"] == "abc-1.2:3"
-        for bad in ("a" * 129, "bad id", "a\u00e9b"):
-            r = httpx.post(server.url + "/predict", json=body, headers={"x-request-id": bad.encode("utf-8")})
-            assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32 and r.headers["x-request-id"] != bad
-        server.stop()  # a normal stop writes every queued record
+        client, _ = serve_in_process(store, ["house"], log_db=db, spool_dir=str(tmp_path / "spool"),
+                                     trust_proxy_headers=trusted)
+        with client:  # leaving it is the app's normal stop: it writes every queued record
+            ok = client.post("/predict", json=body, headers={"x-request-id": "abc-1.2:3", "x-modelport-key-id": "key_x"})
+            assert ok.headers["x-request-id"] == "abc-1.2:3"
+            for bad in ("a" * 129, "bad id", "a\u00e9b"):
+                r = client.post("/predict", json=body, headers={"x-request-id": bad.encode("utf-8")})
+                assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32 and r.headers["x-request-id"] != bad
         rows = json.loads(run_in_process("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout)
         assert len(rows) == 4 and all(len(r["request_id"]) <= 128 for r in rows)
         (mine,) = [r for r in rows if r["request_id"] == "abc-1.2:3"]
@@ -415,9 +423,11 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_serve_announces_itself_only_once_it_answers(home: Path, regression_csv, tmp_path: Path, workers: int) -> None:
+def test_serve_announces_itself_only_once_it_answers(home: Path, regression_csv, tmp_path: Path) -> None:
+    """One worker, served from this process; with several (the port open before a worker takes it) the
+    quickstart's test below runs the printed curl at once."""
     path, x, _ = regression_csv
+    workers = 1
     run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     port = free_port()
     proc = _started(["serve", "house", "--port", str(port), "--workers", str(workers)], tmp_path)

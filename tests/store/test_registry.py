@@ -209,13 +209,20 @@ def test_concurrent_saves_get_distinct_versions(home: Path, tmp_path: Path) -> N
 
 @pytest.mark.long
 def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
-    """The first open creates the tables; racing openers wait for it instead of failing "database is locked"."""
-    code = "import sys; from pathlib import Path; from modelport.store.registry import ModelStore; ModelStore(Path(sys.argv[1])).list_models()"
-    for attempt in range(4):
+    """The first open creates the tables; racing openers wait for it instead of failing "database is locked".
+    Each process imports first and opens on a signal, so the opens race each time (not their imports)."""
+    code = ("import sys; from pathlib import Path; from modelport.store.registry import ModelStore; "
+            "print('ready', flush=True); sys.stdin.readline(); ModelStore(Path(sys.argv[1])).list_models()")
+    for attempt in range(2):
         home = tmp_path / f"home{attempt}"
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(home)], stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        assert [p.stdout.readline() for p in procs] == ["ready\n"] * 6  # type: ignore[union-attr]
+        for p in procs:
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
         errors = [p.communicate(timeout=120)[1] for p in procs]
-        assert [p.returncode for p in procs] == [0] * 8, "\n".join(errors)
+        assert [p.returncode for p in procs] == [0] * 6, "\n".join(errors)
 
 
 @pytest.mark.long

@@ -141,7 +141,7 @@ def test_invalid_name_is_refused_before_reading_or_fitting(home: Path, regressio
 
 def test_ctrl_c_during_training_says_interrupted_and_exits_130(home: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(60_000, 10))
+    x = rng.normal(size=(20_000, 10))
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(10)])
     frame["y"] = x.sum(axis=1)
     frame.to_csv(tmp_path / "big.csv", index=False)  # a forest of 100 trees on it takes seconds to fit

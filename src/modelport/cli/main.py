@@ -14,7 +14,6 @@ import typer
 
 from modelport import __version__, defaults
 from modelport.cli import containers, k8s, models, predictions, stack
-from modelport.cli.limits import BODY_TIMEOUT, HEADER_TIMEOUT, KEEP_ALIVE, MAX_BUFFERED_BYTES
 from modelport.cli.output import console, err, error, progress, success
 from modelport.errors import ModelportError
 from modelport.extras import require
@@ -137,16 +136,19 @@ def serve(
     workers: int = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
     max_batch_size: int = typer.Option(None, "--max-batch-size", min=1, help="Adaptive batching: rows per model call (1: off; default: the model's own, off for tabular models)."),
     max_latency_ms: float = typer.Option(None, "--max-latency-ms", min=0, help="Adaptive batching: how long a batch may wait to fill (default: the model's own, else 0)."),
-    max_body_mb: float = typer.Option(16, "--max-body-mb", help="Largest request body accepted."),
-    max_images: int = typer.Option(None, "--max-images", min=1, help="Image models: most images in one request (default 64)."),
-    max_request_pixels: int = typer.Option(None, "--max-request-pixels", min=1, help="Image models: most pixels one request may decode, all its images together (default 100000000)."),
+    max_body_mb: float = typer.Option(defaults.MAX_BODY / 1024 / 1024, "--max-body-mb", help="Largest request body accepted."),
+    max_images: int = typer.Option(None, "--max-images", min=1, help=f"Image models: most images in one request (default {defaults.MAX_IMAGES})."),
+    max_request_pixels: int = typer.Option(None, "--max-request-pixels", min=1, help=f"Image models: most pixels one request may decode, all its images together (default {defaults.MAX_REQUEST_PIXELS})."),
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     log_db: str = typer.Option(None, "--log-db", help="Record every prediction in this database (e.g. sqlite:///predictions.db); query it with `modelport predictions`."),
     spool_dir: Path = typer.Option(None, "--spool-dir", help="With --log-db: where records wait while the database is unavailable (default: under MODELPORT_HOME)."),
     trust_proxy_headers: bool = typer.Option(False, "--trust-proxy-headers", help="Behind modelport's proxy only: record the API key id it sends in X-Modelport-Key-Id."),
-    header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT, keep_alive: float = KEEP_ALIVE,
-    max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+    # What a client may cost: how long it may take, how much it may hold.
+    header_timeout: float = typer.Option(defaults.HEADER_TIMEOUT, "--header-timeout", help="Seconds a client has to send a request's head (from connecting, or from its first byte); then 408 and close."),
+    body_timeout: float = typer.Option(defaults.BODY_TIMEOUT, "--body-timeout", help="Seconds a client has to send a request's whole body once its head arrived; then 408 and close."),
+    keep_alive: float = typer.Option(defaults.KEEP_ALIVE, "--keep-alive", help="Seconds an idle connection stays open between requests."),
+    max_buffered_bytes: int = typer.Option(defaults.MAX_BUFFERED, "--max-buffered-bytes", min=1, help="Bytes of request bodies one worker reads at once; a request beyond it gets a 503 before its body is read."),
 ) -> None:
     """Serve models over HTTP: /predict, the Open Inference Protocol v2, /metrics, /docs."""
     from modelport.serving.limits import ImageLimits, ReadLimits

@@ -8,7 +8,6 @@ unique id and inserts skip ids already present, so replaying twice stores nothin
 
 from __future__ import annotations
 
-import atexit
 import base64
 import hashlib
 import logging
@@ -111,7 +110,9 @@ def insert_rows(engine: Engine, rows: Rows) -> None:
 
 
 class PredictionLog:
-    """The asynchronous, spooling writer. One per process; ``close()`` runs at exit."""
+    """The asynchronous, spooling writer, one per process. Its owner closes it (``close()``, or ``with``):
+    the server's app in its lifespan, ``predictions receive`` when it stops. Nothing closes it at exit on
+    its own: a writer nobody closed loses what is still queued, as a killed process does."""
 
     def __init__(self, db_url: str, spool_dir: Path, *, batch_size: int = 500, flush_interval: float = 0.1,
                  retry_interval: float = 1.0, sweep_interval: float = 30.0, max_queue_bytes: int = 64 * 1024 * 1024) -> None:
@@ -136,7 +137,6 @@ class PredictionLog:
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="modelport-predlog", daemon=True)
         self._thread.start()
-        atexit.register(self.close)
 
     # -- the caller's side: never waits for the database -----------------------------------------
 
@@ -173,13 +173,19 @@ class PredictionLog:
         return True
 
     def close(self, timeout: float = 15.0) -> None:
-        """Write what is queued (to the database, or to the spool if it is down) and stop."""
+        """Write what is queued (to the database, or to the spool if it is down) and stop. Once is enough:
+        a second call returns at once."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
         self.engine.dispose()
-        atexit.unregister(self.close)
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def pending(self) -> int:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from modelport import defaults
 from modelport.errors import (
     InvalidInputError,
     LimitExceededError,
@@ -23,7 +24,7 @@ from modelport.errors import (
 )
 from modelport.serving.limits import BodyBudget
 
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_MAX_BODY = defaults.MAX_BODY
 NO_JSON = "Request body is empty: send a JSON object"
 NO_IMAGE = "No image provided"  # the tutorial's message for image models, kept word for word
 # A client's X-Request-ID is kept only in this shape (it ends up in logs and the prediction log).

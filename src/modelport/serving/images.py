@@ -1,8 +1,9 @@
-"""Image classification endpoints: ``/predict`` uploads (multipart field ``image`` or a raw image body) and
-Open Inference Protocol v2 requests with a BYTES input of encoded images.
+"""Image classification over the simple API: ``/predict`` uploads (multipart field ``image`` or a raw image body).
+(Open Inference Protocol v2 requests, a BYTES input of encoded images, are the served model's handler:
+``ServedModel.infer``, after ``serving.v2`` decoded them.)
 
-The HTTP edge over ``modelport.images.classifier``: what the body holds (a multipart form, a raw image, base64
-over JSON) is read here and the answer written; decoding, the model call and the top k are the Classifier's.
+The HTTP edge over ``modelport.images.classifier``: what the body holds (a multipart form or a raw image) is
+read here and the answer written; decoding, the model call and the top k are the Classifier's.
 
 What one request may cost is bounded before any work is done (``serving.limits``): at most ``max_images``
 images (413 beyond), and at most ``max_request_pixels`` decoded pixels for all of them together (413).
@@ -13,11 +14,8 @@ served model (``ServedModel.classify``) decodes it in its pool and runs the mode
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
-import numpy as np
 import orjson
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -25,7 +23,6 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from modelport.errors import InvalidInputError
-from modelport.images.classifier import limit_error
 from modelport.serving.http import NO_IMAGE, Reply
 from modelport.serving.runtime import ServedModel
 
@@ -86,39 +83,3 @@ async def _read_form(request: Request, body: bytes) -> tuple[bytes, str | None]:
         return await image.read(), (top_k if isinstance(top_k, str) else None)
     finally:
         await form.close()
-
-
-# -- Open Inference Protocol v2 ------------------------------------------------------------------
-
-async def v2_outputs(model: ServedModel, request: dict[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One BYTES input of N encoded images ([N] or [N, 1]; base64 strings when sent as JSON) ->
-    ``probabilities`` FP32 [N, classes], ``labels`` BYTES [N, k], ``confidences`` FP32 [N, k]."""
-    clf = model.classifier
-    assert clf is not None  # an image model's, built at load
-    if len(tensors) != 1:
-        raise InvalidInputError(f"The model takes one BYTES input (the encoded image files), got {len(tensors)} inputs")
-    ((name, arr),) = tensors.items()
-    if arr.dtype != object:
-        raise InvalidInputError(f"Input {name!r} must be BYTES: the encoded image files (JPEG, PNG, ...)")
-    if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != 1) or arr.shape[0] == 0:
-        raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; send [N] or [N, 1] images, N >= 1")
-    limits = model.image_limits
-    if arr.shape[0] > limits.max_images:  # before any decoding: 1,500 tiny images once took a worker to 15 GB
-        raise limit_error(f"Input {name!r} has {arr.shape[0]} images; the limit is {limits.max_images} per request",
-                          "max_images")
-    spec = next(s for s in request["inputs"] if s.get("name") == name)
-    binary = (spec.get("parameters") or {}).get("binary_data_size") is not None
-    items = [item if binary else _unbase64(item, name, i) for i, item in enumerate(arr.reshape(-1))]
-    k = clf.top_k((request.get("parameters") or {}).get("top_k"))
-    probs, best = await model.classify(items, k, f"Input {name!r}")
-    return {"probabilities": probs.astype(np.float32), "labels": clf.labels[best],
-            "confidences": np.take_along_axis(probs, best, axis=1).astype(np.float32)}
-
-
-def _unbase64(item: bytes, name: str, i: int) -> bytes:
-    # JSON strings cannot carry binary: over JSON, BYTES image data is base64 (KServe's convention).
-    try:
-        return base64.b64decode(item, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInputError(f"Input {name!r}[{i}]: BYTES sent as JSON must be the base64 of an image file "
-                                "(or send it as binary data)") from None

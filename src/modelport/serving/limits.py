@@ -11,22 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelport import defaults
 from modelport.errors import ModelportError
 
-MIB = 1024 * 1024
-DEFAULT_MAX_BUFFERED = 256 * MIB
-# 64 images are 8 model calls at the default batch size, and their preprocessed tensors take 38 MB for
-# a 224x224 model. 100M decoded pixels take about a second of one core to decode as PNG.
-DEFAULT_MAX_IMAGES = 64
-DEFAULT_MAX_REQUEST_PIXELS = 100_000_000
+DEFAULT_MAX_BUFFERED = defaults.MAX_BUFFERED
+DEFAULT_MAX_IMAGES = defaults.MAX_IMAGES
+DEFAULT_MAX_REQUEST_PIXELS = defaults.MAX_REQUEST_PIXELS
 
 
 @dataclass(frozen=True, slots=True)
 class ReadLimits:
-    header_timeout: float = 10.0  # from connecting (or a request's first byte) to its complete head
-    body_timeout: float = 60.0  # from the complete head to the complete body
-    keep_alive: float = 5.0  # idle time allowed between requests on one connection
-    max_buffered: int = DEFAULT_MAX_BUFFERED  # bytes of request bodies one worker reads at once
+    header_timeout: float = defaults.HEADER_TIMEOUT  # from connecting (or a request's first byte) to its complete head
+    body_timeout: float = defaults.BODY_TIMEOUT  # from the complete head to the complete body
+    keep_alive: float = defaults.KEEP_ALIVE  # idle time allowed between requests on one connection
+    max_buffered: int = defaults.MAX_BUFFERED  # bytes of request bodies one worker reads at once
 
     def check(self, max_body: int) -> ReadLimits:
         for name, value in (("--header-timeout", self.header_timeout), ("--body-timeout", self.body_timeout),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,8 +58,30 @@ class ServeSpec:
                    images=images or ImageLimits())
 
 
+_NONE: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class TensorRequest:
+    """An inference request as the core takes it, whichever protocol carried it (``serving.v2`` decodes
+    one): the input tensors by name, and what the protocol said about them."""
+
+    inputs: dict[str, np.ndarray]
+    unchecked: frozenset[str] = _NONE  # inputs that may hold NaN or infinity (binary data, FP16/FP32): checked where refused
+    raw: frozenset[str] = _NONE  # inputs whose bytes came as they are; BYTES sent as text (JSON) are base64 for files
+    outputs: frozenset[str] = _NONE  # the outputs asked for by name (none: the model's usual ones)
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # the request's own, e.g. an image model's top_k
+
+
+Tensors = dict[str, np.ndarray]
+
+
 class ServedModel:
-    """One model as served: everything a request needs, prepared once at load (no HTTP here)."""
+    """One model as served: everything a request needs, prepared once at load (no HTTP here).
+
+    ``infer`` answers a ``TensorRequest`` with this model's output tensors: the handler for its kind of
+    model, chosen here (rows for a tabular model, encoded images for an image classifier, the model's own
+    tensors otherwise), so that the protocols only decode requests and encode answers."""
 
     def __init__(self, name: str, info: ModelVersion, predictor: Predictor, batch: BatchConfig, executor: Executor,
                  images: ImageLimits | None = None, classifier: Classifier | None = None) -> None:
@@ -80,6 +105,14 @@ class ServedModel:
         self.raw_headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
         self.classifier = classifier  # image classifiers: labels, preprocessing, decode pool
         self.image_limits = (images or ImageLimits()).resolved()
+        # The tensors the model takes and gives: a tabular model's one [N, n_features] FP64 input and its
+        # "predictions" (and "probabilities"); a tensor model keeps its own names here even when the simple
+        # API serves it as rows.
+        self.tabular = info.signature.get("kind") == "tabular"
+        self.input_specs, self.output_specs = _tensor_specs(info.signature, self.tabular)
+        self.infer: Callable[[TensorRequest], Awaitable[Tensors]] = (
+            self._infer_images if info.task == IMAGE_CLASSIFICATION else
+            self._infer_rows if self.tabular else self._infer_tensors)
 
     def _call(self, x: np.ndarray) -> np.ndarray:
         return self.predictor.predict(x)
@@ -152,7 +185,47 @@ class ServedModel:
             raise self.failed(e, "give probabilities") from e
         return self._finite(proba, "probabilities")
 
-    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # -- the handlers of a TensorRequest, one chosen at load (``infer``) ---------------------------
+
+    async def _infer_rows(self, request: TensorRequest) -> Tensors:
+        """A tabular model: one [N, n_features] tensor, or one per feature → predictions (and
+        probabilities, when asked for by name and the model is a classifier)."""
+        assert self.schema is not None
+        x = self.schema.rows_from_tensors(request.inputs, request.unchecked)
+        outputs = {"predictions": await self.predict(x)}
+        if "probabilities" in request.outputs and self.schema.classes is not None:
+            outputs["probabilities"] = await self.predict_proba(x)
+        return outputs
+
+    async def _infer_images(self, request: TensorRequest) -> Tensors:
+        """One BYTES input of N encoded images ([N] or [N, 1]; base64 when sent as text) → ``probabilities``
+        FP32 [N, classes], ``labels`` BYTES [N, k], ``confidences`` FP32 [N, k] (``top_k`` parameter)."""
+        from modelport.images.classifier import limit_error  # an image server has imported it already
+
+        clf = self.classifier
+        if clf is None:
+            raise ModelFailedError(f"Model {self.name!r} is not an image classifier")
+        if len(request.inputs) != 1:
+            raise InvalidInputError(f"The model takes one BYTES input (the encoded image files), got {len(request.inputs)} inputs")
+        ((name, arr),) = request.inputs.items()
+        if arr.dtype != object:
+            raise InvalidInputError(f"Input {name!r} must be BYTES: the encoded image files (JPEG, PNG, ...)")
+        if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != 1) or arr.shape[0] == 0:
+            raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; send [N] or [N, 1] images, N >= 1")
+        limits = self.image_limits
+        if arr.shape[0] > limits.max_images:  # before any decoding: 1,500 tiny images once took a worker to 15 GB
+            raise limit_error(f"Input {name!r} has {arr.shape[0]} images; the limit is {limits.max_images} per request",
+                              "max_images")
+        raw = name in request.raw
+        items = [item if raw else _unbase64(item, name, i) for i, item in enumerate(arr.reshape(-1))]
+        k = clf.top_k(request.parameters.get("top_k"))
+        probs, best = await self.classify(items, k, f"Input {name!r}")
+        return {"probabilities": probs.astype(np.float32), "labels": clf.labels[best],
+                "confidences": np.take_along_axis(probs, best, axis=1).astype(np.float32)}
+
+    async def _infer_tensors(self, request: TensorRequest) -> Tensors:
+        """Any other model: its own inputs by name, checked against its signature, → its own outputs."""
+        inputs = self._checked_tensors(request.inputs)
         # The inputs were checked against the signature (names, shapes, dtypes): what fails now is the model.
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.infer, inputs)
@@ -161,6 +234,26 @@ class ServedModel:
         for name, arr in outputs.items():
             self._finite(np.asarray(arr), f"output {name!r}")
         return outputs
+
+    def _checked_tensors(self, tensors: Tensors) -> Tensors:
+        expected = {s["name"]: s for s in self.input_specs}
+        missing = [n for n in expected if n not in tensors]
+        unknown = [n for n in tensors if n not in expected]
+        if missing or unknown:
+            raise InvalidInputError(f"The model's inputs are {', '.join(expected)}; "
+                                    + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"))
+        out = {}
+        for name, spec in expected.items():
+            arr = tensors[name]
+            want = spec["shape"]
+            if len(want) != arr.ndim or any(w not in (-1, a) for w, a in zip(want, arr.shape, strict=True)):
+                raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; the model expects {want} (-1: any size)")
+            if spec["dtype"] not in ("string", "object"):
+                if arr.dtype == object:
+                    raise InvalidInputError(f"Input {name!r} must be numeric ({spec['dtype']})")
+                arr = arr.astype(spec["dtype"], copy=False)
+            out[name] = arr
+        return out
 
     def failed(self, error: Exception, what: str) -> ModelportError:
         """What a model's exception becomes: the inputs were checked before the call, so an unexpected
@@ -186,6 +279,26 @@ class ServedModel:
                                    "for this input, so there is no prediction to return; inputs far outside "
                                    "the training data can overflow the model's arithmetic")
         return y
+
+
+def _tensor_specs(signature: dict[str, Any], tabular: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(inputs, outputs) as ``{"name", "dtype" (numpy's name, or "string"), "shape" (-1: any size)}``."""
+    if tabular:
+        outputs = [{"name": "predictions", "dtype": signature["output"]["dtype"], "shape": [-1]}]
+        if signature.get("classes") is not None:
+            outputs.append({"name": "probabilities", "dtype": "float64", "shape": [-1, len(signature["classes"])]})
+        return [{"name": "input", "dtype": "float64", "shape": [-1, len(signature["features"])]}], outputs
+    return ([{"name": t["name"], "dtype": t["dtype"], "shape": t["shape"]} for t in signature.get("inputs", [])],
+            [{"name": t["name"], "dtype": t["dtype"], "shape": t["shape"]} for t in signature.get("outputs", [])])
+
+
+def _unbase64(item: bytes, name: str, i: int) -> bytes:
+    # Text cannot carry binary: sent as text (JSON strings), BYTES image data is base64 (KServe's convention).
+    try:
+        return base64.b64decode(item, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError(f"Input {name!r}[{i}]: BYTES sent as JSON must be the base64 of an image file "
+                                "(or send it as binary data)") from None
 
 
 class ModelSet:

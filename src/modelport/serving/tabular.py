@@ -1,7 +1,8 @@
-"""The simple JSON API for tabular models: features in, prediction out."""
+"""What a tabular model accepts: the simple JSON API's rows (features in, prediction out), or rows from tensors."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,34 @@ class TabularSchema:
             rows = [self.row(r, f"instances[{i}]") for i, r in enumerate(instances)]
             return np.array(rows, dtype=np.float64), False
         raise InvalidInputError('Expected "features" (one row) or "instances" (several rows) in the request body')
+
+    def rows_from_tensors(self, tensors: Mapping[str, np.ndarray], unchecked: Collection[str] = ()) -> np.ndarray:
+        """Rows from input tensors: one [N, n_features] tensor (any name; [n_features] is one row), or one [N]
+        or [N, 1] tensor per feature, by name. ``unchecked``: the tensors that may hold NaN or infinity."""
+        if len(tensors) == 1:
+            (name, arr), = tensors.items()
+            if arr.dtype == object:
+                raise InvalidInputError(f"Input {name!r} must be numeric")
+            if arr.ndim == 1 and arr.shape[0] == self.n:
+                arr = arr.reshape(1, -1)
+            if arr.ndim != 2 or arr.shape[1] != self.n:
+                raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; the model expects [N, {self.n}] "
+                                        f"({', '.join(self.features[:10])})")
+            x = arr.astype(np.float64, copy=False)
+        else:
+            missing = [f for f in self.features if f not in tensors]
+            if missing:
+                raise InvalidInputError(f"Missing input(s) {', '.join(map(repr, missing[:10]))}: send one [N, {self.n}] "
+                                        "tensor, or one tensor per feature named after it")
+            cols = [tensors[f].reshape(-1).astype(np.float64, copy=False) for f in self.features]
+            if len({len(c) for c in cols}) != 1:
+                raise InvalidInputError("Feature tensors have different lengths")
+            x = np.column_stack(cols)
+        if x.shape[0] == 0:
+            raise InvalidInputError("The input has no rows")
+        if unchecked:
+            self.check_finite(x)
+        return x
 
     def check_finite(self, x: np.ndarray) -> None:
         if not self.allow_nan and not np.isfinite(x).all():

@@ -1,18 +1,23 @@
-"""The Open Inference Protocol v2 (KServe / Triton / MLServer), REST, with Triton's binary tensor extension."""
+"""The Open Inference Protocol v2 (KServe / Triton / MLServer), REST, with Triton's binary tensor extension.
+
+A codec and nothing else: ``decode`` turns a request body into the core's ``TensorRequest`` (and how the answer
+is to be written), ``encode`` writes the core's output tensors as the protocol's answer. What a model does with
+its tensors (rows of a tabular model, images of a classifier, a tensor model's own inputs) is the served model's
+handler (``ServedModel.infer``), chosen when it was loaded."""
 
 from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
 from modelport.errors import InvalidInputError
-from modelport.frameworks.base import IMAGE_CLASSIFICATION
 from modelport.serving.http import Reply, is_decimal, parse_json
-from modelport.serving.runtime import ServedModel
+from modelport.serving.runtime import ServedModel, TensorRequest
 
 DATATYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -86,8 +91,60 @@ def requested_outputs(request: dict[str, Any]) -> dict[str, bool | None]:
     return wanted
 
 
-def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarray], list[str]]:
-    """→ (the input tensors by name, the names of those that may hold NaN or infinity).
+@dataclass(slots=True)
+class Encoding:
+    """How a request wants its answer written: its id (echoed), the outputs it names → whether each is
+    wanted as binary data (None: the request's default; none named: every output), and that default."""
+
+    id: str | None = None
+    outputs: dict[str, bool | None] = field(default_factory=dict)
+    binary: bool = False
+
+
+def decode(body: bytes, header_length: str | None) -> tuple[TensorRequest, Encoding]:
+    """A request body (and its Inference-Header-Content-Length) → (the core's request, how to write the answer)."""
+    request, binary = split_body(body, header_length)
+    if not binary:
+        plain = plain_request(request)
+        if plain is not None:
+            return plain
+    inputs, unchecked, raw = decode_inputs(request, binary)
+    outputs = requested_outputs(request)
+    params = parameters(request, "")
+    return (TensorRequest(inputs, frozenset(unchecked), frozenset(raw), frozenset(outputs), params),
+            Encoding(request.get("id"), outputs, _flag(params, "binary_data_output", "")))
+
+
+_PLAIN_KEYS = ({"inputs"}, {"inputs", "id"})
+_PLAIN_SPEC_KEYS = {"name", "shape", "datatype", "data"}
+
+
+def plain_request(request: Any) -> tuple[TensorRequest, Encoding] | None:
+    """The usual request (one FP64 tensor of flat JSON numbers, no outputs named, no parameters) in one
+    pass, or None to take the general path (``decode_inputs``), which decodes it to the same tensor slower
+    and explains what is wrong with any other."""
+    if type(request) is not dict or request.keys() not in _PLAIN_KEYS or type(request.get("id", "")) is not str:
+        return None
+    inputs = request["inputs"]
+    if type(inputs) is not list or len(inputs) != 1:
+        return None
+    spec = inputs[0]
+    if type(spec) is not dict or spec.keys() != _PLAIN_SPEC_KEYS or spec["datatype"] != "FP64":
+        return None
+    name, data, shape = spec["name"], spec["data"], spec["shape"]
+    if type(name) is not str or not name or type(data) is not list or not data or type(shape) is not list or not shape:
+        return None
+    if set(map(type, shape)) != _INT or min(shape) < 0 or math.prod(shape) != len(data):
+        return None
+    if not set(map(type, data)) <= _NUMBERS:  # bools, strings, nulls, nested lists: the general path
+        return None
+    # JSON numbers are finite (orjson refuses NaN, Infinity and overflow): none is unchecked.
+    return TensorRequest({name: np.array(data, dtype=np.float64).reshape(shape)}), Encoding(request.get("id"))
+
+
+def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """→ (the input tensors by name, the names of those that may hold NaN or infinity, the names of those
+    sent as binary data).
 
     Tensors sent as JSON numbers in FP64 or an integer type are finite: orjson refuses NaN,
     Infinity and numbers that overflow. Binary tensors and narrower floats may not be, so models
@@ -99,6 +156,7 @@ def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarra
     parameters(request, "")
     tensors: dict[str, np.ndarray] = {}
     unchecked: list[str] = []
+    raw: list[str] = []
     offset = 0
     for i, spec in enumerate(request["inputs"]):
         if not isinstance(spec, dict):
@@ -117,13 +175,14 @@ def decode_inputs(request: Any, binary: memoryview) -> tuple[dict[str, np.ndarra
             tensors[name] = _from_binary(binary[offset:offset + size], datatype, shape, name)
             offset += size
             unchecked.append(name)
+            raw.append(name)
         else:
             if "data" not in spec:
                 raise InvalidInputError(f"Input {name!r} has no data")
             tensors[name] = _from_json(spec["data"], datatype, shape, name)
             if datatype in ("FP16", "FP32"):
                 unchecked.append(name)
-    return tensors, unchecked
+    return tensors, unchecked, raw
 
 
 def _shape(shape: Any, name: str) -> tuple[int, ...]:
@@ -224,40 +283,43 @@ def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], name: s
 
 # -- responses ---------------------------------------------------------------------------------
 
-def encode_response(model: ServedModel, request: dict[str, Any], outputs: dict[str, np.ndarray]) -> Reply:
-    requested = requested_outputs(request)
-    all_binary = _flag(parameters(request, ""), "binary_data_output", "")
+def encode(model: ServedModel, encoding: Encoding, outputs: dict[str, np.ndarray]) -> Reply:
+    """The model's output tensors as the answer: those the request named (every one if none), each as
+    JSON or as binary data after the JSON header, as it asked."""
+    requested = encoding.outputs
     binary_names: set[str] = set()
     if requested:
         unknown = [name for name in requested if name not in outputs]
         if unknown:
             raise InvalidInputError(f"Unknown output {unknown[0]!r}; this model has {', '.join(outputs)}")
         outputs = {name: outputs[name] for name in requested}
-        binary_names = {name for name, binary in requested.items() if (all_binary if binary is None else binary)}
-    elif all_binary:
+        binary_names = {name for name, binary in requested.items() if (encoding.binary if binary is None else binary)}
+    elif encoding.binary:
         binary_names = set(outputs)
     entries, chunks = [], []
     for name, arr in outputs.items():
         arr = np.asarray(arr)
         if name in binary_names:
             datatype = _datatype(arr)
-            raw = _to_binary(arr, datatype)
-            entries.append({"name": name, "datatype": datatype, "shape": list(arr.shape), "parameters": {"binary_data_size": len(raw)}})
-            chunks.append(raw)
+            data = _to_binary(arr, datatype)
+            entries.append({"name": name, "datatype": datatype, "shape": list(arr.shape), "parameters": {"binary_data_size": len(data)}})
+            chunks.append(data)
         else:
             entries.append(_json_entry(name, arr))
-    header = orjson.dumps(_response_body(model, request, entries))
+    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": entries}
+    if encoding.id is not None:
+        body["id"] = encoding.id
+    header = orjson.dumps(body)
     if not chunks:
         return Reply(header)
     return Reply(b"".join([header, *chunks]), content_type=b"application/octet-stream",
-                 headers=[(b"inference-header-content-length", str(len(header)).encode())])
+                 headers=[(HEADER_LENGTH.encode(), str(len(header)).encode())])
 
 
-def _response_body(model: ServedModel, request: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
-    if "id" in request:
-        body["id"] = request["id"]
-    return body
+async def infer(model: ServedModel, header_length: str | None, body: bytes) -> Reply:
+    """``POST /v2/models/{name}[/versions/{v}]/infer``: decode, the model's handler, encode."""
+    request, encoding = decode(body, header_length)
+    return encode(model, encoding, await model.infer(request))
 
 
 def _datatype(arr: np.ndarray) -> str:
@@ -289,126 +351,10 @@ def _to_binary(arr: np.ndarray, datatype: str) -> bytes:
 # -- metadata ----------------------------------------------------------------------------------
 
 def model_metadata(model: ServedModel) -> dict[str, Any]:
-    sig = model.info.signature
-    if sig.get("kind") == "tabular":
-        n = len(sig["features"])
-        inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, n]}]
-        outputs = [{"name": "predictions", "datatype": v2_datatype(sig["output"]["dtype"]), "shape": [-1]}]
-        if sig.get("classes") is not None:
-            outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [-1, len(sig["classes"])]})
-    else:
-        inputs = [{"name": t["name"], "datatype": v2_datatype(t["dtype"]), "shape": t["shape"]} for t in sig.get("inputs", [])]
-        outputs = [{"name": t["name"], "datatype": v2_datatype(t["dtype"]), "shape": t["shape"]} for t in sig.get("outputs", [])]
-    return {"name": model.name, "versions": [model.version], "platform": model.info.framework, "inputs": inputs, "outputs": outputs}
+    return {"name": model.name, "versions": [model.version], "platform": model.info.framework,
+            "inputs": [_tensor_metadata(t) for t in model.input_specs],
+            "outputs": [_tensor_metadata(t) for t in model.output_specs]}
 
 
-# -- tabular models over v2 ---------------------------------------------------------------------
-
-def tabular_rows(model: ServedModel, tensors: dict[str, np.ndarray], unchecked: list[str]) -> np.ndarray:
-    """One [N, n_features] tensor (any name), or one [N] / [N, 1] tensor per feature, by name."""
-    schema = model.schema
-    assert schema is not None
-    if len(tensors) == 1:
-        (name, arr), = tensors.items()
-        if arr.dtype == object:
-            raise InvalidInputError(f"Input {name!r} must be numeric")
-        if arr.ndim == 1 and arr.shape[0] == schema.n:
-            arr = arr.reshape(1, -1)
-        if arr.ndim != 2 or arr.shape[1] != schema.n:
-            raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; the model expects [N, {schema.n}] "
-                                    f"({', '.join(schema.features[:10])})")
-        x = arr.astype(np.float64, copy=False)
-    else:
-        missing = [f for f in schema.features if f not in tensors]
-        if missing:
-            raise InvalidInputError(f"Missing input(s) {', '.join(map(repr, missing[:10]))}: send one [N, {schema.n}] tensor, "
-                                    "or one tensor per feature named after it")
-        cols = [tensors[f].reshape(-1).astype(np.float64, copy=False) for f in schema.features]
-        if len({len(c) for c in cols}) != 1:
-            raise InvalidInputError("Feature tensors have different lengths")
-        x = np.column_stack(cols)
-    if x.shape[0] == 0:
-        raise InvalidInputError("The input has no rows")
-    if unchecked:
-        schema.check_finite(x)
-    return x
-
-
-_PLAIN_KEYS = ({"inputs"}, {"inputs", "id"})
-_PLAIN_SPEC_KEYS = {"name", "shape", "datatype", "data"}
-
-
-def plain_tabular_rows(model: ServedModel, request: Any) -> np.ndarray | None:
-    """The usual request to a tabular model in one pass, or None to take the general path.
-
-    Usual means: one FP64 tensor of JSON numbers, flat data, shape [N, n_features], no outputs or
-    parameters. Anything else, valid or not, goes through ``decode_inputs`` and ``tabular_rows``,
-    which give the same answer slower and explain what is wrong."""
-    if type(request) is not dict or request.keys() not in _PLAIN_KEYS or type(request.get("id", "")) is not str:
-        return None
-    inputs = request["inputs"]
-    if type(inputs) is not list or len(inputs) != 1:
-        return None
-    spec = inputs[0]
-    if type(spec) is not dict or spec.keys() != _PLAIN_SPEC_KEYS or spec["datatype"] != "FP64" or type(spec["name"]) is not str or not spec["name"]:
-        return None
-    data, shape, n = spec["data"], spec["shape"], model.schema.n if model.schema is not None and _tabular(model) else 0
-    if type(data) is not list or not data or not n or len(data) % n or shape != [len(data) // n, n] or type(shape[0]) is not int:
-        return None
-    if not set(map(type, data)) <= _NUMBERS:  # bools, strings, nulls, nested lists: the general path
-        return None
-    # JSON numbers are finite (orjson refuses NaN, Infinity and overflow): no finiteness check.
-    return np.array(data, dtype=np.float64).reshape(shape)
-
-
-def plain_tabular_reply(model: ServedModel, request: dict[str, Any], y: np.ndarray) -> Reply:
-    return Reply(orjson.dumps(_response_body(model, request, [_json_entry("predictions", y)])))
-
-
-async def infer(model: ServedModel, header_length: str | None, body: bytes) -> Reply:
-    req, binary = split_body(body, header_length)
-    if not binary and model.schema is not None and _tabular(model):
-        x = plain_tabular_rows(model, req)
-        if x is not None:
-            return plain_tabular_reply(model, req, await model.predict(x))
-    tensors, unchecked = decode_inputs(req, binary)
-    if model.task == IMAGE_CLASSIFICATION:  # encoded image files in, class scores out: serving/images.py
-        from modelport.serving import images
-
-        return encode_response(model, req, await images.v2_outputs(model, req, tensors))
-    if model.schema is not None and _tabular(model):
-        x = tabular_rows(model, tensors, unchecked)
-        outputs: dict[str, np.ndarray] = {"predictions": await model.predict(x)}
-        if "probabilities" in requested_outputs(req) and model.schema.classes is not None:
-            outputs["probabilities"] = await model.predict_proba(x)
-    else:
-        outputs = await model.infer(check_tensor_inputs(model, tensors))
-    return encode_response(model, req, outputs)
-
-
-def _tabular(model: ServedModel) -> bool:
-    """A tabular model's v2 contract (one FP64 input, "predictions" out); a tensor model keeps its own names
-    here even when the simple API serves it as rows."""
-    return model.info.signature.get("kind") == "tabular"
-
-
-def check_tensor_inputs(model: ServedModel, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    specs = model.info.signature.get("inputs", [])
-    expected = {s["name"]: s for s in specs}
-    missing = [n for n in expected if n not in tensors]
-    unknown = [n for n in tensors if n not in expected]
-    if missing or unknown:
-        raise InvalidInputError(f"The model's inputs are {', '.join(expected)}; "
-                                + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"))
-    out = {}
-    for name, spec in expected.items():
-        arr = tensors[name]
-        want = spec["shape"]
-        if len(want) != arr.ndim or any(w not in (-1, a) for w, a in zip(want, arr.shape, strict=True)):
-            raise InvalidInputError(f"Input {name!r} has shape {list(arr.shape)}; the model expects {want} (-1: any size)")
-        if spec["dtype"] not in ("string", "object"):
-            if arr.dtype == object:
-                raise InvalidInputError(f"Input {name!r} must be numeric ({spec['dtype']})")
-            arr = arr.astype(spec["dtype"], copy=False)
-        out[name] = arr
-    return out
+def _tensor_metadata(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"name": spec["name"], "datatype": v2_datatype(spec["dtype"]), "shape": spec["shape"]}
