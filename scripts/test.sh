@@ -57,8 +57,16 @@ export PYTEST_DEBUG_TEMPROOT
 # (pytest-xdist, handing them out one at a time, the longest first, tests sharing a module's server
 # on one worker: pyproject.toml's addopts and tests/conftest.py). The Docker tests share one engine and module-wide images and stacks: one process.
 # Exit status 5 is "no test selected" (arguments naming only one kind): not a failure.
+# The Swarm tests run on engines of their own (the test Swarm): beside the other Docker tests, which
+# mostly wait on containers, with their output shown when both are done.
 status=0
 python3 -m pytest -m "not docker" -n 2 "$@" || { s=$?; [ "$s" = 5 ] || status=$s; }
-python3 -m pytest -m docker "$@" || { s=$?; [ "$s" = 5 ] || status=$s; }
+swarm_log=$PYTEST_DEBUG_TEMPROOT/swarm-tests.log
+python3 -m pytest -m swarm -p no:cacheprovider "$@" >"$swarm_log" 2>&1 &
+swarm_pid=$!
+python3 -m pytest -m "docker and not swarm" "$@" || { s=$?; [ "$s" = 5 ] || status=$s; }
+echo "==> Swarm tests (beside the Docker tests; log: $swarm_log)"
+wait "$swarm_pid" || { s=$?; [ "$s" = 5 ] || status=$s; }
+cat "$swarm_log"
 [ "$status" = 0 ] || exit "$status"
 rm -rf "$PYTEST_DEBUG_TEMPROOT"  # kept when a test failed
