@@ -52,19 +52,9 @@ readonly RULE_COMMENT=modelport-swarm$SUFFIX
 # Overlay subnets from a pool of their own, apart from the bridge's 10.213.0.0/24.
 readonly ADDR_POOL=10.214.0.0/16
 
-now() { date +%s%N; }
-since() { local ms=$((($(now) - $1) / 1000000)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
-T0=$(now)
-readonly T0
-say() { printf '[swarm %7s] %s\n' "$(since "$T0")" "$*"; }
-die() { printf 'swarm-cluster: error: %s\n' "$*" >&2; exit 1; }
-
-# Runs a simple command with its output in a log file; shows the log's tail if it fails.
-logged() {
-    local log=$LOG_DIR/$1.log
-    shift
-    "$@" >"$log" 2>&1 || { tail -n 30 "$log" >&2; die "'$*' failed; full log: $log"; }
-}
+readonly PROGRESS_TAG=swarm PROGRESS_NAME=swarm-cluster
+# shellcheck source=scripts/progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/progress.sh"
 
 # Per-node names: nodeN -> namespace mpswN, address 10.213.0.1N, host-side veth vmpswN.
 node_index() { [[ $1 =~ ^node([1-3])$ ]] || die "unknown node '$1' (one of: ${NODES[*]})"; echo "${BASH_REMATCH[1]}"; }

@@ -31,19 +31,9 @@ readonly SCRIPTS_DIR
 readonly IMAGES_DIR=$SCRIPTS_DIR/images
 readonly SWARM_CLUSTER=$SCRIPTS_DIR/swarm-cluster.sh
 
-now() { date +%s%N; }
-since() { local ms=$((($(now) - $1) / 1000000)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
-T0=$(now)
-readonly T0
-say() { printf '[test-env %7s] %s\n' "$(since "$T0")" "$*"; }
-die() { printf 'test-env: error: %s\n' "$*" >&2; exit 1; }
-
-# Runs a simple command with its output in a log file; shows the log's tail if it fails.
-logged() {
-    local log=$LOG_DIR/$1.log
-    shift
-    "$@" >"$log" 2>&1 || { tail -n 30 "$log" >&2; die "'$*' failed; full log: $log"; }
-}
+readonly PROGRESS_TAG=test-env PROGRESS_NAME=test-env
+# shellcheck source=scripts/progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/progress.sh"
 
 missing_packages() {
     local pkg
