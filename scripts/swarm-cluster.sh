@@ -53,8 +53,8 @@ readonly RULE_COMMENT=modelport-swarm$SUFFIX
 readonly ADDR_POOL=10.214.0.0/16
 
 readonly PROGRESS_TAG=swarm PROGRESS_NAME=swarm-cluster
-# shellcheck source=scripts/progress.sh
-source "$(dirname "${BASH_SOURCE[0]}")/progress.sh"
+# shellcheck source=scripts/setup-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-lib.sh"
 
 # Per-node names: nodeN -> namespace mpswN, address 10.213.0.1N, host-side veth vmpswN.
 node_index() { [[ $1 =~ ^node([1-3])$ ]] || die "unknown node '$1' (one of: ${NODES[*]})"; echo "${BASH_REMATCH[1]}"; }
@@ -125,30 +125,6 @@ kill_wait() {
 
 # ---------------------------------------------------------------------------------------------
 # Packages, the network, the registry.
-
-missing_packages() {
-    local pkg
-    for pkg in "${PACKAGES[@]}"; do
-        [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || echo "$pkg"
-    done
-}
-
-install_packages() {
-    local missing start
-    mapfile -t missing < <(missing_packages)
-    [ ${#missing[@]} -gt 0 ] || return 0
-    start=$(now)
-    say "installing ${missing[*]} ..."
-    local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}")
-    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-        logged apt-get-update apt-get update
-    fi
-    if ! "${install[@]}" >"$LOG_DIR/apt-get-install.log" 2>&1; then
-        logged apt-get-update apt-get update
-        logged apt-get-install "${install[@]}"
-    fi
-    say "installed ${missing[*]} in $(since "$start")"
-}
 
 iptables_rule() { iptables -w "$1" FORWARD -i "$BRIDGE" -o "$BRIDGE" -m comment --comment "$RULE_COMMENT" -j ACCEPT; }
 

@@ -32,36 +32,8 @@ readonly IMAGES_DIR=$SCRIPTS_DIR/images
 readonly SWARM_CLUSTER=$SCRIPTS_DIR/swarm-cluster.sh
 
 readonly PROGRESS_TAG=test-env PROGRESS_NAME=test-env
-# shellcheck source=scripts/progress.sh
-source "$(dirname "${BASH_SOURCE[0]}")/progress.sh"
-
-missing_packages() {
-    local pkg
-    for pkg in "${PACKAGES[@]}"; do
-        [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || echo "$pkg"
-    done
-}
-
-install_packages() {
-    local missing start
-    start=$(now)
-    mapfile -t missing < <(missing_packages)
-    if [ ${#missing[@]} -eq 0 ]; then
-        say "packages present: ${PACKAGES[*]}"
-        return
-    fi
-    say "installing ${missing[*]} ..."
-    local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}")
-    # apt-get update only when there are no package lists, or when they are too old to install from.
-    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-        logged apt-get-update apt-get update
-    fi
-    if ! "${install[@]}" >"$LOG_DIR/apt-get-install.log" 2>&1; then
-        logged apt-get-update apt-get update
-        logged apt-get-install "${install[@]}"
-    fi
-    say "installed ${missing[*]} in $(since "$start")"
-}
+# shellcheck source=scripts/setup-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-lib.sh"
 
 engine_version() { timeout 10 "$DOCKER" version --format '{{.Server.Version}}' 2>/dev/null; }
 
