@@ -250,34 +250,30 @@ def serve_command(ref: str, db_url: str = DB_URL) -> list[str]:
             "--log-db", db_url, "--spool-dir", SPOOL_DIR, "--trust-proxy-headers"]
 
 
-def render_compose(state: StackState) -> str:
-    def labels(role: str, **more: str) -> str:
-        return json.dumps({STACK: state.name, ROLE: role, **{f"io.modelport.{k}": v for k, v in more.items()}})
+def _render(template: str, state: StackState, **more: Any) -> str:
+    """A stack file: what both templates are given."""
+    def labels(role: str, **extra: str) -> str:
+        return json.dumps({STACK: state.name, ROLE: role, **{f"io.modelport.{k}": v for k, v in extra.items()}})
 
     def serve(m: ModelService, release: Release) -> list[str]:
         return serve_command(f"{m.name}:{release.version}")
 
-    return TEMPLATES.get_template("compose.yaml.j2").render(
+    return TEMPLATES.get_template(template).render(
         stack=state, labels=labels, serve=serve, slots=proxy.SLOTS, password_file=f"./{PASSWORD_FILE}",
         db_url=DB_URL, spool_dir=SPOOL_DIR, proxy_log_port=PROXY_LOG_PORT, port=MODEL_PORT,
-        modelport_version=modelport.__version__)
+        modelport_version=modelport.__version__, **more)
+
+
+def render_compose(state: StackState) -> str:
+    return _render("compose.yaml.j2", state)
 
 
 def render_swarm(state: StackState) -> str:
     """The Swarm stack file: the same services as compose.yaml, as ``docker stack deploy`` takes them,
-    every image named as the nodes pull it from the registry."""
+    every image named as the nodes pull it from the registry. ``autoscaler``: the place for an
+    autoscaling service (None: none)."""
     assert state.swarm is not None
-
-    def labels(role: str, **more: str) -> str:
-        return json.dumps({STACK: state.name, ROLE: role, **{f"io.modelport.{k}": v for k, v in more.items()}})
-
-    def serve(m: ModelService, release: Release) -> list[str]:
-        return serve_command(f"{m.name}:{release.version}")
-
-    return TEMPLATES.get_template("swarm-stack.yaml.j2").render(
-        stack=state, swarm=state.swarm, image=state.swarm.image, labels=labels, serve=serve, slots=proxy.SLOTS,
-        password_file=f"./{PASSWORD_FILE}", db_url=DB_URL, spool_dir=SPOOL_DIR, proxy_log_port=PROXY_LOG_PORT,
-        port=MODEL_PORT, modelport_version=modelport.__version__, autoscaler=None)
+    return _render("swarm-stack.yaml.j2", state, swarm=state.swarm, image=state.swarm.image, autoscaler=None)
 
 
 def gateway_files(state: StackState) -> dict[str, str]:
@@ -773,7 +769,7 @@ def _swarm_rows(stack: Stack) -> list[dict[str, Any]]:
                      for p in (t.get("Status", {}).get("PortStatus") or {}).get("Ports") or []]
             rows.append({"service": service, "container": f"{service}.{t.get('Slot', t['ID'][:12])}",
                          "node": nodes.get(t.get("NodeID", ""), "-"), "image": t["Spec"]["ContainerSpec"]["Image"],
-                         "state": swarm.state(t), "ports": ", ".join(ports), "model": labels.get("io.modelport.model"),
+                         "state": swarm.state(t), "ports": ", ".join(dict.fromkeys(ports)), "model": labels.get("io.modelport.model"),
                          "version": labels.get("io.modelport.version"), "slot": labels.get(SLOT, ""),
                          "proxy": None, "weight": None, "address": swarm.address(t, f"{stack.state.name}_backend")})
     return rows

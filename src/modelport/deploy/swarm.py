@@ -124,8 +124,8 @@ class SwarmProject:
         self.run("stack", "rm", self.name)
         deadline = time.monotonic() + timeout
         label = {"label": f"{NAMESPACE}={self.name}"}
-        while time.monotonic() < deadline and (self.client.containers.list(all=True, filters=label)
-                                               or self.client.networks.list(filters=label)):
+        while time.monotonic() < deadline and (self.client.api.containers(all=True, filters=label)  # no inspect: they go
+                                               or self.client.api.networks(filters=label)):
             time.sleep(0.5)
 
     def service_name(self, service: str) -> str:
