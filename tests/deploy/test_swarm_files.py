@@ -49,7 +49,7 @@ def test_the_stack_file_has_a_service_per_slot_and_no_compose_only_keys() -> Non
 def test_model_services_spread_over_the_nodes_with_limits_and_updates() -> None:
     services = rendered()["services"]
     lin = services["lin-green"]
-    assert lin["image"] == f"{REGISTRY}/modelport/lin:2"
+    assert lin["image"] == f"{REGISTRY}/modelport/lin:2-d2"  # the model's sha256 in the tag
     assert lin["command"][:2] == ["serve", "lin:2"] and "ports" not in lin
     deploy = lin["deploy"]
     assert deploy["replicas"] == 3 and deploy["placement"] == {"preferences": [{"spread": "node.id"}]}
@@ -117,6 +117,7 @@ def test_registry_references() -> None:
     assert settings.image("modelport/lin:1") == "10.213.0.1:5000/modelport/lin:1"
     assert settings.image("postgres:15") == "10.213.0.1:5000/postgres:15"
     assert settings.image("localhost:5000/x/y:1") == "10.213.0.1:5000/x/y:1"
+    assert settings.image("modelport/lin:1", "0123456789abcdef") == "10.213.0.1:5000/modelport/lin:1-0123456789ab"
     for bad in ("", "http://reg:5000", "a b"):
         with pytest.raises(ModelportError, match="--registry"):
             SwarmSettings(bad)

@@ -134,9 +134,8 @@ def _pushed_tags(directory: Path) -> list[str]:
     state = StackState.from_json(json.loads((directory / "stack.json").read_text()))
     if state.swarm is None:
         return []
-    images = [r.image for m in state.models for r in m.slots.values()] + [state.control_image, state.gateway_image,
-                                                                         state.db_image]
-    return [state.swarm.image(i) for i in images]
+    return ([state.swarm.image(r.image, r.digest) for m in state.models for r in m.slots.values()]
+            + [state.swarm.image(i) for i in (state.control_image, state.gateway_image, state.db_image)])
 
 
 def expected(stack: SwarmStack, ref: str, x: np.ndarray) -> np.ndarray:
@@ -237,7 +236,7 @@ def test_deploy_and_rollback_under_a_client_loop_fail_no_request(stack: SwarmSta
     with ClientLoop(stack) as loop:
         stack.cli("stack", "deploy", "lin=2", timeout=900)
         after_deploy = len(loop.seen)
-        assert f'"{stack.cluster.registry}/modelport/lin:2"' in (stack.directory / "swarm-stack.yaml").read_text()
+        assert f'"{stack.cluster.registry}/modelport/lin:2-' in (stack.directory / "swarm-stack.yaml").read_text()
         wait_until(lambda: len(loop.seen), lambda n: n > after_deploy + 20, timeout=30)
         stack.cli("stack", "rollback", "lin", timeout=900)
         after_rollback = len(loop.seen)
@@ -247,7 +246,8 @@ def test_deploy_and_rollback_under_a_client_loop_fail_no_request(stack: SwarmSta
     assert not failed, failed[:5]
     versions = [v for _, _, v in loop.seen]
     assert versions[0] == "1" and "2" in versions[:after_deploy + 1] and set(versions[after_rollback + 5:]) == {"1"}
-    assert {t["Spec"]["ContainerSpec"]["Image"] for t in stack.tasks("lin-blue")} == {f"{stack.cluster.registry}/modelport/lin:1"}
+    (image,) = {t["Spec"]["ContainerSpec"]["Image"] for t in stack.tasks("lin-blue")}
+    assert image.startswith(f"{stack.cluster.registry}/modelport/lin:1-")
     assert not stack.tasks("lin-green")  # the other slot's service is gone
 
 

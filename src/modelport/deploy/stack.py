@@ -418,17 +418,21 @@ def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progr
         stack.state.gateway_image = tag
         stack.save()
     if stack.state.swarm:
-        publish(stack, [r.image for m in stack.state.models for r in m.slots.values()]
-                + [stack.state.control_image, stack.state.gateway_image, stack.state.db_image], progress)
+        publish(stack, [r for m in stack.state.models for r in m.slots.values()], progress)
 
 
-def publish(stack: Stack, images: list[str], progress: Progress) -> None:
-    """Push the images to the stack's registry, where the Swarm's nodes pull them (by the names the
-    stack file gives them). The database's image is pulled first when this engine lacks it."""
+def publish(stack: Stack, releases: list[Release], progress: Progress, *, all: bool = True) -> None:
+    """Push the releases' images (and unless ``all`` is false the control, gateway and database images) to
+    the stack's registry, where the Swarm's nodes pull them by the names the stack file gives them. The
+    database's image is pulled first when this engine lacks it."""
     import docker.errors
 
-    assert stack.state.swarm is not None
-    for image in dict.fromkeys(images):
+    settings = stack.state.swarm
+    assert settings is not None
+    images = {r.image: settings.image(r.image, r.digest) for r in releases}
+    if all:
+        images |= {i: settings.image(i) for i in (stack.state.control_image, stack.state.gateway_image, stack.state.db_image)}
+    for image, pushed in images.items():
         if image == stack.state.db_image and not engine.image_exists(image):
             progress(f"Pulling {image}")
             try:
@@ -436,7 +440,7 @@ def publish(stack: Stack, images: list[str], progress: Progress) -> None:
             except docker.errors.APIError as e:
                 raise ModelportError(f"Cannot pull the database image {image!r} ({e.explanation or e}): pull it "
                                      "yourself, or pass --db-image to `stack init`") from None
-        engine.push(image, stack.state.swarm.image(image), progress)
+        engine.push(image, pushed, progress)
 
 
 # -- replicas under Compose ---------------------------------------------------------------------
@@ -831,7 +835,7 @@ def _release(stack: Stack, m: ModelService, new: Release, *, canary: int | None,
     runtime = stack.runtime(m)
     ensure_model_image(stack, m, new, store, progress)
     if stack.state.swarm:
-        publish(stack, [new.image], progress)
+        publish(stack, [new], progress, all=False)
     slot, old = proxy.other(m.serving), m.release
     runtime.set_version(slot, str(new.version))
     progress(f"Starting {m.replicas} replica(s) of {m.name}:{new.version} beside version {old.version}")

@@ -52,13 +52,14 @@ class SwarmSettings:
             raise ModelportError(f"--registry {self.registry!r}: expected HOST[:PORT][/PREFIX], e.g. "
                                  "registry.example.com:5000 (no scheme)")
 
-    def image(self, local: str) -> str:
+    def image(self, local: str, digest: str = "") -> str:
         """The reference the nodes pull ``local`` by: its repository under the registry (a registry
-        host already in ``local``, like docker.io/library/postgres, is replaced)."""
+        host already in ``local``, like docker.io/library/postgres, is replaced). ``digest``: a model's
+        sha256, in the tag: another store's lin:1 pushed to the same registry must not replace this one."""
         first, slash, rest = local.partition("/")
         if slash and ("." in first or ":" in first or first == "localhost"):
             local = rest
-        return f"{self.registry}/{local}"
+        return f"{self.registry}/{local}" + (f"-{digest[:12]}" if digest else "")
 
 
 @functools.cache
