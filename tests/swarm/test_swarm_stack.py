@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import TEST_BASE_IMAGE
 from tests.fixtures_stack import POSTGRES_IMAGE, remove_everything
-from tests.fixtures_swarm import SwarmCluster, swarm_cluster  # noqa: F401 (the fixture)
+from tests.fixtures_swarm import SwarmCluster
 from tests.helpers import free_port, run_cli, wait_until
 
 docker = pytest.importorskip("docker")
@@ -86,7 +86,7 @@ def _clean_nodes(cluster: SwarmCluster, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(swarm_cluster: SwarmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmStack]:  # noqa: F811
+def stack(swarm_cluster: SwarmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmStack]:
     import pandas as pd
 
     cluster = swarm_cluster

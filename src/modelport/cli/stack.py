@@ -183,6 +183,41 @@ def scale(model: str, replicas: int = typer.Argument(..., help="How many replica
     success(f"{m.name}:{m.version} runs {m.replicas} replica(s)")
 
 
+@app.command()
+def autoscale(
+    stack: str = typer.Option(..., "--stack", help="The Swarm stack's name: its model services are STACK_MODEL-SLOT."),
+    gateway: list[str] = typer.Option(..., "--gateway", help="The gateway's URL in the stack network (http://gateway:8080); "
+                                      "repeat for each gateway replica."),
+    policy: str = typer.Option(..., "--policy", envvar="MODELPORT_AUTOSCALE_POLICY",
+                               help='JSON {"MODEL": {"min": 1, "max": 8, "target": {"in_flight": 4}, "down_window": 60}} '
+                               "or a file holding it (a stack.json: its models' autoscale)."),
+    every: float = typer.Option(2.0, "--every", help="Seconds between two passes."),
+    summary_every: float = typer.Option(60.0, "--summary-every", help="Seconds between two summary lines per model."),
+    passes: int = typer.Option(None, "--passes", help="Stop after this many passes (default: until stopped)."),
+) -> None:
+    """Scale a Swarm stack's models on the gateway's metrics, one JSON line per decision (the stack's
+    autoscaler service runs this on a manager node, the Docker socket mounted)."""
+    import signal
+    import threading
+
+    from modelport.container import engine
+    from modelport.deploy.autoscale import Autoscaler, GatewayMetrics, SwarmScaler, load_policies
+
+    if every <= 0:
+        raise ModelportError(f"--every {every}: seconds, above 0")
+    policies = load_policies(policy)  # before the engine: a bad policy is the likelier mistake
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():  # PID 1 in a container ignores SIGTERM unhandled
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    scaler = SwarmScaler(engine.client(), stack)
+    scaler.check()
+    metrics = GatewayMetrics(gateway)
+    try:
+        Autoscaler(policies, metrics, scaler, summary_every=summary_every).run(every, stop=stop, passes=passes)
+    finally:
+        metrics.close()
+
+
 # -- keys: straight to the database when its URL is known (in the control service), else through it;
 # the proxy gets the active keys' hashes after every change
 

@@ -97,6 +97,7 @@ class ModelService:
     memory: str = "1g"
     canary: int | None = None  # the percent of requests the other slot gets
     previous: Release | None = None  # what rollback returns to
+    autoscale: dict[str, Any] | None = None  # a Swarm stack's policy, as written (deploy/autoscale.py checks it)
 
     @classmethod
     def of(cls, mv: ModelVersion, **settings: Any) -> ModelService:
@@ -270,10 +271,13 @@ def render_compose(state: StackState) -> str:
 
 def render_swarm(state: StackState) -> str:
     """The Swarm stack file: the same services as compose.yaml, as ``docker stack deploy`` takes them,
-    every image named as the nodes pull it from the registry. ``autoscaler``: the place for an
-    autoscaling service (None: none)."""
+    every image named as the nodes pull it from the registry; an autoscaler service when a model has a policy."""
+    from modelport.deploy import autoscale
+
     assert state.swarm is not None
-    return _render("swarm-stack.yaml.j2", state, swarm=state.swarm, image=state.swarm.image, autoscaler=None)
+    command = autoscale.command(state.name, {m.name: m.autoscale for m in state.models})
+    return _render("swarm-stack.yaml.j2", state, swarm=state.swarm, image=state.swarm.image,
+                   autoscaler={"command": command} if command else None)
 
 
 def gateway_files(state: StackState) -> dict[str, str]:
