@@ -20,9 +20,11 @@ def build(
     requirements: Path = typer.Option(None, "--requirements", help="Extra pip requirements for the image, one per line."),
     context_only: Path = typer.Option(None, "--context-only", help="Write the build context to this directory and stop."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build every layer again."),
+    push: str = typer.Option(None, "--push", help="Then push it as REGISTRY/REPOSITORY or REGISTRY/REPOSITORY:TAG (default tag: the model version)."),
 ) -> None:
-    """Build a lean, offline-reproducible image serving a model."""
-    from modelport.container.build import build_image, write_build_context
+    """Build a lean, offline-reproducible image serving a model (and push it to a registry)."""
+    from modelport.container import engine
+    from modelport.container.build import build_image, push_reference, write_build_context
 
     with LoggedProgress("build") as log:
         if context_only:
@@ -30,7 +32,10 @@ def build(
             success(f"Build context written to {context_only}", f"  (docker build -t IMAGE {context_only})")
             return
         image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache, progress=log)
-    success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}")
+        if push:
+            engine.push(image.tag, pushed := push_reference(push, image.model), progress=log)
+    success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}"
+            + (f", pushed as {pushed}" if push else ""))
 
 
 def run(

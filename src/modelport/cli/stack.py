@@ -57,22 +57,39 @@ def init(
 
 @app.command()
 def up(directory: Path = DIR, wait: float = UP_WAIT,
-       gateway_port: int = typer.Option(None, "--gateway-port", help="Publish the gateway on this port from now on.")) -> None:
-    """Build missing images, start every service, wait until all are healthy."""
+       gateway_port: int = typer.Option(None, "--gateway-port", help="Publish the gateway on this port from now on."),
+       swarm: bool = typer.Option(False, "--swarm", help="Run the stack on Docker Swarm from now on (recorded in stack.json)."),
+       registry: str = typer.Option(None, "--registry", help="With --swarm: the registry the images are pushed to and "
+                                    "the nodes pull from: HOST:PORT, or HOST:PORT/PREFIX."),
+       manager: str = typer.Option("", "--manager", help="With --swarm: a Swarm manager's engine (unix://, tcp://, ssh://); "
+                                   "default: the engine modelport talks to (DOCKER_HOST), which also builds and pushes."),
+       node: str = typer.Option("", "--node", help="With --swarm: the node (hostname) for the gateway, control service "
+                                "and database; default: the manager's."),
+) -> None:
+    """Build missing images, start every service, wait until all are healthy (on a Swarm: push the
+    images to its registry and `docker stack deploy` it)."""
     from modelport.deploy.stack import up as stack_up
+    from modelport.deploy.swarm import SwarmSettings
 
+    if (registry or manager or node) and not swarm:
+        raise ModelportError("--registry, --manager and --node go with --swarm")
+    if swarm and not registry:
+        raise ModelportError("--swarm needs --registry: the Swarm's nodes pull the stack's images from it")
     stack = _stack(directory)
+    settings = SwarmSettings(registry, manager, node) if swarm else None
     with LoggedProgress("stack-up") as log:
-        stack_up(stack, wait=wait, gateway_port=gateway_port, progress=log)
+        stack_up(stack, wait=wait, gateway_port=gateway_port, swarm_settings=settings, progress=log)
     s = stack.state
-    success(f"Stack {s.name} is up", f": http://{s.gateway_host}:{s.gateway_port} "
+    host = (stack.swarm.node_address(s.swarm.node) or s.swarm.node) if stack.swarm and s.swarm else s.gateway_host
+    success(f"Stack {s.name} is up" + (" on the Swarm" if s.swarm else ""), f": http://{host}:{s.gateway_port} "
             f"(models: {', '.join(m.name + ':' + str(m.version) for m in s.models)})")
 
 
 @app.command()
 def down(directory: Path = DIR,
          volumes: bool = typer.Option(False, "--volumes", help="Also delete the database and spool volumes.")) -> None:
-    """Stop and remove the stack's containers and networks (the data stays unless --volumes)."""
+    """Stop and remove the stack's containers and networks (the data stays unless --volumes; on a Swarm,
+    --volumes deletes those on the manager's node, the database's: each node keeps its own spool volume)."""
     from modelport.deploy.stack import down as stack_down
 
     stack = _stack(directory)
@@ -86,12 +103,15 @@ def ps(directory: Path = DIR, as_json: bool = typer.Option(False, "--json", help
     (its check and the percent of the model's requests it gets)."""
     from modelport.deploy.stack import ps as stack_ps
 
-    rows = stack_ps(_stack(directory))
+    stack = _stack(directory)
+    rows = stack_ps(stack)
     if as_json:
         return print_json(rows)
-    table(("SERVICE", "CONTAINER", "VERSION", "STATE", "PROXY", "WEIGHT", "PORTS"),
-          ((r["service"], r["container"], r["version"] or "-", r["state"], r["proxy"] or "-",
-            "-" if r["weight"] is None else f"{r['weight']}%", r["ports"] or "-") for r in rows))
+    nodes = bool(stack.state.swarm)  # a Swarm's tasks: on which node
+    table(("SERVICE", "CONTAINER" if not nodes else "TASK", *(("NODE",) if nodes else ()), "VERSION", "STATE", "PROXY",
+           "WEIGHT", "PORTS"),
+          ((r["service"], r["container"], *((r["node"],) if nodes else ()), r["version"] or "-", r["state"],
+            r["proxy"] or "-", "-" if r["weight"] is None else f"{r['weight']}%", r["ports"] or "-") for r in rows))
 
 
 @app.command()

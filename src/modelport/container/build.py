@@ -20,6 +20,7 @@ from modelport.container.context import (
     source_digest,
     write_context,
 )
+from modelport.errors import ModelportError
 from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
 
@@ -35,6 +36,15 @@ class BuiltImage:
 
 def default_tag(mv: ModelVersion) -> str:
     return f"modelport/{mv.name}:{mv.version}"
+
+
+def push_reference(target: str, mv: ModelVersion) -> str:
+    """``--push REGISTRY/REPOSITORY[:TAG]``: the reference to push, the model's version as the default tag."""
+    registry, slash, rest = target.partition("/")
+    if not slash or not rest or not registry or ("." not in registry and ":" not in registry and registry != "localhost"):
+        raise ModelportError(f"--push {target!r}: expected REGISTRY/REPOSITORY[:TAG], e.g. registry.example.com:5000/"
+                             f"{mv.name} (a registry's host name has a '.' or a ':PORT', or is localhost)")
+    return target if ":" in rest.rsplit("/", 1)[-1] else f"{target}:{mv.version}"
 
 
 def stale_image(tag: str, digest: str) -> str | None:

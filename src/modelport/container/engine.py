@@ -30,9 +30,10 @@ _clients: dict[tuple[str | None, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def client() -> Any:
-    """The process's client for the engine the environment names, or an error explaining how to get one."""
-    key = tuple(os.environ.get(name) for name in _ENV)
+def client(host: str | None = None) -> Any:
+    """The process's client for the engine the environment names (or the one at ``host``: a Swarm
+    manager's ``unix://``, ``tcp://`` or ``ssh://`` address), or an error explaining how to get one."""
+    key = (host,) if host else tuple(os.environ.get(name) for name in _ENV)
     with _clients_lock:
         if (found := _clients.get(key)) is not None:
             return found
@@ -41,7 +42,9 @@ def client() -> Any:
 
         where = key[0] or "unix:///var/run/docker.sock"
         try:
-            c = docker.from_env(timeout=120)
+            # ssh:// through the ssh binary (the user's keys and config), as the docker CLI does.
+            c = (docker.DockerClient(base_url=host, timeout=120, use_ssh_client=host.startswith("ssh://")) if host
+                 else docker.from_env(timeout=120))
             c.ping()
         except Exception as e:
             raise EngineUnavailable(
@@ -112,3 +115,45 @@ def image_labels(tag: str) -> dict[str, str] | None:
 
 def image_exists(tag: str) -> bool:
     return image_labels(tag) is not None
+
+
+def push(image: str, reference: str, progress: Callable[[str], None] = lambda _: None) -> None:
+    """Tag ``image`` as ``reference`` (REGISTRY/REPOSITORY:TAG) and push it there, one line per layer
+    pushed (not the engine's progress bars). A registry that cannot be reached is named with the fix."""
+    import docker.errors
+
+    repository, _, tag = reference.rpartition(":") if ":" in reference.rsplit("/", 1)[-1] else (reference, "", "latest")
+    api = client().api
+    try:
+        api.tag(image, repository, tag)
+    except docker.errors.ImageNotFound:
+        raise ModelportError(f"No image {image!r} to push") from None
+    progress(f"Pushing {repository}:{tag}")
+    registry = repository.split("/", 1)[0]
+    for attempt in range(3):  # a push is idempotent; a registry may fail one upload (a 404 mid-upload)
+        try:
+            for chunk in api.push(repository, tag, stream=True, decode=True):
+                if "error" in chunk:
+                    raise ModelportError(_push_error(registry, reference, chunk["error"]))
+                if chunk.get("status") in ("Pushed", "Layer already exists"):
+                    progress(ToolOutput(f"{chunk.get('id', '')}: {chunk['status']}"))
+            return
+        except docker.errors.APIError as e:
+            error = ModelportError(_push_error(registry, reference, str(e.explanation or e)))
+        except ModelportError as e:
+            error = e
+        if ": the registry" in str(error) or ": log in" in str(error) or attempt == 2:  # retrying will not help
+            raise error
+        progress(f"Pushing {reference} again: {error}")
+
+
+def _push_error(registry: str, reference: str, error: str) -> str:
+    hint = ""
+    if "server gave HTTP response to HTTPS client" in error:
+        hint = (f": the registry {registry} speaks plain HTTP; add it to the engine's insecure-registries "
+                "(/etc/docker/daemon.json) or give it TLS")
+    elif any(s in error for s in ("connection refused", "no such host", "i/o timeout", "dial tcp", "no route")):
+        hint = f": the registry {registry} cannot be reached from the Docker Engine (is it running, is the address right?)"
+    elif "unauthorized" in error or "authentication required" in error:
+        hint = f": log in first (docker login {registry})"
+    return f"Could not push {reference}: {error.strip()}{hint}"

@@ -29,6 +29,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -41,10 +42,11 @@ from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.build import default_tag, stale_image, write_build_context
 from modelport.container.context import Progress, build_time_labels, lock, modelport_wheel
-from modelport.deploy import proxy, rollout
+from modelport.deploy import proxy, rollout, swarm
 from modelport.deploy.compose import PROJECT, SERVICE, Project, explain, health, wait_healthy
 from modelport.deploy.containers import ContainerReplicas, RunSettings, check_publishable, check_replicas
 from modelport.deploy.proxy import Runtime
+from modelport.deploy.swarm import SwarmProject, SwarmSettings
 from modelport.errors import ModelportError, NotFoundError
 from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion, parse_ref
@@ -163,10 +165,13 @@ class StackState:
     proxy_image: str = defaults.PROXY_IMAGE
     models: list[ModelService] = field(default_factory=list)
     modelport_version: str = modelport.__version__
+    swarm: SwarmSettings | None = None  # runs on Docker Swarm (`stack up --swarm`), else on Compose
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StackState:
-        return cls(**{**data, "models": [ModelService.from_json(m) for m in data["models"]]})
+        where = data.get("swarm")
+        return cls(**{**data, "models": [ModelService.from_json(m) for m in data["models"]],
+                      "swarm": SwarmSettings(**where) if where else None})
 
 
 class Stack:
@@ -174,6 +179,11 @@ class Stack:
         self.directory = directory
         self.state = state
         self.project = Project(directory, state.name)
+
+    @property
+    def swarm(self) -> SwarmProject | None:
+        """The stack on its Swarm, when it runs on one."""
+        return SwarmProject(self.directory, self.state.name, self.state.swarm) if self.state.swarm else None
 
     @classmethod
     def load(cls, directory: Path | str = ".") -> Stack:
@@ -203,10 +213,21 @@ class Stack:
 
     def save(self) -> None:
         _write_atomic(self.directory / STATE_FILE, json.dumps(dataclasses.asdict(self.state), indent=2) + "\n")
-        _write_atomic(self.directory / "compose.yaml", render_compose(self.state))
+        if self.state.swarm:
+            _write_atomic(self.directory / swarm.STACK_FILE, render_swarm(self.state))
+        else:
+            _write_atomic(self.directory / "compose.yaml", render_compose(self.state))
 
     def running(self, service: str) -> Any:
-        c = self.project.container(service)
+        """The service's running container (on a Swarm: on the manager's node, where modelport can exec)."""
+        if self.swarm:
+            c = self.swarm.container(service)
+            if c is None and (tasks := self.swarm.tasks(service)):
+                node = self.swarm.node_names().get(tasks[0].get("NodeID", ""), "another node")
+                raise ModelportError(f"The stack's {service} runs on {node}, not on the manager modelport talks to: "
+                                     f"pin it there (`stack up --swarm --node HOSTNAME`) or point --manager at its node")
+        else:
+            c = self.project.container(service)
         if c is None or c.status != "running":
             raise ModelportError(f"The stack {self.state.name!r} is not running ({service} is not): modelport stack up")
         return c
@@ -230,17 +251,33 @@ def serve_command(ref: str, db_url: str = DB_URL) -> list[str]:
             "--log-db", db_url, "--spool-dir", SPOOL_DIR, "--trust-proxy-headers"]
 
 
-def render_compose(state: StackState) -> str:
-    def labels(role: str, **more: str) -> str:
-        return json.dumps({STACK: state.name, ROLE: role, **{f"io.modelport.{k}": v for k, v in more.items()}})
+def _render(template: str, state: StackState, **more: Any) -> str:
+    """A stack file: what both templates are given."""
+    def labels(role: str, **extra: str) -> str:
+        return json.dumps({STACK: state.name, ROLE: role, **{f"io.modelport.{k}": v for k, v in extra.items()}})
 
     def serve(m: ModelService, release: Release) -> list[str]:
         return serve_command(f"{m.name}:{release.version}")
 
-    return TEMPLATES.get_template("compose.yaml.j2").render(
+    return TEMPLATES.get_template(template).render(
         stack=state, labels=labels, serve=serve, slots=proxy.SLOTS, password_file=f"./{PASSWORD_FILE}",
         db_url=DB_URL, spool_dir=SPOOL_DIR, proxy_log_port=PROXY_LOG_PORT, port=MODEL_PORT,
-        modelport_version=modelport.__version__)
+        modelport_version=modelport.__version__, **more)
+
+
+def render_compose(state: StackState) -> str:
+    return _render("compose.yaml.j2", state)
+
+
+def render_swarm(state: StackState) -> str:
+    """The Swarm stack file: the same services as compose.yaml, as ``docker stack deploy`` takes them,
+    every image named as the nodes pull it from the registry; an autoscaler service when a model has a policy."""
+    from modelport.deploy import autoscale
+
+    assert state.swarm is not None
+    command = autoscale.command(state.name, {m.name: m.autoscale for m in state.models})
+    return _render("swarm-stack.yaml.j2", state, swarm=state.swarm, image=state.swarm.image,
+                   autoscaler={"command": command} if command else None)
 
 
 def gateway_files(state: StackState) -> dict[str, str]:
@@ -384,6 +421,30 @@ def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progr
     if tag != stack.state.gateway_image:  # another modelport renders the configuration differently
         stack.state.gateway_image = tag
         stack.save()
+    if stack.state.swarm:
+        publish(stack, [r for m in stack.state.models for r in m.slots.values()], progress)
+
+
+def publish(stack: Stack, releases: list[Release], progress: Progress, *, all: bool = True) -> None:
+    """Push the releases' images (and unless ``all`` is false the control, gateway and database images) to
+    the stack's registry, where the Swarm's nodes pull them by the names the stack file gives them. The
+    database's image is pulled first when this engine lacks it."""
+    import docker.errors
+
+    settings = stack.state.swarm
+    assert settings is not None
+    images = {r.image: settings.image(r.image, r.digest) for r in releases}
+    if all:
+        images |= {i: settings.image(i) for i in (stack.state.control_image, stack.state.gateway_image, stack.state.db_image)}
+    for image, pushed in images.items():
+        if image == stack.state.db_image and not engine.image_exists(image):
+            progress(f"Pulling {image}")
+            try:
+                engine.client().images.pull(image)
+            except docker.errors.APIError as e:
+                raise ModelportError(f"Cannot pull the database image {image!r} ({e.explanation or e}): pull it "
+                                     "yourself, or pass --db-image to `stack init`") from None
+        engine.push(image, pushed, progress)
 
 
 # -- replicas under Compose ---------------------------------------------------------------------
@@ -413,13 +474,119 @@ class ComposeReplicas(ContainerReplicas):
     def why(self, container: Any) -> str:
         return explain(container)  # Compose's wording: names the service's memory limit
 
+    def down(self, slot: str) -> list[str]:
+        """Replicas stopped or killed by hand: Compose's restart policy leaves them down."""
+        return [r for r in self.members(slot, running=False) if r not in self.members(slot)]
+
+
+class SwarmReplicas:
+    """rollout.Replicas for one model of a stack on a Swarm: a slot is the Swarm service
+    ``{stack}_{model}-{slot}`` (the proxy resolves its short name, ``{model}-{slot}``, to its tasks), a
+    replica one of its tasks. The stack file says how many each slot runs, and is deployed at every step."""
+
+    def __init__(self, stack: Stack, model: ModelService) -> None:
+        assert stack.swarm is not None
+        self.stack = stack
+        self.model = model
+        self.swarm = stack.swarm
+        self.network = f"{stack.state.name}_backend"
+        self._addresses: dict[str, str] = {}  # a task keeps its address
+
+    def start(self, slot: str, spec: Release, count: int) -> list[str]:
+        """``count`` more tasks of ``spec`` in ``slot``'s service: the stack file says so, then it is deployed."""
+        service = self.model.service(slot)
+        before = {t["ID"] for t in self.swarm.tasks(service)}
+        if slot in self.model.slots:  # more replicas of the slot's release (the file's count is the model's)
+            self.model.replicas = len(self.members(slot)) + count
+        self.model.slots[slot] = spec
+        self.stack.save()
+        self.swarm.deploy()
+        deadline = time.monotonic() + 60  # the orchestrator makes the tasks within a second or two
+        while len(new := [t["ID"] for t in self.swarm.tasks(service) if t["ID"] not in before]) < count:
+            if time.monotonic() > deadline:
+                raise ModelportError(f"The Swarm made {len(new)} of {count} task(s) of {service} in 60s")
+            time.sleep(0.25)
+        return new[:count]
+
+    def members(self, slot: str, *, running: bool = True) -> list[str]:
+        """The tasks meant to run (Swarm replaces a failed one by itself); ``running``: those that run."""
+        return [t["ID"] for t in self.swarm.tasks(self.model.service(slot))
+                if not running or swarm.state(t) == "running"]
+
+    def address(self, replica: str) -> str | None:
+        if replica not in self._addresses:
+            task = self.swarm.task(replica)
+            if task is None or (found := swarm.address(task, self.network)) is None:
+                return None
+            self._addresses[replica] = found
+        return self._addresses[replica]
+
+    def failure(self, replicas: list[str]) -> str | None:
+        for replica in replicas:
+            task = self.swarm.task(replica)
+            if task is None:
+                return f"Task {replica[:12]} is gone"
+            if swarm.state(task) in swarm.FAILED or task["DesiredState"] != "running":
+                return f"{self._name(task)} did not start: {swarm.describe(task)}\n{self._logs(task)}"
+        return None
+
+    def explain(self, replicas: list[str]) -> str:
+        tasks = [t for t in map(self.swarm.task, replicas) if t is not None]
+        nodes = self.swarm.node_names()
+        lines = [f"{self._name(t)} on {nodes.get(t.get('NodeID', ''), 'no node yet')}: {swarm.describe(t)}" for t in tasks]
+        return "\n".join(lines + ([self._logs(tasks[0])] if tasks else []))
+
+    def remove(self, replicas: list[str]) -> None:
+        """Swarm cannot remove a chosen task: a slot losing all its tasks loses its service; one losing some
+        is scaled down and Swarm picks which go. Either way each gets SIGTERM and its grace period (the
+        server finishes its requests), and the proxy retries a request that finds one gone on another."""
+        tasks = [t for t in map(self.swarm.task, replicas) if t is not None]
+        remaining: dict[str, int] = {}
+        for slot in proxy.SLOTS:
+            service = self.model.service(slot)
+            sid = self.swarm.service_id(service)
+            leaving = {t["ID"] for t in tasks if t["ServiceID"] == sid}
+            if sid is None or not leaving:
+                continue
+            remaining[service] = len([t for t in self.swarm.tasks(service) if t["ID"] not in leaving])
+            if remaining[service]:
+                self.swarm.client.services.get(sid).scale(remaining[service])
+            else:
+                self.swarm.client.api.remove_service(sid)
+        deadline = time.monotonic() + 40  # past the grace period
+        while time.monotonic() < deadline and any(
+                sum(swarm.state(t) in ("running", *swarm.STARTING) for t in self.swarm.tasks(service, current=False)) > n
+                for service, n in remaining.items()):
+            time.sleep(0.5)
+
+    def down(self, slot: str) -> list[str]:
+        return []  # Swarm replaces a task that stopped: none stays down
+
+    def _name(self, task: dict[str, Any]) -> str:
+        return f"{self.model.service(task['Spec']['ContainerSpec']['Labels'][SLOT])}.{task.get('Slot', '?')}"
+
+    def _logs(self, task: dict[str, Any]) -> str:
+        service = self.model.service(task["Spec"]["ContainerSpec"]["Labels"][SLOT])
+        return f"Last log lines of {service}:\n{self.swarm.logs(service)}"
+
+
+def replicas_of(stack: Stack, model: ModelService) -> ComposeReplicas | SwarmReplicas:
+    """The model's replicas where the stack runs."""
+    return SwarmReplicas(stack, model) if stack.state.swarm else ComposeReplicas(stack, model)
+
 
 # -- lifecycle --------------------------------------------------------------------------------
 
-def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | None = None, store: ModelStore | None = None,
+def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | None = None,
+       swarm_settings: SwarmSettings | None = None, store: ModelStore | None = None,
        progress: Progress = lambda _: None) -> None:
     """Build what is missing, start everything, return once every service is healthy and the proxy
-    checks every replica UP. ``gateway_port``: publish the gateway there from now on (saved in the stack's files)."""
+    checks every replica UP. ``gateway_port``: publish the gateway there from now on (saved in the stack's files).
+    ``swarm_settings``: run the stack on that Swarm from now on (see up_swarm)."""
+    if swarm_settings is not None and swarm_settings != stack.state.swarm:
+        _move_to_swarm(stack, swarm_settings)
+    if stack.state.swarm:
+        return up_swarm(stack, wait=wait, gateway_port=gateway_port, store=store, progress=progress)
     port = gateway_port or stack.state.gateway_port
     # Before any build or container: the stack's own gateway may hold the port already (up again).
     check_publishable(stack.state.gateway_host, port, option="--gateway-port",
@@ -436,6 +603,79 @@ def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | N
     wait_proxy(stack, wait)
 
 
+def _move_to_swarm(stack: Stack, settings: SwarmSettings) -> None:
+    """Record that the stack runs on a Swarm (stack.json's ``swarm``): the next commands act there."""
+    running = stack.project.containers() if not stack.state.swarm else stack.swarm.services() if stack.swarm else []
+    if running:
+        where = "on Compose" if not stack.state.swarm else f"on the Swarm of {stack.state.swarm.manager or 'this engine'}"
+        raise ModelportError(f"The stack {stack.state.name!r} runs {where}: `modelport stack down` it first")
+    stack.state.swarm = settings
+    stack.save()
+    (stack.directory / "compose.yaml").unlink(missing_ok=True)  # stack.json renders the stack file now
+
+
+def up_swarm(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | None = None,
+             store: ModelStore | None = None, progress: Progress = lambda _: None) -> None:
+    """Build what is missing (here), push every image to the registry, ``docker stack deploy`` the stack
+    file through the manager, and return once every service runs its tasks healthy and the proxy checks
+    every replica UP. The gateway, control and database go to the manager's node unless told otherwise."""
+    project, settings = stack.swarm, stack.state.swarm
+    assert project is not None and settings is not None
+    manager_node = project.check_manager()
+    if not settings.node:
+        settings.node = manager_node
+    if gateway_port:
+        stack.state.gateway_port = gateway_port
+    stack.save()
+    ensure_images(stack, store, progress)
+    before = {t["ID"] for service in stack.services for t in project.tasks(service, current=False)}
+    progress(f"Deploying the stack {stack.state.name} to the Swarm (manager {settings.manager or 'this engine'})")
+    project.deploy()
+    wait_tasks(stack, before, wait, progress)
+    sync_proxy(stack)
+    wait_proxy(stack, wait)
+
+
+# A task that fails this often since the deploy is not going to run: a few failures are how services
+# that start before what they need (the gateway before control's name resolves) come up on a Swarm.
+FAILURES = 3
+
+
+def wait_tasks(stack: Stack, before: set[str], timeout: float, progress: Progress = lambda _: None) -> None:
+    """Until every service of the stack runs as many tasks as it wants (running: healthy, on a Swarm);
+    fail when one fails over and over, or after ``timeout``, saying why."""
+    project = stack.swarm
+    assert project is not None
+    deadline = time.monotonic() + timeout
+    ready: set[str] = set()
+    while True:
+        waiting: dict[str, list[dict[str, Any]]] = {}
+        services = project.services()
+        for name in stack.services:
+            tasks = project.tasks(name, current=False) if name in services else []
+            failed = [t for t in tasks if t["ID"] not in before and swarm.state(t) in (*swarm.FAILED, "complete", "shutdown")
+                      and t["Status"].get("Err")]
+            if len(failed) >= FAILURES:
+                raise ModelportError(f"Service {name!r} is not healthy: its tasks fail ({len(failed)} times): "
+                                     f"{swarm.describe(failed[-1])}\nLast log lines:\n{project.logs(name)}")
+            wanted = (services.get(name, {}).get("Spec", {}).get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
+            current = [t for t in tasks if t["DesiredState"] == "running"]
+            if sum(swarm.state(t) == "running" for t in current) < wanted:
+                waiting[name] = current
+            elif name not in ready:
+                ready.add(name)
+                progress(f"{name}: running")
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            nodes = project.node_names()
+            reasons = [f"{name}: " + ("; ".join(f"{nodes.get(t.get('NodeID', ''), 'no node')}: {swarm.describe(t)}"
+                                                for t in tasks) or "no task")
+                       for name, tasks in waiting.items()]
+            raise ModelportError(f"Not running after {timeout:.0f}s: {', '.join(waiting)}\n" + "\n".join(reasons))
+        time.sleep(1)
+
+
 def sync_proxy(stack: Stack) -> None:
     """Give the proxy what lives outside its image: the active keys' hashes, each slot's version and the
     traffic split (a proxy container made anew by ``up`` starts from its image's files)."""
@@ -448,7 +688,15 @@ def sync_proxy(stack: Stack) -> None:
 
 
 def down(stack: Stack, *, volumes: bool = False) -> None:
-    stack.project.run("down", "--remove-orphans", *(["--volumes"] if volumes else []))
+    """Remove the stack's containers (on a Swarm: its services, networks and secret). ``volumes``: its
+    volumes too (on a Swarm: those on the manager's node, the database's among them)."""
+    if stack.swarm is None:
+        stack.project.run("down", "--remove-orphans", *(["--volumes"] if volumes else []))
+        return
+    stack.swarm.remove()
+    if volumes:
+        for volume in stack.swarm.client.volumes.list(filters={"label": f"{swarm.NAMESPACE}={stack.state.name}"}):
+            volume.remove(force=True)
 
 
 def _service_names(stack: Stack, name: str) -> list[str]:
@@ -465,48 +713,91 @@ def _service_names(stack: Stack, name: str) -> list[str]:
 def restart(stack: Stack, service: str, *, wait: float = defaults.HEALTHY_WAIT) -> None:
     """Restart a service, or a model's replicas; return once the proxy checks them UP again."""
     services = _service_names(stack, service)
-    stack.project.run("restart", *services)
-    wait_healthy(stack.project, services, wait)
+    if stack.swarm is None:
+        stack.project.run("restart", *services)
+        wait_healthy(stack.project, services, wait)
+        wait_proxy(stack, wait)
+        return
+    for name in services:  # new tasks, by each service's update_config (a model's: start-first)
+        stack.swarm.run("service", "update", "--force", "--quiet", stack.swarm.service_name(name))
+    wait_tasks(stack, set(), wait)
+    sync_proxy(stack)  # a gateway task made anew starts from its image's maps
     wait_proxy(stack, wait)
 
 
 def wait_proxy(stack: Stack, wait: float) -> None:
     """Until the proxy checks every replica of every model UP (sooner than Docker's healthchecks)."""
     for m in stack.state.models:
-        replicas, runtime = ComposeReplicas(stack, m), stack.runtime(m)
+        replicas, runtime = replicas_of(stack, m), stack.runtime(m)
         for slot in m.slots:
             rollout.wait_ready(replicas, runtime, slot, replicas.members(slot), wait)
 
 
 def ps(stack: Stack) -> list[dict[str, Any]]:
-    """One row per container; a model's replicas with what the proxy sees of them (its check, the
-    percent of the model's requests each gets)."""
+    """One row per container (on a Swarm: per task, with its node); a model's replicas with what the
+    proxy sees of them (its check, the percent of the model's requests each gets)."""
     try:
         servers = stack.runtime().servers_all()
         shares = {m.name: stack.runtime(m).shares() for m in stack.state.models}
     except ModelportError:  # the gateway is not running
         servers, shares = [], {}
-    rows = []
-    for c in stack.project.containers():
-        service = c.labels.get(SERVICE, "")
-        ports = [f"{b['HostIp']}:{b['HostPort']}->{p}" for p, bs in (c.attrs["NetworkSettings"].get("Ports") or {}).items()
-                 for b in bs or []]
-        row = {"service": service, "container": c.name, "image": c.attrs["Config"]["Image"], "state": health(c),
-               "ports": ", ".join(ports), "model": c.labels.get("io.modelport.model"),
-               "version": c.labels.get("io.modelport.version"), "proxy": None, "weight": None}
+    rows = _swarm_rows(stack) if stack.swarm else _compose_rows(stack)
+    for row in rows:
         if row["model"] and row["model"] in shares:
-            slot = c.labels.get(SLOT, "")
-            address = (c.attrs["NetworkSettings"]["Networks"].get(f"{stack.state.name}_backend") or {}).get("IPAddress")
-            backend = [s for s in servers if s.slot == f"{row['model']}-{slot}"]
-            row["proxy"], row["weight"] = proxy.replica_view(backend, shares[row["model"]].get(slot, 0), address)
-        rows.append(row)
+            backend = [s for s in servers if s.slot == f"{row['model']}-{row['slot']}"]
+            row["proxy"], row["weight"] = proxy.replica_view(backend, shares[row["model"]].get(row["slot"], 0),
+                                                             row.pop("address"))
+        row.pop("address", None)
     order = {s: i for i, s in enumerate(stack.services)}
     return sorted(rows, key=lambda r: (order.get(r["service"], len(order)), r["container"]))
 
 
+def _compose_rows(stack: Stack) -> list[dict[str, Any]]:
+    rows = []
+    for c in stack.project.containers():
+        ports = [f"{b['HostIp']}:{b['HostPort']}->{p}" for p, bs in (c.attrs["NetworkSettings"].get("Ports") or {}).items()
+                 for b in bs or []]
+        rows.append({"service": c.labels.get(SERVICE, ""), "container": c.name, "node": None,
+                     "image": c.attrs["Config"]["Image"], "state": health(c), "ports": ", ".join(ports),
+                     "model": c.labels.get("io.modelport.model"), "version": c.labels.get("io.modelport.version"),
+                     "slot": c.labels.get(SLOT, ""), "proxy": None, "weight": None,
+                     "address": (c.attrs["NetworkSettings"]["Networks"].get(f"{stack.state.name}_backend") or {}).get("IPAddress")})
+    return rows
+
+
+def _swarm_rows(stack: Stack) -> list[dict[str, Any]]:
+    project = stack.swarm
+    assert project is not None
+    nodes = project.node_names()
+    rows = []
+    for service in project.services():
+        for t in project.tasks(service):
+            labels = t["Spec"]["ContainerSpec"].get("Labels") or {}
+            ports = [f"{p.get('PublishedPort')}->{p.get('TargetPort')} ({p.get('PublishMode')})"
+                     for p in (t.get("Status", {}).get("PortStatus") or {}).get("Ports") or []]
+            rows.append({"service": service, "container": f"{service}.{t.get('Slot', t['ID'][:12])}",
+                         "node": nodes.get(t.get("NodeID", ""), "-"), "image": t["Spec"]["ContainerSpec"]["Image"],
+                         "state": swarm.state(t), "ports": ", ".join(dict.fromkeys(ports)), "model": labels.get("io.modelport.model"),
+                         "version": labels.get("io.modelport.version"), "slot": labels.get(SLOT, ""),
+                         "proxy": None, "weight": None, "address": swarm.address(t, f"{stack.state.name}_backend")})
+    return rows
+
+
 def logs(stack: Stack, service: str | None, *, follow: bool = False, tail: int | None = None) -> None:
-    args = ["logs", "--no-color", *(["--follow"] if follow else []), *(["--tail", str(tail)] if tail is not None else [])]
-    stack.project.run(*args, *(_service_names(stack, service) if service else []), capture=False)
+    if stack.swarm is None:
+        args = ["logs", "--no-color", *(["--follow"] if follow else []), *(["--tail", str(tail)] if tail is not None else [])]
+        stack.project.run(*args, *(_service_names(stack, service) if service else []), capture=False)
+        return
+    names = _service_names(stack, service) if service else [s for s in stack.services if s in stack.swarm.services()]
+    args = ["service", "logs", *(["--follow"] if follow else []), *(["--tail", str(tail)] if tail is not None else [])]
+    if not follow:
+        for name in names:
+            stack.swarm.run(*args, stack.swarm.service_name(name), capture=False)
+        return
+    with contextlib.ExitStack() as running:  # every service's logs at once, until interrupted
+        procs = [running.enter_context(stack.swarm.start(*args, stack.swarm.service_name(name))) for name in names]
+        for proc in procs:
+            proc.wait()
 
 
 # -- releases ---------------------------------------------------------------------------------
@@ -547,11 +838,13 @@ def _release(stack: Stack, m: ModelService, new: Release, *, canary: int | None,
              wait: float, progress: Progress) -> ModelService:
     runtime = stack.runtime(m)
     ensure_model_image(stack, m, new, store, progress)
+    if stack.state.swarm:
+        publish(stack, [new], progress, all=False)
     slot, old = proxy.other(m.serving), m.release
     runtime.set_version(slot, str(new.version))
     progress(f"Starting {m.replicas} replica(s) of {m.name}:{new.version} beside version {old.version}")
     try:
-        rollout.release(ComposeReplicas(stack, m), runtime, slot=slot, spec=new, count=m.replicas, canary=canary,
+        rollout.release(replicas_of(stack, m), runtime, slot=slot, spec=new, count=m.replicas, canary=canary,
                         wait=wait, progress=progress)
     except BaseException as e:
         m.slots.pop(slot, None)
@@ -582,7 +875,7 @@ def promote(stack: Stack, model: str, *, progress: Progress = lambda _: None) ->
     if m.candidate is None:
         raise ModelportError(f"{model} runs no canary (modelport stack deploy {model}=REF --canary 10)")
     slot = m.candidate
-    rollout.switch(ComposeReplicas(stack, m), stack.runtime(m), slot, progress)
+    rollout.switch(replicas_of(stack, m), stack.runtime(m), slot, progress)
     _retired(stack, m, serving=slot)
     return m
 
@@ -593,7 +886,7 @@ def rollback(stack: Stack, model: str, *, wait: float = defaults.HEALTHY_WAIT, s
     all traffic back to the serving version and the canary retired."""
     m = stack.model(model)
     if m.candidate is not None:
-        rollout.switch(ComposeReplicas(stack, m), stack.runtime(m), m.serving, progress)
+        rollout.switch(replicas_of(stack, m), stack.runtime(m), m.serving, progress)
         _retired(stack, m, serving=m.serving)
         return m
     if m.previous is None:
@@ -607,8 +900,8 @@ def scale(stack: Stack, model: str, count: int, *, wait: float = defaults.HEALTH
     once checked healthy, leaving ones are drained first."""
     check_replicas(count, option="replica count")
     m = stack.model(model)
-    replicas = ComposeReplicas(stack, m)
-    if down := [r for r in replicas.members(m.serving, running=False) if r not in replicas.members(m.serving)]:
+    replicas = replicas_of(stack, m)
+    if down := replicas.down(m.serving):
         progress(f"Removing {len(down)} replica(s) that are down")  # stopped or killed by hand: replaced
         replicas.remove(down)
     rollout.scale(replicas, stack.runtime(m), slot=m.serving, spec=m.release, count=count, wait=wait, progress=progress)
@@ -621,8 +914,9 @@ def scale(stack: Stack, model: str, count: int, *, wait: float = defaults.HEALTH
 
 def exec_in_control(stack: Stack, argv: list[str], stdout: IO[bytes] | None = None) -> int:
     """Run ``modelport ARGV`` in the control service, streaming its output here; → its exit status."""
-    api = engine.client().api
-    exec_id = api.exec_create(stack.running("control").id, ["modelport", *argv], stdout=True, stderr=True)["Id"]
+    control = stack.running("control")
+    api = control.client.api  # the engine it runs on (a Swarm manager's)
+    exec_id = api.exec_create(control.id, ["modelport", *argv], stdout=True, stderr=True)["Id"]
     out = stdout or sys.stdout.buffer
     for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
         if chunk_out:

@@ -1,0 +1,151 @@
+"""The Swarm stack file rendered from stack.json, and the registry names, without an engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelport.container.build import push_reference
+from modelport.container.engine import _push_error
+from modelport.deploy import proxy
+from modelport.deploy.stack import ModelService, Release, StackState, render_compose, render_swarm
+from modelport.deploy.swarm import SwarmSettings
+from modelport.errors import ModelportError
+
+REGISTRY = "registry.example.com:5000/team"
+
+
+def state(**swarm: str) -> StackState:
+    lin = ModelService("lin", {"blue": Release(1, "d1", "modelport/lin:1", "lin-1"),
+                               "green": Release(2, "d2", "modelport/lin:2", "lin-2")}, "blue", replicas=3, cpus=1.0,
+                       memory="512m", canary=10)
+    ridge = ModelService("ridge", {"blue": Release(4, "d4", "modelport/ridge:4", "ridge-4")}, "blue", cpus=2.0, memory="1g")
+    return StackState(name="shop", db_image="docker.io/library/postgres:15", base_image="python:3.11-slim",
+                      gateway_image="modelport/gateway:abc", gateway_host="127.0.0.1", gateway_port=8080,
+                      control_image="modelport/control:1-x", models=[lin, ridge],
+                      swarm=SwarmSettings(**{"registry": REGISTRY, "node": "node1", **swarm}))
+
+
+def rendered(s: StackState | None = None) -> dict:
+    return yaml.safe_load(render_swarm(s or state()))
+
+
+def test_the_stack_file_has_a_service_per_slot_and_no_compose_only_keys() -> None:
+    services = rendered()["services"]
+    assert set(services) == {"db", "control", "lin-blue", "lin-green", "ridge-blue", "gateway"}
+    for name, service in services.items():
+        assert "depends_on" not in service and "build" not in service and "restart" not in service, name
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name  # no VIPs: no IPVS
+        assert service["deploy"]["restart_policy"]["condition"] == "any", name
+        assert service["image"].startswith(f"{REGISTRY}/"), name  # what the nodes pull
+
+
+def test_model_services_spread_over_the_nodes_with_limits_and_updates() -> None:
+    services = rendered()["services"]
+    lin = services["lin-green"]
+    assert lin["image"] == f"{REGISTRY}/modelport/lin:2-d2"  # the model's sha256 in the tag
+    assert lin["command"][:2] == ["serve", "lin:2"] and "ports" not in lin
+    deploy = lin["deploy"]
+    assert deploy["replicas"] == 3 and deploy["placement"] == {"preferences": [{"spread": "node.id"}]}
+    assert deploy["update_config"]["order"] == "start-first" and deploy["update_config"]["failure_action"] == "rollback"
+    assert deploy["rollback_config"]["order"] == "start-first"
+    assert deploy["resources"]["limits"] == {"cpus": "1.0", "memory": "512m"}
+    assert deploy["resources"]["reservations"] == {"cpus": "0.25", "memory": "512m"}
+    assert services["ridge-blue"]["deploy"]["resources"]["limits"] == {"cpus": "2.0", "memory": "1g"}
+    assert lin["labels"]["io.modelport.slot"] == "green" and lin["deploy"]["labels"]["io.modelport.version"] == "2"
+    assert "healthcheck" in lin and lin["stop_grace_period"] == "20s"
+
+
+def test_the_gateway_publishes_in_host_mode_and_stays_on_its_node_with_control_and_db() -> None:
+    services = rendered()["services"]
+    assert services["gateway"]["ports"] == [{"target": proxy.PORT, "published": 8080, "protocol": "tcp", "mode": "host"}]
+    assert services["gateway"]["deploy"]["update_config"]["order"] == "stop-first"  # one task can hold the port
+    for name in ("gateway", "control", "db"):
+        assert services[name]["deploy"]["placement"]["constraints"] == ["node.hostname == node1"], name
+    assert services["db"]["image"] == f"{REGISTRY}/library/postgres:15"  # docker.io replaced by the registry
+    assert services["db"]["volumes"] == ["db-data:/var/lib/postgresql/data"]
+    other = rendered(state(node="db-host"))["services"]
+    assert other["db"]["deploy"]["placement"]["constraints"] == ["node.hostname == db-host"]
+
+
+def test_the_password_is_a_swarm_secret_read_from_a_file() -> None:
+    doc = rendered()
+    assert doc["secrets"]["db_password"]["file"] == "./secrets/db-password"
+    for name in ("db", "control", "lin-blue"):
+        assert doc["services"][name]["secrets"] == ["db_password"]
+    assert doc["services"]["db"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
+    assert doc["services"]["control"]["environment"]["MODELPORT_PREDICTIONS_DB_PASSWORD_FILE"] == "/run/secrets/db_password"
+
+
+def test_networks_are_overlays_the_backend_internal_and_attachable() -> None:
+    doc = rendered()
+    assert doc["networks"]["backend"] == {"driver": "overlay", "internal": True, "attachable": True,
+                                          "labels": {"io.modelport.stack": "shop", "io.modelport.role": "network"}}
+    assert doc["services"]["gateway"]["networks"] == ["frontend", "backend"]
+    assert doc["services"]["lin-blue"]["networks"] == ["backend"]
+    assert doc["version"] == "3.8" and "autoscaler" not in doc["services"]
+
+
+def test_the_state_round_trips_through_stack_json_and_compose_is_unchanged_by_it() -> None:
+    s = state()
+    again = StackState.from_json(json.loads(json.dumps(dataclasses.asdict(s))))
+    assert again == s and again.swarm == SwarmSettings(REGISTRY, "", "node1")
+    compose = render_compose(dataclasses.replace(s, swarm=None))
+    assert "modelport/lin:2" in compose and REGISTRY not in compose  # Compose runs the local images
+    assert StackState.from_json({**json.loads(json.dumps(dataclasses.asdict(s))), "swarm": None}).swarm is None
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
+def test_docker_compose_validates_the_stack_file(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "db-password").write_text("x")
+    (tmp_path / "swarm-stack.yaml").write_text(render_swarm(state()))
+    proc = subprocess.run(["docker-compose", "-f", "swarm-stack.yaml", "config", "-q"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_registry_references() -> None:
+    settings = SwarmSettings("10.213.0.1:5000/")
+    assert settings.registry == "10.213.0.1:5000"
+    assert settings.image("modelport/lin:1") == "10.213.0.1:5000/modelport/lin:1"
+    assert settings.image("postgres:15") == "10.213.0.1:5000/postgres:15"
+    assert settings.image("localhost:5000/x/y:1") == "10.213.0.1:5000/x/y:1"
+    assert settings.image("modelport/lin:1", "0123456789abcdef") == "10.213.0.1:5000/modelport/lin:1-0123456789ab"
+    for bad in ("", "http://reg:5000", "a b"):
+        with pytest.raises(ModelportError, match="--registry"):
+            SwarmSettings(bad)
+
+
+def test_push_references_take_the_models_version_as_the_default_tag(store) -> None:
+    from modelport.api import save_model
+
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    mv = save_model(sklearn.LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), "lin", store=store)
+    assert push_reference("reg.example.com/models/lin", mv) == "reg.example.com/models/lin:1"
+    assert push_reference("10.0.0.1:5000/lin:prod", mv) == "10.0.0.1:5000/lin:prod"
+    assert push_reference("localhost/lin", mv) == "localhost/lin:1"
+    for bad in ("lin", "modelport/lin", "/lin", "reg.example.com/"):
+        with pytest.raises(ModelportError, match="REGISTRY/REPOSITORY"):
+            push_reference(bad, mv)
+
+
+def test_push_errors_say_what_to_do() -> None:
+    assert "insecure-registries" in _push_error("r:5000", "r:5000/a:1", "http: server gave HTTP response to HTTPS client")
+    assert "cannot be reached" in _push_error("r:5000", "r:5000/a:1", "dial tcp 10.0.0.9:5000: connect: connection refused")
+    assert "docker login r:5000" in _push_error("r:5000", "r:5000/a:1", "unauthorized: authentication required")
+
+
+def test_a_model_with_an_autoscale_policy_gets_the_autoscaler_service_on_a_manager() -> None:
+    s = state()
+    s.models[0].autoscale = {"min": 1, "max": 4, "target": {"in_flight": 4}}
+    service = rendered(s)["services"]["autoscaler"]
+    assert service["command"][:4] == ["stack", "autoscale", "--stack", "shop"]
+    assert service["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert service["volumes"] == ["/var/run/docker.sock:/var/run/docker.sock"]

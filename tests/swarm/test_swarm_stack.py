@@ -1,0 +1,326 @@
+"""A stack on the three-node test Swarm: one model at 3 replicas spread over the nodes, the gateway,
+the control service and PostgreSQL, deployed with `modelport stack up --swarm`.
+
+One stack serves the module; the tests run in file order against it (stopping a worker's engine last).
+The images are built by the host engine, pushed to the cluster's registry and pulled by the nodes.
+Everything the stack creates is removed afterwards from every node, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import TEST_BASE_IMAGE
+from tests.fixtures_stack import POSTGRES_IMAGE, remove_everything
+from tests.fixtures_swarm import SwarmCluster
+from tests.helpers import free_port, run_cli, wait_until
+
+docker = pytest.importorskip("docker")
+
+pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(1800)]
+
+FEATURES = [f"f{i}" for i in range(6)]
+NAMESPACE = "com.docker.stack.namespace"
+
+
+@dataclass
+class SwarmStack:
+    name: str
+    directory: Path
+    env: dict[str, str]
+    url: str
+    key: str
+    x: np.ndarray
+    cluster: SwarmCluster
+    sent: list[str] = field(default_factory=list)  # request ids of every prediction asked for with a key
+
+    def cli(self, *args: str, **kwargs) -> str:
+        return run_cli(*args, "--dir", str(self.directory), env=self.env, **kwargs).stdout
+
+    def predict(self, rows: np.ndarray, client: httpx.Client | None = None, timeout: float = 10) -> httpx.Response:
+        request_id = uuid.uuid4().hex
+        r = (client or httpx).post(f"{self.url}/models/lin/predict", timeout=timeout,
+                                   json={"instances": rows.tolist()} if rows.ndim == 2 else {"features": rows.tolist()},
+                                   headers={"authorization": f"Bearer {self.key}", "x-request-id": request_id})
+        self.sent.append(request_id)
+        return r
+
+    def tasks(self, service: str) -> list[dict]:
+        """The service's tasks meant to run, as the manager lists them."""
+        api = self.cluster.manager.api
+        found = [s for s in api.services(filters={"name": f"{self.name}_{service}"})
+                 if s["Spec"]["Name"] == f"{self.name}_{service}"]
+        return api.tasks(filters={"service": found[0]["ID"], "desired-state": "running"}) if found else []
+
+    def psql(self, query: str) -> str:
+        (db,) = self.cluster.manager.containers.list(filters={"label": f"com.docker.swarm.service.name={self.name}_db"})
+        result = db.exec_run(["psql", "-U", "modelport", "-d", "predictions", "-At", "-c", query])
+        assert result.exit_code == 0, result.output.decode()
+        return result.output.decode().strip()
+
+
+def _clean_nodes(cluster: SwarmCluster, name: str) -> None:
+    """What the stack left on each node: its containers, volumes, and the images pulled for it."""
+    for node in cluster.nodes:
+        if node in cluster._stopped:
+            continue
+        client = cluster.client(node)
+        for c in client.containers.list(all=True, filters={"label": f"{NAMESPACE}={name}"}):
+            c.remove(force=True)
+        for volume in client.volumes.list(filters={"label": f"{NAMESPACE}={name}"}):
+            volume.remove(force=True)
+        for image in client.images.list(filters={"label": f"io.modelport.stack={name}"}):
+            client.images.remove(image.id, force=True)
+
+
+@pytest.fixture(scope="module")
+def stack(swarm_cluster: SwarmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmStack]:
+    import pandas as pd
+
+    cluster = swarm_cluster
+    tmp = tmp_path_factory.mktemp("swarm")
+    name = f"mps-{uuid.uuid4().hex[:6]}"
+    env = {"MODELPORT_HOME": str(tmp / "home")}
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(300, len(FEATURES))), columns=FEATURES)
+    frame["target"] = frame.to_numpy() @ np.arange(1, len(FEATURES) + 1) + rng.normal(scale=0.5, size=300)
+    frame.to_csv(tmp / "data.csv", index=False)
+    frame.iloc[:150].to_csv(tmp / "half.csv", index=False)
+    for data in ("data.csv", "half.csv"):  # lin:1, and lin:2 to deploy
+        run_cli("train", "--data", str(tmp / data), "--target", "target", "--name", "lin", env=env)
+    host = docker.from_env()
+    directory = tmp / name
+    port = free_port()
+    try:
+        run_cli("stack", "init", str(directory), "--model", "lin:1", "--replicas", "3", "--gateway-port", str(port),
+                "--base-image", TEST_BASE_IMAGE, "--db-image", POSTGRES_IMAGE, "--memory", "512m", env=env)
+        started = time.monotonic()
+        run_cli("stack", "up", "--dir", str(directory), "--swarm", "--registry", cluster.registry,
+                "--manager", cluster.manager_url, env=env, timeout=1200)
+        print(f"\nstack up on the Swarm (images built, pushed, pulled by 3 nodes): {time.monotonic() - started:.1f} s")
+        key = run_cli("stack", "keys", "create", "ci", "--dir", str(directory), env=env).stdout.strip()
+        assert re.fullmatch(r"mpk_\S+", key), key
+        yield SwarmStack(name, directory, env, f"http://{cluster.nodes[cluster.manager_name].addr}:{port}", key,
+                         frame[FEATURES].to_numpy()[:8], cluster)
+    finally:
+        pushed = _pushed_tags(directory)
+        if directory.exists():
+            run_cli("stack", "down", "--volumes", "--dir", str(directory), env=env, check=False, timeout=300)
+        _clean_nodes(cluster, name)
+        remove_everything(host, name)
+        for tag in pushed:  # the registry's names given here to the gateway's and the database's images
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                host.images.remove(tag)
+        host.close()
+
+
+def _pushed_tags(directory: Path) -> list[str]:
+    from modelport.deploy.stack import StackState
+
+    if not (directory / "stack.json").is_file():
+        return []
+    state = StackState.from_json(json.loads((directory / "stack.json").read_text()))
+    if state.swarm is None:
+        return []
+    return ([state.swarm.image(r.image, r.digest) for m in state.models for r in m.slots.values()]
+            + [state.swarm.image(i) for i in (state.control_image, state.gateway_image, state.db_image)])
+
+
+def expected(stack: SwarmStack, ref: str, x: np.ndarray) -> np.ndarray:
+    from modelport.api import load_model
+    from modelport.store import ModelStore
+
+    store = ModelStore(Path(stack.env["MODELPORT_HOME"]))
+    try:
+        return load_model(ref, store=store).predict(x)
+    finally:
+        store.close()
+
+
+class ClientLoop:
+    """Predictions through the gateway in a thread until stopped (bounded): each answer's time, status, version."""
+
+    def __init__(self, stack: SwarmStack) -> None:
+        self.seen: list[tuple[float, int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(stack,))
+
+    def _run(self, stack: SwarmStack) -> None:
+        with httpx.Client() as client:
+            while not self._stop.is_set() and len(self.seen) < 100_000:
+                started = time.monotonic()  # a request is counted from when it was sent
+                try:
+                    r = stack.predict(stack.x[0], client, timeout=30)
+                    self.seen.append((started, r.status_code, r.headers.get("x-model-version")))
+                except httpx.HTTPError as e:  # counted as a failure, never ends the loop
+                    self.seen.append((started, 0, type(e).__name__))
+
+    def __enter__(self) -> ClientLoop:
+        self._thread.start()
+        wait_until(lambda: len(self.seen), bool, timeout=30, what=lambda _: "no answer to the client loop")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def failed(self, since: float = 0) -> list[tuple[float, int, str | None]]:
+        return [s for s in self.seen if s[1] != 200 and s[0] >= since]
+
+
+def test_three_replicas_spread_over_the_nodes_answer_with_the_models_predictions(stack: SwarmStack) -> None:
+    ps = json.loads(stack.cli("stack", "ps", "--json"))
+    lin = [r for r in ps if r["model"] == "lin"]
+    assert sorted(r["node"] for r in lin) == sorted(stack.cluster.nodes), lin  # one per node
+    assert {(r["state"], r["proxy"], r["weight"]) for r in lin} == {("running", "UP", 33)}, lin
+    assert {r["service"] for r in ps} == {"db", "control", "lin-blue", "gateway"}
+    assert {r["node"] for r in ps if r["service"] in ("db", "control", "gateway")} == {stack.cluster.manager_name}
+    for r in ps:
+        assert r["image"].startswith(f"{stack.cluster.registry}/"), r  # pulled from the registry
+
+    r = stack.predict(stack.x)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["predictions"], expected(stack, "lin:1", stack.x), rtol=1e-9)
+    assert r.headers["x-model-version"] == "1" and r.headers["x-request-id"] == stack.sent[-1]
+    body = {"features": stack.x[0].tolist()}
+    for headers in ({}, {"authorization": "Bearer mpk_not-a-key"}):
+        refused = httpx.post(f"{stack.url}/predict", json=body, headers=headers, timeout=10)
+        assert refused.status_code == 401 and "API key" in refused.json()["error"], refused.text
+
+
+def test_the_password_is_a_swarm_secret_only(stack: SwarmStack) -> None:
+    password = (stack.directory / "secrets" / "db-password").read_text()
+    assert len(password) >= 32
+    for path in ("swarm-stack.yaml", "stack.json"):
+        assert password not in (stack.directory / path).read_text()
+    api = stack.cluster.manager.api
+    services = api.services(filters={"label": f"{NAMESPACE}={stack.name}"})
+    assert len(services) == 4
+    for s in services:  # not in any service's spec (its environment included), nor its tasks'
+        assert password not in json.dumps(s), s["Spec"]["Name"]
+        assert password not in json.dumps(api.tasks(filters={"service": s["ID"]})), s["Spec"]["Name"]
+    (secret,) = api.secrets(filters={"name": f"{stack.name}_db_password"})
+    assert "Data" not in secret["Spec"]
+    logs = stack.cli("stack", "logs", timeout=120)
+    assert "lin-blue" in logs or "Serving" in logs, logs[-2000:]
+    assert password not in logs
+
+
+def test_every_prediction_is_in_postgres_exactly_once(stack: SwarmStack) -> None:
+    with httpx.Client() as client:
+        for i in range(30):
+            assert stack.predict(stack.x[i % len(stack.x)], client).status_code == 200
+    wanted = set(stack.sent)
+
+    def ids() -> list[str]:
+        return stack.psql("SELECT request_id FROM mp_predictions").split()
+
+    found = wait_until(ids, lambda got: wanted <= set(got), timeout=60, interval=0.5,
+                       what=lambda got: f"{len(wanted - set(got))} of {len(wanted)} request ids not in the log")
+    assert len(found) == len(set(found)), f"{len(found) - len(set(found))} records stored twice"
+
+
+def test_deploy_and_rollback_under_a_client_loop_fail_no_request(stack: SwarmStack) -> None:
+    with ClientLoop(stack) as loop:
+        stack.cli("stack", "deploy", "lin=2", timeout=900)
+        after_deploy = len(loop.seen)
+        assert f'"{stack.cluster.registry}/modelport/lin:2-' in (stack.directory / "swarm-stack.yaml").read_text()
+        wait_until(lambda: len(loop.seen), lambda n: n > after_deploy + 20, timeout=30)
+        stack.cli("stack", "rollback", "lin", timeout=900)
+        after_rollback = len(loop.seen)
+        wait_until(lambda: len(loop.seen), lambda n: n > after_rollback + 20, timeout=30)
+    failed = loop.failed()
+    print(f"\ndeploy + rollback on the Swarm: {len(failed)} of {len(loop.seen)} requests failed")
+    assert not failed, failed[:5]
+    versions = [v for _, _, v in loop.seen]
+    assert versions[0] == "1" and "2" in versions[:after_deploy + 1] and set(versions[after_rollback + 5:]) == {"1"}
+    (image,) = {t["Spec"]["ContainerSpec"]["Image"] for t in stack.tasks("lin-blue")}
+    assert image.startswith(f"{stack.cluster.registry}/modelport/lin:1-")
+    assert not stack.tasks("lin-green")  # the other slot's service is gone
+
+
+def test_a_ten_percent_canary_gets_its_share(stack: SwarmStack) -> None:
+    stack.cli("stack", "deploy", "lin=2", "--canary", "10", timeout=900)
+    try:
+        with httpx.Client() as client:
+            versions = [stack.predict(stack.x[0], client).headers["x-model-version"] for _ in range(2000)]
+        print(f"\ncanary on the Swarm: {versions.count('2')} of 2000 requests to version 2")
+        assert 160 <= versions.count("2") <= 240, versions.count("2")  # 8-12 % of 2,000
+    finally:
+        stack.cli("stack", "rollback", "lin", timeout=900)  # during a canary: all back to version 1
+    assert not stack.tasks("lin-green")
+
+
+def test_scale_up_and_down_under_a_client_loop_fail_no_request(stack: SwarmStack) -> None:
+    with ClientLoop(stack) as loop:
+        stack.cli("stack", "scale", "lin", "4", timeout=600)
+        ps = json.loads(stack.cli("stack", "ps", "--json"))
+        assert sorted((r["proxy"], r["weight"]) for r in ps if r["model"] == "lin") == [("UP", 25)] * 4
+        stack.cli("stack", "scale", "lin", "3", timeout=600)  # Swarm picks the task that goes
+    assert not loop.failed(), f"{len(loop.failed())} of {len(loop.seen)} requests failed: {loop.failed()[:5]}"
+    assert len(stack.tasks("lin-blue")) == 3 and "replicas: 3" in (stack.directory / "swarm-stack.yaml").read_text()
+
+
+def test_a_stopped_workers_replicas_move_to_the_other_nodes_and_no_request_fails(stack: SwarmStack) -> None:
+    """A worker's engine killed (a power failure) under a client loop: the gateway takes its replicas out at
+    their first failed checks, Swarm starts replacements on the surviving nodes; no request sent after the
+    gateway took them out fails (one in flight to a killed replica at that moment may)."""
+    from modelport.deploy.proxy import Runtime
+
+    cluster = stack.cluster
+    ids = {n.id: n.attrs["Description"]["Hostname"] for n in cluster.manager.nodes.list()}
+    running = [t for t in stack.tasks("lin-blue") if t["Status"]["State"] == "running"]
+    victim = next(n for n in sorted({ids[t["NodeID"]] for t in running}, reverse=True) if n != cluster.manager_name)
+    lost = {a["Addresses"][0].split("/")[0] for t in running if ids[t["NodeID"]] == victim
+            for a in t["NetworksAttachments"] if a["Network"]["Spec"]["Name"] == f"{stack.name}_backend"}
+    (gateway,) = cluster.manager.containers.list(filters={"label": f"com.docker.swarm.service.name={stack.name}_gateway"})
+    runtime = Runtime.of_container(gateway, prefix="lin-")
+    try:
+        with ClientLoop(stack) as loop:
+            times: dict[str, float] = {}
+
+            def kill() -> None:
+                cluster.stop_node(victim, kill=True)  # returns once the manager sees the node Down
+                times["down"] = time.monotonic()
+
+            killer = threading.Thread(target=kill)
+            stopped = time.monotonic()
+            killer.start()
+            wait_until(lambda: {s.address for s in runtime.servers("blue") if s.status.startswith("UP")},
+                       lambda up: not lost & up, timeout=30, interval=0.1, what=lambda up: f"{lost & up} still UP")
+            out = time.monotonic()
+            killer.join()
+            down = times["down"]
+
+            def rescheduled() -> bool:
+                tasks = [t for t in stack.tasks("lin-blue") if t["Status"]["State"] == "running"]
+                return len(tasks) == 3 and victim not in {ids.get(t["NodeID"]) for t in tasks}
+
+            wait_until(rescheduled, bool, timeout=90, interval=0.5, what=lambda _: "3 replicas on the surviving nodes")
+            moved = time.monotonic()
+            wait_until(lambda: {s.address for s in runtime.servers("blue") if s.status == "UP"}, lambda up: len(up) == 3,
+                       timeout=60, interval=0.2, what=lambda up: f"{len(up)} of 3 replicas UP in the gateway")
+            count = len(loop.seen)
+            wait_until(lambda: len(loop.seen), lambda n: n > count + 50, timeout=30)
+        during = [s for s in loop.seen if s[0] >= stopped]
+        failed, late = loop.failed(since=stopped), loop.failed(since=out)
+        print(f"\nworker {victim} killed: out of the gateway after {out - stopped:.1f} s, Down in the Swarm after "
+              f"{down - stopped:.1f} s, 3 replicas running on the other nodes after {moved - stopped:.1f} s; "
+              f"{len(failed)} of {len(during)} requests failed ({len(late)} sent after the gateway took the lost "
+              f"replica(s) out): {failed[:5]}")
+        assert moved - stopped < 60
+        assert not late, late[:5]
+    finally:
+        cluster.start_node(victim)
