@@ -51,7 +51,7 @@ class SwarmStack:
 
     def predict(self, rows: np.ndarray, client: httpx.Client | None = None, timeout: float = 10) -> httpx.Response:
         request_id = uuid.uuid4().hex
-        r = (client or httpx).post(f"{self.url}/models/lin/predict", timeout=timeout,
+        r = (client or httpx).post(f"{self.url}/models/swlin/predict", timeout=timeout,
                                    json={"instances": rows.tolist()} if rows.ndim == 2 else {"features": rows.tolist()},
                                    headers={"authorization": f"Bearer {self.key}", "x-request-id": request_id})
         self.sent.append(request_id)
@@ -98,13 +98,13 @@ def stack(swarm_cluster: SwarmCluster, tmp_path_factory: pytest.TempPathFactory)
     frame["target"] = frame.to_numpy() @ np.arange(1, len(FEATURES) + 1) + rng.normal(scale=0.5, size=300)
     frame.to_csv(tmp / "data.csv", index=False)
     frame.iloc[:150].to_csv(tmp / "half.csv", index=False)
-    for data in ("data.csv", "half.csv"):  # lin:1, and lin:2 to deploy
-        run_cli("train", "--data", str(tmp / data), "--target", "target", "--name", "lin", env=env)
+    for data in ("data.csv", "half.csv"):  # swlin:1, and swlin:2 to deploy
+        run_cli("train", "--data", str(tmp / data), "--target", "target", "--name", "swlin", env=env)
     host = docker.from_env()
     directory = tmp / name
     port = free_port()
     try:
-        run_cli("stack", "init", str(directory), "--model", "lin:1", "--replicas", "3", "--gateway-port", str(port),
+        run_cli("stack", "init", str(directory), "--model", "swlin:1", "--replicas", "3", "--gateway-port", str(port),
                 "--base-image", TEST_BASE_IMAGE, "--db-image", POSTGRES_IMAGE, "--memory", "512m", env=env)
         started = time.monotonic()
         run_cli("stack", "up", "--dir", str(directory), "--swarm", "--registry", cluster.registry,
@@ -182,17 +182,17 @@ class ClientLoop:
 
 def test_three_replicas_spread_over_the_nodes_answer_with_the_models_predictions(stack: SwarmStack) -> None:
     ps = json.loads(stack.cli("stack", "ps", "--json"))
-    lin = [r for r in ps if r["model"] == "lin"]
-    assert sorted(r["node"] for r in lin) == sorted(stack.cluster.nodes), lin  # one per node
-    assert {(r["state"], r["proxy"], r["weight"]) for r in lin} == {("running", "UP", 33)}, lin
-    assert {r["service"] for r in ps} == {"db", "control", "lin-blue", "gateway"}
+    swlin = [r for r in ps if r["model"] == "swlin"]
+    assert sorted(r["node"] for r in swlin) == sorted(stack.cluster.nodes), swlin  # one per node
+    assert {(r["state"], r["proxy"], r["weight"]) for r in swlin} == {("running", "UP", 33)}, swlin
+    assert {r["service"] for r in ps} == {"db", "control", "swlin-blue", "gateway"}
     assert {r["node"] for r in ps if r["service"] in ("db", "control", "gateway")} == {stack.cluster.manager_name}
     for r in ps:
         assert r["image"].startswith(f"{stack.cluster.registry}/"), r  # pulled from the registry
 
     r = stack.predict(stack.x)
     assert r.status_code == 200, r.text
-    np.testing.assert_allclose(r.json()["predictions"], expected(stack, "lin:1", stack.x), rtol=1e-9)
+    np.testing.assert_allclose(r.json()["predictions"], expected(stack, "swlin:1", stack.x), rtol=1e-9)
     assert r.headers["x-model-version"] == "1" and r.headers["x-request-id"] == stack.sent[-1]
     body = {"features": stack.x[0].tolist()}
     for headers in ({}, {"authorization": "Bearer mpk_not-a-key"}):
@@ -214,7 +214,7 @@ def test_the_password_is_a_swarm_secret_only(stack: SwarmStack) -> None:
     (secret,) = api.secrets(filters={"name": f"{stack.name}_db_password"})
     assert "Data" not in secret["Spec"]
     logs = stack.cli("stack", "logs", timeout=120)
-    assert "lin-blue" in logs or "Serving" in logs, logs[-2000:]
+    assert "swlin-blue" in logs or "Serving" in logs, logs[-2000:]
     assert password not in logs
 
 
@@ -234,11 +234,11 @@ def test_every_prediction_is_in_postgres_exactly_once(stack: SwarmStack) -> None
 
 def test_deploy_and_rollback_under_a_client_loop_fail_no_request(stack: SwarmStack) -> None:
     with ClientLoop(stack) as loop:
-        stack.cli("stack", "deploy", "lin=2", timeout=900)
+        stack.cli("stack", "deploy", "swlin=2", timeout=900)
         after_deploy = len(loop.seen)
-        assert f'"{stack.cluster.registry}/modelport/lin:2-' in (stack.directory / "swarm-stack.yaml").read_text()
+        assert f'"{stack.cluster.registry}/modelport/swlin:2-' in (stack.directory / "swarm-stack.yaml").read_text()
         wait_until(lambda: len(loop.seen), lambda n: n > after_deploy + 20, timeout=30)
-        stack.cli("stack", "rollback", "lin", timeout=900)
+        stack.cli("stack", "rollback", "swlin", timeout=900)
         after_rollback = len(loop.seen)
         wait_until(lambda: len(loop.seen), lambda n: n > after_rollback + 20, timeout=30)
     failed = loop.failed()
@@ -246,31 +246,31 @@ def test_deploy_and_rollback_under_a_client_loop_fail_no_request(stack: SwarmSta
     assert not failed, failed[:5]
     versions = [v for _, _, v in loop.seen]
     assert versions[0] == "1" and "2" in versions[:after_deploy + 1] and set(versions[after_rollback + 5:]) == {"1"}
-    (image,) = {t["Spec"]["ContainerSpec"]["Image"] for t in stack.tasks("lin-blue")}
-    assert image.startswith(f"{stack.cluster.registry}/modelport/lin:1-")
-    assert not stack.tasks("lin-green")  # the other slot's service is gone
+    (image,) = {t["Spec"]["ContainerSpec"]["Image"] for t in stack.tasks("swlin-blue")}
+    assert image.startswith(f"{stack.cluster.registry}/modelport/swlin:1-")
+    assert not stack.tasks("swlin-green")  # the other slot's service is gone
 
 
 def test_a_ten_percent_canary_gets_its_share(stack: SwarmStack) -> None:
-    stack.cli("stack", "deploy", "lin=2", "--canary", "10", timeout=900)
+    stack.cli("stack", "deploy", "swlin=2", "--canary", "10", timeout=900)
     try:
         with httpx.Client() as client:
             versions = [stack.predict(stack.x[0], client).headers["x-model-version"] for _ in range(2000)]
         print(f"\ncanary on the Swarm: {versions.count('2')} of 2000 requests to version 2")
         assert 160 <= versions.count("2") <= 240, versions.count("2")  # 8-12 % of 2,000
     finally:
-        stack.cli("stack", "rollback", "lin", timeout=900)  # during a canary: all back to version 1
-    assert not stack.tasks("lin-green")
+        stack.cli("stack", "rollback", "swlin", timeout=900)  # during a canary: all back to version 1
+    assert not stack.tasks("swlin-green")
 
 
 def test_scale_up_and_down_under_a_client_loop_fail_no_request(stack: SwarmStack) -> None:
     with ClientLoop(stack) as loop:
-        stack.cli("stack", "scale", "lin", "4", timeout=600)
+        stack.cli("stack", "scale", "swlin", "4", timeout=600)
         ps = json.loads(stack.cli("stack", "ps", "--json"))
-        assert sorted((r["proxy"], r["weight"]) for r in ps if r["model"] == "lin") == [("UP", 25)] * 4
-        stack.cli("stack", "scale", "lin", "3", timeout=600)  # Swarm picks the task that goes
+        assert sorted((r["proxy"], r["weight"]) for r in ps if r["model"] == "swlin") == [("UP", 25)] * 4
+        stack.cli("stack", "scale", "swlin", "3", timeout=600)  # Swarm picks the task that goes
     assert not loop.failed(), f"{len(loop.failed())} of {len(loop.seen)} requests failed: {loop.failed()[:5]}"
-    assert len(stack.tasks("lin-blue")) == 3 and "replicas: 3" in (stack.directory / "swarm-stack.yaml").read_text()
+    assert len(stack.tasks("swlin-blue")) == 3 and "replicas: 3" in (stack.directory / "swarm-stack.yaml").read_text()
 
 
 def test_a_stopped_workers_replicas_move_to_the_other_nodes_and_no_request_fails(stack: SwarmStack) -> None:
@@ -281,12 +281,12 @@ def test_a_stopped_workers_replicas_move_to_the_other_nodes_and_no_request_fails
 
     cluster = stack.cluster
     ids = {n.id: n.attrs["Description"]["Hostname"] for n in cluster.manager.nodes.list()}
-    running = [t for t in stack.tasks("lin-blue") if t["Status"]["State"] == "running"]
+    running = [t for t in stack.tasks("swlin-blue") if t["Status"]["State"] == "running"]
     victim = next(n for n in sorted({ids[t["NodeID"]] for t in running}, reverse=True) if n != cluster.manager_name)
     lost = {a["Addresses"][0].split("/")[0] for t in running if ids[t["NodeID"]] == victim
             for a in t["NetworksAttachments"] if a["Network"]["Spec"]["Name"] == f"{stack.name}_backend"}
     (gateway,) = cluster.manager.containers.list(filters={"label": f"com.docker.swarm.service.name={stack.name}_gateway"})
-    runtime = Runtime.of_container(gateway, prefix="lin-")
+    runtime = Runtime.of_container(gateway, prefix="swlin-")
     try:
         with ClientLoop(stack) as loop:
             times: dict[str, float] = {}
@@ -305,7 +305,7 @@ def test_a_stopped_workers_replicas_move_to_the_other_nodes_and_no_request_fails
             down = times["down"]
 
             def rescheduled() -> bool:
-                tasks = [t for t in stack.tasks("lin-blue") if t["Status"]["State"] == "running"]
+                tasks = [t for t in stack.tasks("swlin-blue") if t["Status"]["State"] == "running"]
                 return len(tasks) == 3 and victim not in {ids.get(t["NodeID"]) for t in tasks}
 
             wait_until(rescheduled, bool, timeout=90, interval=0.5, what=lambda _: "3 replicas on the surviving nodes")
