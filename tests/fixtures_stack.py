@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 POSTGRES_IMAGE = os.environ.get("MODELPORT_TEST_POSTGRES_IMAGE", "modelport-test/postgres:15")
 
@@ -18,3 +22,15 @@ def remove_everything(client, name: str) -> None:
             volume.remove(force=True)
     for image in client.images.list(filters={"label": f"io.modelport.stack={name}"}):
         client.images.remove(image.id, force=True)
+
+
+def expected(stack: Any, ref: str, x: np.ndarray) -> np.ndarray:
+    """What the model ``ref`` in the stack's store (``stack.env``'s MODELPORT_HOME) predicts for ``x``."""
+    from modelport.api import load_model
+    from modelport.store import ModelStore
+
+    store = ModelStore(Path(stack.env["MODELPORT_HOME"]))
+    try:
+        return load_model(ref, store=store).predict(x)
+    finally:
+        store.close()

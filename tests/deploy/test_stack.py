@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import TEST_BASE_IMAGE
 from tests.fixtures_paths import AMBIGUOUS, SAME_ROUTE, body_for, raw_post
-from tests.fixtures_stack import POSTGRES_IMAGE, remove_everything
+from tests.fixtures_stack import POSTGRES_IMAGE, expected, remove_everything
 from tests.helpers import free_port, run_cli, wait_until
 
 docker = pytest.importorskip("docker")
@@ -113,17 +113,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             run_cli("stack", "down", "--volumes", "--dir", str(directory), env=env, check=False)
         remove_everything(client, name)
         client.close()
-
-
-def expected(stack: RunningStack, ref: str, x: np.ndarray) -> np.ndarray:
-    from modelport.api import load_model
-    from modelport.store import ModelStore
-
-    store = ModelStore(Path(stack.env["MODELPORT_HOME"]))
-    try:
-        return load_model(ref, store=store).predict(x)
-    finally:
-        store.close()
 
 
 def stored_request_ids(stack: RunningStack, wanted: list[str], timeout: float = 60) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_BASE_IMAGE
-from tests.fixtures_stack import POSTGRES_IMAGE, remove_everything
+from tests.fixtures_stack import POSTGRES_IMAGE, expected, remove_everything
 from tests.fixtures_swarm import SwarmCluster
 from tests.helpers import free_port, run_cli, wait_until
 
@@ -136,17 +136,6 @@ def _pushed_tags(directory: Path) -> list[str]:
         return []
     return ([state.swarm.image(r.image, r.digest) for m in state.models for r in m.slots.values()]
             + [state.swarm.image(i) for i in (state.control_image, state.gateway_image, state.db_image)])
-
-
-def expected(stack: SwarmStack, ref: str, x: np.ndarray) -> np.ndarray:
-    from modelport.api import load_model
-    from modelport.store import ModelStore
-
-    store = ModelStore(Path(stack.env["MODELPORT_HOME"]))
-    try:
-        return load_model(ref, store=store).predict(x)
-    finally:
-        store.close()
 
 
 class ClientLoop:

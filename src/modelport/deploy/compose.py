@@ -35,6 +35,17 @@ def compose_command() -> tuple[str, ...]:
                          "or docker-compose (e.g. `apt-get install docker-compose`)")
 
 
+def run_tool(argv: list[str], *, shown: str, cwd: Path, env: dict[str, str] | None = None, capture: bool = True) -> str:
+    """Run a Docker command-line tool to its end; its output, or an error naming the command as ``shown``
+    with the output's tail (``capture=False``: the output goes to ours, as it comes)."""
+    proc = subprocess.run(argv, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.STDOUT if capture else None)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout or "").strip().splitlines()[-25:])
+        raise ModelportError(f"`{shown}` failed (exit status {proc.returncode})" + (f":\n{tail}" if tail else ""))
+    return proc.stdout or ""
+
+
 class Project:
     """A compose project: a directory with ``compose.yaml`` (and what it refers to), and its name."""
 
@@ -47,13 +58,8 @@ class Project:
 
     def run(self, *args: str, capture: bool = True) -> str:
         """Run a compose command to its end; its output, or an error carrying the output's tail."""
-        proc = subprocess.run(self._argv(args), cwd=self.directory, text=True,
-                              stdout=subprocess.PIPE if capture else None, stderr=subprocess.STDOUT if capture else None)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout or "").strip().splitlines()[-25:])
-            raise ModelportError(f"`{' '.join(compose_command())} {' '.join(args)}` failed (exit status {proc.returncode})"
-                                 + (f":\n{tail}" if tail else ""))
-        return proc.stdout or ""
+        return run_tool(self._argv(args), shown=f"{' '.join(compose_command())} {' '.join(args)}", cwd=self.directory,
+                        capture=capture)
 
     def start(self, *args: str, output: IO[str]) -> subprocess.Popen:
         return subprocess.Popen(self._argv(args), cwd=self.directory, stdout=output, stderr=subprocess.STDOUT, text=True)

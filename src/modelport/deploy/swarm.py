@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modelport.container import engine
+from modelport.deploy.compose import run_tool
 from modelport.errors import ModelportError
 
 STACK_FILE = "swarm-stack.yaml"
@@ -101,13 +102,8 @@ class SwarmProject:
 
     def run(self, *args: str, capture: bool = True) -> str:
         """A docker CLI command against the manager; its output, or an error with the output's tail."""
-        proc = subprocess.run([docker_cli(), *args], cwd=self.directory, env=self._env(), text=True,
-                              stdout=subprocess.PIPE if capture else None, stderr=subprocess.STDOUT if capture else None)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout or "").strip().splitlines()[-25:])
-            raise ModelportError(f"`docker {' '.join(args)}` failed (exit status {proc.returncode})"
-                                 + (f":\n{tail}" if tail else ""))
-        return proc.stdout or ""
+        return run_tool([docker_cli(), *args], shown=f"docker {' '.join(args)}", cwd=self.directory, env=self._env(),
+                        capture=capture)
 
     def start(self, *args: str) -> subprocess.Popen:
         """A docker CLI command against the manager, its output to ours (``docker service logs -f``)."""
