@@ -95,6 +95,26 @@ class FakeDNS:
         self._sock.close()
 
 
+class _Background(http.server.ThreadingHTTPServer):
+    """A stand-in server's HTTP server, served from a thread of its own until ``stop``."""
+
+    daemon_threads = True
+    request_queue_size = 128  # not 5: the proxy opens dozens at once, refused ones mark the server DOWN
+
+    def __init__(self, host: str, port: int, handler: type[http.server.BaseHTTPRequestHandler], name: str) -> None:
+        super().__init__((host, port), handler)
+        self._thread = threading.Thread(target=self.serve_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a health check's connection closed early: nothing to report
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(5)
+
+
 class EchoServer:
     """A stand-in model server at ``host:port`` that answers every request with what reached it (method,
     raw path, headers) as JSON, and its readiness check with 200: to see what the proxy forwards. A
@@ -123,20 +143,10 @@ class EchoServer:
             def log_message(self, format: str, *args: object) -> None:  # quiet: the health checks are many
                 pass
 
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass  # a health check's connection closed early: nothing to report
-
-        self._server = Server((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"echo-{host}", daemon=True)
-        self._thread.start()
+        self._server = _Background(host, port, Handler, name=f"echo-{host}")
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._server.stop()
 
 
 class HeldServer:
@@ -166,22 +176,11 @@ class HeldServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 128  # not 5: the proxy opens dozens at once, refused ones mark the server DOWN
-
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass
-
-        self._server = Server((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"held-{host}", daemon=True)
-        self._thread.start()
+        self._server = _Background(host, port, Handler, name=f"held-{host}")
 
     def stop(self) -> None:
         self.gate.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._server.stop()
 
 
 def host_layout(directory: Path, server_port: int, nameserver: str) -> Layout:

@@ -385,19 +385,13 @@ class SwarmScaler:
         """The decision's replica count and its label, in one update of the service. The update carries
         the version read: one that raced another change is refused by the manager, and tried again at
         the next pass on what is there then."""
-        from docker.types import ServiceMode
+        from modelport.deploy.swarm import set_replicas
 
         service = self._service(model, slot)
         if service is None:
             raise ModelportError(f"No service {self.service_name(model, slot)} to scale")
-        # The spec as stored, not the SDK's fetch_current_spec (Service.scale's): that one reads it with
-        # the defaults inserted, a task template the manager takes for a new one, replacing every task.
-        spec = service.attrs["Spec"]
-        labels = {**(spec.get("Labels") or {}), LABEL: label_text(decision, when)}  # the update replaces them all
-        self.client.api.update_service(
-            service.id, service.version, task_template=spec["TaskTemplate"], name=spec["Name"], labels=labels,
-            mode=ServiceMode("replicated", replicas=decision.desired), update_config=spec.get("UpdateConfig"),
-            rollback_config=spec.get("RollbackConfig"), endpoint_spec=spec.get("EndpointSpec"))
+        labels = {**(service.attrs["Spec"].get("Labels") or {}), LABEL: label_text(decision, when)}
+        set_replicas(self.client, service.id, decision.desired, labels)
 
 
 # -- the loop ----------------------------------------------------------------------------------------

@@ -550,7 +550,7 @@ class SwarmReplicas:
                 continue
             remaining[service] = len([t for t in self.swarm.tasks(service) if t["ID"] not in leaving])
             if remaining[service]:
-                self.swarm.client.services.get(sid).scale(remaining[service])
+                swarm.set_replicas(self.swarm.client, sid, remaining[service])  # the others keep running as they are
             else:
                 self.swarm.client.api.remove_service(sid)
         deadline = time.monotonic() + 40  # past the grace period

@@ -181,6 +181,22 @@ class SwarmProject:
             return f"(no logs: {e})"
 
 
+def set_replicas(client: Any, service_id: str, replicas: int, labels: dict[str, str] | None = None) -> None:
+    """Scale a replicated service (and set ``labels``, which replace the service's own), sending the spec as
+    stored with the version read: one update that raced another is refused by the manager. Not the SDK's
+    Service.scale: its fetch_current_spec reads the spec with the defaults inserted, a task template the
+    manager takes for a new one, and it replaces every task."""
+    from docker.types import ServiceMode
+
+    service = client.services.get(service_id)
+    spec = service.attrs["Spec"]
+    client.api.update_service(
+        service.id, service.version, task_template=spec["TaskTemplate"], name=spec["Name"],
+        labels=spec.get("Labels") if labels is None else labels, mode=ServiceMode("replicated", replicas=replicas),
+        update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+        endpoint_spec=spec.get("EndpointSpec"))
+
+
 def address(task: dict[str, Any], network: str) -> str | None:
     """The task's address on ``network`` (without the prefix length), None until it has one."""
     for attachment in task.get("NetworksAttachments") or []:
