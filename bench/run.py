@@ -107,12 +107,14 @@ def measure(
     log = WORK / suite.key / "logs" / f"{system.name}-round{rnd}.log"
     started = time.monotonic()
     with Server(system.name, launch, log) as server:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(server, base + rows[0].path, rows[0], workload, system.startup_timeout)
-        for row in rows[1:]:
-            verify(row, workload, post_json(base + row.path, row.body(workload))[1])
+        published = f"http://127.0.0.1:{port}"
+        wait_ready(server, published + rows[0].path, rows[0], workload, system.startup_timeout)
+        bases = {row.name: system.base_url(ctx, port, row.via) for row in rows}
+        for row in rows:
+            verify(row, workload, post_json(bases[row.name] + row.path, row.body(workload))[1])
         print(f"  {system.name}: up and correct after {time.monotonic() - started:.1f}s", flush=True)
         for row in rows:
+            base = bases[row.name]
             script = write_script(row.body(workload), WORK / suite.key / "lua" / f"{row.name}.lua")
             for c in opts.connections:
                 if opts.warmup > 0:

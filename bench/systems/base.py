@@ -34,6 +34,9 @@ class Row:
     # Pulls the prediction out of the JSON answer; None for a constant answer
     # (the HTTP limit), which is checked for HTTP 200 and valid JSON only.
     read: Callable[[Any], float] | None
+    # Which of the system's addresses the row loads: "published" (127.0.0.1:port) or one the system names
+    # (System.base_url), e.g. a container's address on its Docker network.
+    via: str = "published"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class System:
     def launch(self, ctx: Context, port: int) -> Launch:
         raise NotImplementedError
 
+    def base_url(self, ctx: Context, port: int, via: str) -> str:
+        """Where a row with this ``via`` sends its requests, once the system answers on its port."""
+        if via != "published":
+            raise NotImplementedError(f"{self.name} has no {via!r} address")
+        return f"http://127.0.0.1:{port}"
+
     def python(self) -> Path:
         return python_of(self.venv.name) if self.venv else Path(sys.executable)
 
@@ -95,6 +104,6 @@ def read_v2(answer: Any) -> float:
     return float(answer["outputs"][0]["data"][0])
 
 
-def predict_row(name: str) -> Row:
+def predict_row(name: str, via: str = "published") -> Row:
     """The tutorial's contract: POST /predict {"features": [...]} -> {"prediction": y}."""
-    return Row(name, "/predict", features_body, read_prediction)
+    return Row(name, "/predict", features_body, read_prediction, via)
