@@ -186,7 +186,7 @@ def generated_rows(n: int, *, allow_nan: bool = False) -> np.ndarray:
     return x
 
 
-# -- the converters: (files, version, input dtype) → (ONNX bytes, how its labels read) --------------------------
+# -- the converters: (files, version, input dtype) → (ONNX bytes, how its labels read: TabularOnnxPredictor) ------
 
 def _sklearn(files: dict[str, bytes], mv: ModelVersion, dtype: str) -> tuple[bytes, str]:
     from skl2onnx import convert_sklearn
@@ -207,7 +207,7 @@ def _sklearn(files: dict[str, bytes], mv: ModelVersion, dtype: str) -> tuple[byt
                                   target_opset=TARGET_OPSET)
         except Exception as e:
             raise ConversionError(_why(e)) from None
-    return onx.SerializeToString(), "values"
+    return onx.SerializeToString(), "argmax" if _chooses_by_argmax(model) else "values"
 
 
 def _xgboost(files: dict[str, bytes], mv: ModelVersion, dtype: str) -> tuple[bytes, str]:
@@ -225,7 +225,7 @@ def _xgboost(files: dict[str, bytes], mv: ModelVersion, dtype: str) -> tuple[byt
             onx = convert_xgboost(est, initial_types=[(INPUT, FloatTensorType([None, len(mv.signature["features"])]))])
         except Exception as e:
             raise ConversionError(_why(e)) from None
-    return onx.SerializeToString(), "indices"
+    return onx.SerializeToString(), "argmax"
 
 
 def _lightgbm(files: dict[str, bytes], mv: ModelVersion, dtype: str) -> tuple[bytes, str]:
@@ -243,7 +243,16 @@ def _lightgbm(files: dict[str, bytes], mv: ModelVersion, dtype: str) -> tuple[by
                                    zipmap=False)
         except Exception as e:
             raise ConversionError(_why(e)) from None
-    return onx.SerializeToString(), "indices"
+    return onx.SerializeToString(), "argmax"
+
+
+def _chooses_by_argmax(model: Any) -> bool:
+    """scikit-learn classifiers whose predict is the first most probable class (trees and forests)."""
+    from sklearn.ensemble._forest import ForestClassifier
+    from sklearn.tree import BaseDecisionTree
+
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    return isinstance(final, (BaseDecisionTree, ForestClassifier)) and hasattr(final, "classes_")
 
 
 _CONVERTERS = {"sklearn": _sklearn, "xgboost": _xgboost, "lightgbm": _lightgbm}

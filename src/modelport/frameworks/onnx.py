@@ -95,8 +95,10 @@ class OnnxPredictor(Predictor):
 class TabularOnnxPredictor(Predictor):
     """A scikit-learn, XGBoost or LightGBM model converted to ONNX (frameworks.convert), serving the tabular
     signature of the model it came from: rows in, predictions (and a classifier's labels and probabilities) out.
-    A converted classifier gives two outputs, labels then probabilities; a converted booster's labels are
-    indices into the signature's classes (the booster file keeps no class values)."""
+    A converted classifier gives two outputs, labels then probabilities. ``extra["onnx_labels"]`` says how its
+    labels read: "values" (the label output), or "argmax": the first most probable of the signature's classes,
+    which is how scikit-learn's trees and forests and modelport's boosters choose (the ONNX label output breaks
+    ties, e.g. 0.5/0.5 in a forest of 10 trees, the other way; a booster file keeps no class values either)."""
 
     def __init__(self, sess: Any, signature: dict[str, Any], extra: dict[str, Any]) -> None:
         self.session = sess
@@ -104,7 +106,7 @@ class TabularOnnxPredictor(Predictor):
         self._dtype = _ORT_TYPES.get(sess.get_inputs()[0].type, "float32")
         self._outputs = [o.name for o in sess.get_outputs()]
         self.classes = signature.get("classes")
-        self._label_indices = extra.get("onnx_labels") == "indices"
+        self._argmax = extra.get("onnx_labels") == "argmax"
         self._probabilities = self.classes is not None and extra.get("onnx_probabilities", True) and len(self._outputs) > 1
         if self._dtype == "float32":  # the converted model computes in float32: larger inputs would overflow
             self.input_limit = float(np.finfo(np.float32).max)
@@ -113,11 +115,11 @@ class TabularOnnxPredictor(Predictor):
         return self.session.run([self._outputs[output]], {self._input: x.astype(self._dtype, copy=False)})[0]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        y = self._run(x, 0)
         if self.classes is None:
-            return y.reshape(len(x)).astype(np.float64, copy=False)  # [batch, 1] → one number per row
-        labels = y.reshape(len(x))
-        return np.asarray(self.classes)[labels] if self._label_indices else labels
+            return self._run(x, 0).reshape(len(x)).astype(np.float64, copy=False)  # [batch, 1] → one number per row
+        if self._argmax:
+            return np.asarray(self.classes)[self._run(x, 1).argmax(axis=1)]
+        return self._run(x, 0).reshape(len(x))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         if not self._probabilities:  # as the native model: a RidgeClassifier's scores are not probabilities
