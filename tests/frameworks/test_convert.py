@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 import modelport
 from modelport.errors import ConversionError
 from modelport.frameworks import get_adapter
-from modelport.frameworks.convert import Tolerance, convert, generated_rows
+from modelport.frameworks.convert import Tolerance, convert, convert_model, generated_rows
 from modelport.training.trainer import train
 from tests.helpers import run_in_process
 
@@ -98,7 +98,7 @@ def test_a_conversion_is_checked_on_the_test_rows_kept_at_training(store, regres
     assert len(result.version.extra["test_rows"]) == 32  # of the 40 held-out rows
     conversion = convert(result.version, store.read_files(result.version))
     assert (conversion.rows_from, conversion.rows) == ("test rows", 32)
-    given = convert(result.version, store.read_files(result.version), rows=x[:5])
+    given = convert_model("trained:1", rows=x[:5], store=store)
     assert (given.rows_from, given.rows) == ("given rows", 5)
 
 

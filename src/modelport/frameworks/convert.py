@@ -17,7 +17,7 @@ from modelport.extras import MissingExtraError, require
 from modelport.frameworks import get_adapter
 from modelport.frameworks.base import REGRESSION, Packed, Predictor, versions_of
 from modelport.frameworks.onnx import FILE_NAME, OnnxAdapter
-from modelport.store import ModelVersion
+from modelport.store import ModelStore, ModelVersion
 
 CONVERTIBLE = ("sklearn", "xgboost", "lightgbm")
 INPUT = "input"  # the converted model's one input: [batch, n_features]
@@ -95,6 +95,15 @@ def convert(mv: ModelVersion, files: dict[str, bytes], *, rows: Any = None,
         return Conversion(packed, len(x), rows_from, dtype, abs_err, rel_err, tolerance)
     raise ConversionError(f"{mv.ref} ({mv.extra.get('estimator', mv.framework)}) cannot be served by onnxruntime: "
                           + "; ".join(failures) + ". Build it with the native runtime (--runtime native).")
+
+
+def convert_model(ref: str, *, rows: Any = None, tolerance: Tolerance = Tolerance(),
+                  store: ModelStore | None = None) -> Conversion:
+    """``convert`` for a model in the store: ``convert_model("houses:1").summary()`` says whether (and how well)
+    it would serve with ``build --runtime onnx``."""
+    store = store or ModelStore()
+    mv = store.resolve(ref)
+    return convert(mv, store.read_files(mv), rows=rows, tolerance=tolerance)
 
 
 def require_converters() -> None:
