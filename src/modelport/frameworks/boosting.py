@@ -10,15 +10,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import FrameworkError
-from modelport.frameworks.base import (
-    CLASSIFICATION,
-    REGRESSION,
-    Packed,
-    Predictor,
-    example_rows,
-    tabular_signature,
-    versions_of,
-)
+from modelport.frameworks.base import CLASSIFICATION, REGRESSION, Packed, Predictor, tabular_signature, versions_of
 
 
 class BoosterPredictor(Predictor):
@@ -69,7 +61,7 @@ class XGBoostAdapter:
             task=task,
             signature=tabular_signature(n, names, task=task, classes=classes, allow_nan=True),
             libraries=versions_of("xgboost", "numpy", "scipy"),
-            extra={"estimator": type(obj).__name__, **example_rows(input_example, n)},
+            extra={"estimator": type(obj).__name__},
         )
 
     def accepts_file(self, path: Path, head: bytes) -> bool:
@@ -134,7 +126,6 @@ class LightGBMAdapter:
                                         classes=[c.item() if isinstance(c, np.generic) else c for c in classes] if classes else None,
                                         allow_nan=True),
             libraries=versions_of("lightgbm", "numpy", "scipy"),
-            extra=example_rows(input_example, booster.num_feature()),
         )
 
     def accepts_file(self, path: Path, head: bytes) -> bool:

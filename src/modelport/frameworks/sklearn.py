@@ -10,15 +10,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import FrameworkError, UnsafeModelError
-from modelport.frameworks.base import (
-    CLASSIFICATION,
-    REGRESSION,
-    Packed,
-    Predictor,
-    example_rows,
-    tabular_signature,
-    versions_of,
-)
+from modelport.frameworks.base import CLASSIFICATION, REGRESSION, Packed, Predictor, tabular_signature, versions_of
 
 # Types a skops file may contain beyond skops' own defaults. Anything else is refused.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "collections.", "builtins.")
@@ -98,8 +90,7 @@ class SklearnAdapter:
             task=task,
             signature=tabular_signature(obj.n_features_in_, feature_names, task=task, classes=classes, allow_nan=allow_nan),
             libraries=versions_of("scikit-learn", "skops", "numpy", "scipy"),
-            extra={"estimator": f"{type(obj).__module__}.{type(obj).__qualname__}",
-                   **example_rows(input_example, obj.n_features_in_)},
+            extra={"estimator": f"{type(obj).__module__}.{type(obj).__qualname__}"},
         )
 
     def accepts_file(self, path: Path, head: bytes) -> bool:
