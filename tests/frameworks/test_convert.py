@@ -49,7 +49,7 @@ def test_sklearn_regressors_convert_and_predict_as_the_native_model(store, model
     mv, conversion, served, native = converted_and_native(store, model.fit(X, Y), "reg")
     assert conversion.packed.signature == mv.signature and conversion.packed.task == "regression"
     assert set(conversion.packed.libraries) == {"onnxruntime", "numpy"}
-    assert conversion.rows_from == "generated rows" and conversion.rows == len(generated_rows(4))
+    assert conversion.rows_from == "241 generated" and conversion.rows == len(generated_rows(4)) == 241
     assert conversion.max_abs_error <= conversion.tolerance.atol + conversion.tolerance.rtol * np.abs(native.predict(X)).max()
     # Linear models and scalers keep double precision; trees compute in float32, as scikit-learn's do.
     assert conversion.dtype == ("float32" if isinstance(model, RandomForestRegressor) else "float64")
@@ -97,9 +97,10 @@ def test_a_conversion_is_checked_on_the_test_rows_kept_at_training(store, regres
     result = train(path, "target", "trained", model="random-forest", store=store)
     assert len(result.version.extra["test_rows"]) == 32  # of the 40 held-out rows
     conversion = convert(result.version, store.read_files(result.version))
-    assert (conversion.rows_from, conversion.rows) == ("test rows", 32)
+    assert (conversion.rows_from, conversion.rows) == ("32 test rows, 241 generated", 273)
+    assert "on 273 rows (32 test rows, 241 generated)" in conversion.summary()
     given = convert_model("trained:1", rows=x[:5], store=store)
-    assert (given.rows_from, given.rows) == ("given rows", 5)
+    assert (given.rows_from, given.rows) == ("5 given", 5)
 
 
 def test_a_model_without_a_converter_is_refused_with_the_reason(store) -> None:
@@ -137,7 +138,7 @@ def test_check_rows_of_the_wrong_width_are_refused(store) -> None:
 def test_build_context_with_the_onnx_runtime_has_no_scikit_learn(home: Path, tmp_path: Path) -> None:
     modelport.save_model(LinearRegression().fit(X, Y), "lin")
     out = run_in_process("build", "lin:1", "--runtime", "onnx", "--context-only", str(tmp_path / "ctx"))
-    assert "ONNX (float64) matches the native model on 241 generated rows" in out.stdout
+    assert "ONNX (float64) matches the native model on 241 rows (241 generated)" in out.stdout
     lock = (tmp_path / "ctx" / "wheels" / "requirements.lock").read_text().split()
     names = {line.split("==")[0] for line in lock}
     assert "onnxruntime" in names and not names & {"scikit-learn", "scipy", "skops", "joblib", "threadpoolctl"}

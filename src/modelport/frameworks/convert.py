@@ -44,7 +44,7 @@ class Conversion:
 
     packed: Packed  # framework "onnx", the original's task and signature
     rows: int  # rows checked
-    rows_from: str  # "test rows" (kept at training) | "given rows" | "generated rows"
+    rows_from: str  # "32 test rows, 241 generated" (test rows kept at training) | "5 given" | "241 generated"
     dtype: str  # the converted model's input type: float64 when the converter keeps double precision
     max_abs_error: float  # regression: largest |onnx − native|; classifiers: largest probability difference
     max_rel_error: float  # regression: largest |onnx − native| / |native| (0 for classifiers)
@@ -53,7 +53,7 @@ class Conversion:
     def summary(self) -> str:
         what = "predictions" if self.packed.task == REGRESSION else "labels equal, probabilities"
         rel = f", relative {self.max_rel_error:.2g}" if self.packed.task == REGRESSION else ""
-        return (f"ONNX ({self.dtype}) matches the native model on {self.rows} {self.rows_from}: {what} within "
+        return (f"ONNX ({self.dtype}) matches the native model on {self.rows} rows ({self.rows_from}): {what} within "
                 f"{self.max_abs_error:.2g}{rel} (tolerance {_tolerance_text(self.packed.task, self.tolerance)})")
 
 
@@ -168,17 +168,22 @@ def _has_probabilities(native: Predictor, x: np.ndarray, task: str) -> bool:
 
 
 def check_rows(mv: ModelVersion, rows: Any = None) -> tuple[np.ndarray, str]:
-    """The rows a conversion is checked on, and where they come from."""
+    """The rows a conversion is checked on, and where they come from: ``rows`` when given; else the test rows
+    kept with the model (real inputs) and rows generated from its signature (inputs far from them, which a
+    server may be sent too)."""
     n = len(mv.signature["features"])
+    generated = generated_rows(n, allow_nan=mv.signature.get("allow_nan", False))
     if rows is not None:
-        x, source = np.asarray(rows, dtype=np.float64), "given rows"
+        x = np.asarray(rows, dtype=np.float64)
     elif mv.extra.get("test_rows"):
-        x, source = np.asarray(mv.extra["test_rows"], dtype=np.float64), "test rows"
+        x = np.asarray(mv.extra["test_rows"], dtype=np.float64)
     else:
-        return generated_rows(n, allow_nan=mv.signature.get("allow_nan", False)), "generated rows"
+        return generated, f"{len(generated)} generated"
     if x.ndim != 2 or x.shape[1] != n or not len(x):
         raise ConversionError(f"the check rows have shape {x.shape}; the model takes rows of {n} features")
-    return x, source
+    if rows is not None:
+        return x, f"{len(x)} given"
+    return np.vstack([x, generated]), f"{len(x)} test rows, {len(generated)} generated"
 
 
 def generated_rows(n: int, *, allow_nan: bool = False) -> np.ndarray:
