@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
@@ -120,6 +121,16 @@ def test_a_conversion_that_does_not_match_is_refused(store) -> None:
     convert(mv, store.read_files(mv))  # the default tolerance accepts it
 
 
+def test_a_converter_that_answers_otherwise_is_refused(store) -> None:
+    """onnxmltools converts an XGBoost reg:logistic regressor without its sigmoid: the check sees it."""
+    xgb = pytest.importorskip("xgboost")
+    model = xgb.XGBRegressor(n_estimators=10, objective="reg:logistic").fit(X, (X[:, 0] > 0) * 0.8 + 0.1)
+    mv = modelport.save_model(model, "logistic", store=store)
+    with pytest.raises(ConversionError, match=r"logistic:1 \(XGBRegressor\) cannot be served by onnxruntime: float32: "
+                                              r"predictions differ on row 0 of \d+: native 0\.\d+, ONNX -?\d"):
+        convert(mv, store.read_files(mv))
+
+
 def test_models_of_other_frameworks_are_refused(store, tmp_path: Path) -> None:
     from tests.fixtures_images import tiny_onnx
 
@@ -135,8 +146,9 @@ def test_check_rows_of_the_wrong_width_are_refused(store) -> None:
         convert(mv, store.read_files(mv), rows=np.zeros((2, 3)))
 
 
-def test_build_context_with_the_onnx_runtime_has_no_scikit_learn(home: Path, tmp_path: Path) -> None:
-    modelport.save_model(LinearRegression().fit(X, Y), "lin")
+def test_build_context_with_the_onnx_runtime_has_no_scikit_learn(home: Path, tmp_path: Path, serve) -> None:
+    native = LinearRegression().fit(X, Y)
+    modelport.save_model(native, "lin")
     out = run_in_process("build", "lin:1", "--runtime", "onnx", "--context-only", str(tmp_path / "ctx"))
     assert "ONNX (float64) matches the native model on 241 rows (241 generated)" in out.stdout
     lock = (tmp_path / "ctx" / "wheels" / "requirements.lock").read_text().split()
@@ -151,10 +163,18 @@ def test_build_context_with_the_onnx_runtime_has_no_scikit_learn(home: Path, tmp
     try:
         served = copy.resolve("lin:1")
         assert (served.framework, served.task, list(served.files)) == ("onnx", "regression", ["model.onnx"])
-        np.testing.assert_allclose(modelport.load_model("lin:1", store=copy).predict(FRESH),
-                                   LinearRegression().fit(X, Y).predict(FRESH), rtol=1e-9)
     finally:
         copy.close()
+    # The image's store served as the image serves it: the same API and feature names as the native model.
+    server = serve("lin:1", env={"MODELPORT_HOME": str(tmp_path / "ctx" / "model")})
+    r = httpx.post(f"{server.url}/predict", json={"instances": FRESH[:20].tolist()}, timeout=10)
+    np.testing.assert_allclose(r.json()["predictions"], native.predict(FRESH[:20]), rtol=1e-9)
+    v2 = httpx.post(f"{server.url}/v2/models/lin/infer", timeout=10, json={
+        "inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": FRESH[:2].ravel().tolist()}]})
+    assert v2.json()["outputs"][0]["name"] == "predictions"
+    np.testing.assert_allclose(v2.json()["outputs"][0]["data"], native.predict(FRESH[:2]), rtol=1e-9)
+    assert httpx.get(f"{server.url}/v2/models/lin", timeout=10).json()["inputs"] == [
+        {"name": "input", "datatype": "FP64", "shape": [-1, 4]}]
 
 
 def test_build_refuses_an_unconvertible_model_before_building(home: Path, tmp_path: Path) -> None:

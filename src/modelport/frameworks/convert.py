@@ -129,7 +129,7 @@ def compare(native: Predictor, converted: Predictor, x: np.ndarray, task: str, t
         bad = ~(diff <= tol.atol + tol.rtol * np.abs(want))  # NaN on either side is a mismatch too
         if bad.any():
             i = int(np.argmax(bad))
-            raise ConversionError(f"predictions differ on row {i} of {len(x)}: native {want[i]!r}, ONNX {got[i]!r} "
+            raise ConversionError(f"predictions differ on row {i} of {len(x)}: native {want[i]:.9g}, ONNX {got[i]:.9g} "
                                   f"(tolerance {_tolerance_text(task, tol)}); largest difference {np.nanmax(diff):.3g}")
         rel = diff / np.maximum(np.abs(want), np.finfo(np.float64).tiny)
         return float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
@@ -137,8 +137,8 @@ def compare(native: Predictor, converted: Predictor, x: np.ndarray, task: str, t
     unequal = got != want
     if unequal.any():
         i = int(np.argmax(unequal))
-        raise ConversionError(f"labels differ on {int(unequal.sum())} of {len(x)} rows (row {i}: native {want[i]!r}, "
-                              f"ONNX {got[i]!r})")
+        raise ConversionError(f"labels differ on {int(unequal.sum())} of {len(x)} rows (row {i}: native {str(want[i])!r}, "
+                              f"ONNX {str(got[i])!r})")
     try:
         p_want = native.predict_proba(x)
     except (FrameworkError, NotImplementedError):
