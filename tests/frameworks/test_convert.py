@@ -185,3 +185,15 @@ def test_build_refuses_an_unconvertible_model_before_building(home: Path, tmp_pa
     assert not (tmp_path / "ctx" / "wheels").exists()
     bad = run_in_process("build", "kernel:1", "--runtime", "tflite", "--context-only", str(tmp_path / "c2"), check=False)
     assert bad.returncode != 0 and "Unknown runtime 'tflite'; choose one of: native, onnx" in bad.stderr
+
+
+def test_without_the_converters_the_extra_to_install_is_named(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from modelport.extras import MissingExtraError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skl2onnx" else real(name, *a))
+    mv = modelport.save_model(LinearRegression().fit(X, Y), "lin", store=store)
+    with pytest.raises(MissingExtraError, match=r"Converting a model to ONNX needs skl2onnx, .*pip install 'modelport\[convert\]'"):
+        convert(mv, store.read_files(mv))
