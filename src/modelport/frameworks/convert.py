@@ -1,5 +1,5 @@
 """scikit-learn, XGBoost and LightGBM models → ONNX (skl2onnx, onnxmltools), accepted only when the converted model
-predicts what the native one does on the model's test rows (or rows generated from its signature).
+predicts what the native one does on the model's test rows and rows generated from its signature.
 
 The converted model keeps the original's signature and task, so a server answers the same requests with the same
 feature names; it needs onnxruntime and numpy only (no scikit-learn, SciPy or the boosting libraries)."""
@@ -60,8 +60,8 @@ class Conversion:
 def convert(mv: ModelVersion, files: dict[str, bytes], *, rows: Any = None,
             tolerance: Tolerance = Tolerance()) -> Conversion:
     """``mv`` (its verified ``files``) as an ONNX model, checked on ``rows`` (default: the test rows kept with the
-    model at training, else rows generated from its signature). Raises ConversionError when the model cannot be
-    converted or its conversion does not match within ``tolerance``."""
+    model, if any, and rows generated from its signature). Tries each input type of ``_DTYPES`` in turn; raises
+    ConversionError, with every attempt's reason, when none converts and matches within ``tolerance``."""
     if mv.framework not in CONVERTIBLE:
         raise ConversionError(f"{mv.ref} is a {mv.framework} model: the ONNX runtime converts "
                               f"{', '.join(CONVERTIBLE)} models only")
@@ -78,16 +78,16 @@ def convert(mv: ModelVersion, files: dict[str, bytes], *, rows: Any = None,
         except ConversionError as e:
             failures.append(f"{dtype}: {e}")
             continue
-        extra = {"onnx_labels": labels, "onnx_probabilities": _has_probabilities(native, x, mv.task), "converted_from": {"framework": mv.framework, "sha256": mv.digest,
-                                                           **({"estimator": mv.extra["estimator"]} if "estimator" in mv.extra else {})}}
+        source = {"framework": mv.framework, "sha256": mv.digest,
+                  **({"estimator": mv.extra["estimator"]} if "estimator" in mv.extra else {})}
+        extra = {"onnx_labels": labels, "onnx_probabilities": _has_probabilities(native, x, mv.task),
+                 "converted_from": source}
         packed = Packed(files={FILE_NAME: data}, task=mv.task, signature=mv.signature,
                         libraries=versions_of("onnxruntime", "numpy"), extra=extra)
         try:
             converted = OnnxAdapter().load(packed.files, packed.signature, packed.extra)
             abs_err, rel_err = compare(native, converted, x, mv.task, tolerance)
         except FrameworkError as e:  # onnxruntime cannot load it, or it answers otherwise
-            failures.append(f"{dtype}: {e}")
-            continue
             failures.append(f"{dtype}: {e}")
             continue
         packed.extra["onnx_check"] = {"rows": len(x), "rows_from": rows_from, "max_abs_error": abs_err,
@@ -120,7 +120,11 @@ def compare(native: Predictor, converted: Predictor, x: np.ndarray, task: str, t
     """→ (largest absolute, largest relative error) of ``converted`` against ``native`` on ``x``; raises
     ConversionError naming the first row that is outside the tolerance."""
     try:
-        got, want = converted.predict(x), native.predict(x)
+        want = native.predict(x)
+    except Exception as e:
+        raise ConversionError(f"the native model cannot predict the check rows: {str(e)[:300]}") from None
+    try:
+        got = converted.predict(x)
     except Exception as e:
         raise ConversionError(f"onnxruntime could not run the converted model: {str(e)[:300]}") from None
     if task == REGRESSION:
