@@ -11,6 +11,7 @@ import numpy as np
 from modelport.errors import ModelportError, UnsafeModelError
 from modelport.extras import require
 from modelport.frameworks import Packed, Predictor, adapter_for, adapter_for_file, get_adapter
+from modelport.frameworks.base import example_rows
 from modelport.store import ModelStore, ModelVersion
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
@@ -49,6 +50,8 @@ def save_model(model: Any, name: str, *, framework: str | None = None, feature_n
     adapter = get_adapter(framework) if framework else adapter_for(model)
     require(adapter.name, f"Saving a model with {adapter.name}")
     packed = adapter.pack(model, feature_names=feature_names, input_example=input_example)
+    if packed.signature.get("kind") == "tabular":  # rows to check a conversion to ONNX on (build --runtime onnx)
+        packed.extra.update(example_rows(input_example, len(packed.signature["features"])))
     return register(name, packed, framework=adapter.name, metrics=metrics, tags=tags, description=description, store=store)
 
 

@@ -39,6 +39,10 @@ class FrameworkError(ModelportError):
     """A model the framework adapters cannot save, detect or load."""
 
 
+class ConversionError(FrameworkError):
+    """A model that cannot be converted to another runtime, or whose conversion predicts otherwise."""
+
+
 class DataError(ModelportError):
     """Training data that cannot be used as given."""
 

@@ -21,6 +21,9 @@ def build(
     context_only: Path = typer.Option(None, "--context-only", help="Write the build context to this directory and stop."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build every layer again."),
     push: str = typer.Option(None, "--push", help="Then push it as REGISTRY/REPOSITORY or REGISTRY/REPOSITORY:TAG (default tag: the model version)."),
+    runtime: str = typer.Option("native", "--runtime", help="native: the model's own framework; onnx: a scikit-learn, "
+                                "XGBoost or LightGBM model converted to ONNX and checked against the native one "
+                                "(tag modelport/NAME:VERSION-onnx; no scikit-learn or SciPy in the image)."),
 ) -> None:
     """Build a lean, offline-reproducible image serving a model (and push it to a registry)."""
     from modelport.container import engine
@@ -28,13 +31,16 @@ def build(
 
     with LoggedProgress("build") as log:
         if context_only:
-            write_build_context(ref, context_only, base_image=base_image, requirements=requirements, progress=log)
+            write_build_context(ref, context_only, base_image=base_image, requirements=requirements, runtime=runtime,
+                                progress=log)
             success(f"Build context written to {context_only}", f"  (docker build -t IMAGE {context_only})")
             return
-        image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache, progress=log)
+        image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache,
+                            runtime=runtime, progress=log)
         if push:
-            engine.push(image.tag, pushed := push_reference(push, image.model), progress=log)
+            engine.push(image.tag, pushed := push_reference(push, image.model, runtime), progress=log)
     success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}"
+            + (" with onnxruntime" if runtime == "onnx" else "")
             + (f", pushed as {pushed}" if push else ""))
 
 

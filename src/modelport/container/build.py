@@ -14,8 +14,11 @@ from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.context import (
     BUILD_LABEL,
+    NATIVE,
+    RUNTIME_LABEL,
     Progress,
     build_time_labels,
+    check_runtime,
     read_requirements_file,
     source_digest,
     write_context,
@@ -34,20 +37,22 @@ class BuiltImage:
     model: ModelVersion
 
 
-def default_tag(mv: ModelVersion) -> str:
-    return f"modelport/{mv.name}:{mv.version}"
+def default_tag(mv: ModelVersion, runtime: str = NATIVE) -> str:
+    """modelport/NAME:VERSION; an image converted to ONNX is another image of the same version: …:VERSION-onnx."""
+    return f"modelport/{mv.name}:{mv.version}" + ("" if runtime == NATIVE else f"-{runtime}")
 
 
-def push_reference(target: str, mv: ModelVersion) -> str:
-    """``--push REGISTRY/REPOSITORY[:TAG]``: the reference to push, the model's version as the default tag."""
+def push_reference(target: str, mv: ModelVersion, runtime: str = NATIVE) -> str:
+    """``--push REGISTRY/REPOSITORY[:TAG]``: the reference to push, the model's version as the default tag
+    (VERSION-onnx for an image converted to ONNX, as default_tag)."""
     registry, slash, rest = target.partition("/")
     if not slash or not rest or not registry or ("." not in registry and ":" not in registry and registry != "localhost"):
         raise ModelportError(f"--push {target!r}: expected REGISTRY/REPOSITORY[:TAG], e.g. registry.example.com:5000/"
                              f"{mv.name} (a registry's host name has a '.' or a ':PORT', or is localhost)")
-    return target if ":" in rest.rsplit("/", 1)[-1] else f"{target}:{mv.version}"
+    return target if ":" in rest.rsplit("/", 1)[-1] else f"{target}:{default_tag(mv, runtime).rsplit(':', 1)[1]}"
 
 
-def stale_image(tag: str, digest: str) -> str | None:
+def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
     """Why the image ``tag`` cannot serve the model with this sha256 as it is (so it must be
     built), or None when it can: a tag names a model and version, but another store may hold
     another model under the same name and version, and another modelport may have built it."""
@@ -56,6 +61,8 @@ def stale_image(tag: str, digest: str) -> str | None:
         return "there is no image yet"
     if labels.get("io.modelport.sha256") != digest:
         return "the image holds another model of that name and version (another store's)"
+    if labels.get(RUNTIME_LABEL, NATIVE) != runtime:
+        return f"the image serves it with the {labels.get(RUNTIME_LABEL, NATIVE)} runtime, not {runtime}"
     built_by = labels.get("io.modelport.modelport-version")
     if built_by != modelport.__version__:
         return f"the image was built by modelport {built_by}, this is {modelport.__version__}"
@@ -66,17 +73,20 @@ def stale_image(tag: str, digest: str) -> str | None:
 
 def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.BASE_IMAGE,
                 requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
-                progress: Progress = lambda _: None) -> BuiltImage:
+                runtime: str = NATIVE, progress: Progress = lambda _: None) -> BuiltImage:
+    """``runtime="onnx"``: the model converted to ONNX and served by onnxruntime (frameworks.convert)."""
     require("docker", "Building an image")
+    check_runtime(runtime)
     store = get_store(store)
     mv = store.resolve(ref)
-    tag = tag or default_tag(mv)
+    tag = tag or default_tag(mv, runtime)
     extra = read_requirements_file(requirements) if requirements else []
     engine.client()  # fail before downloading anything if there is no engine
     start = time.monotonic()
     ctx = Path(tempfile.mkdtemp(prefix="modelport-build-"))
     try:
-        write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra, progress=progress)
+        write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra,
+                      runtime=runtime, progress=progress)
         progress(f"Building {tag} from {base_image}")
         image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, progress=progress)
     finally:
@@ -87,10 +97,11 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
 
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
                         extra_requirements: list[str] | None = None, store: ModelStore | None = None,
-                        progress: Progress = lambda _: None) -> Path:
+                        runtime: str = NATIVE, progress: Progress = lambda _: None) -> Path:
     """The same context ``build`` uses, left on disk for a user's own pipeline. ``extra_requirements``:
     pinned lines beside the file's (a stack's model servers add the PostgreSQL driver)."""
     require("docker", "Writing a build context")  # packaging pins the image's requirements
     store = get_store(store)
     extra = [*(read_requirements_file(requirements) if requirements else []), *(extra_requirements or [])]
-    return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra, progress=progress)
+    return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra,
+                         runtime=runtime, progress=progress)

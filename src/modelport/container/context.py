@@ -21,7 +21,8 @@ from modelport import defaults
 from modelport.container.wheelhouse import build_wheelhouse, cached_wheelhouse
 from modelport.errors import ModelportError
 from modelport.frameworks import get_adapter
-from modelport.frameworks.base import IMAGE_CLASSIFICATION
+from modelport.frameworks.base import IMAGE_CLASSIFICATION, Packed
+from modelport.frameworks.onnx import OnnxAdapter
 from modelport.progress import Progress
 from modelport.store import ModelStore, ModelVersion
 
@@ -39,7 +40,19 @@ WRITABLE_PATH = "/tmp"  # temporary files, the workers' pinned models and metric
 
 
 
-def labels_for(mv: ModelVersion) -> dict[str, str]:
+# How an image serves its model: with the framework it was saved with, or converted to ONNX at build time
+# (frameworks.convert: scikit-learn, XGBoost and LightGBM models, served by onnxruntime without those libraries).
+NATIVE, ONNX = "native", "onnx"
+RUNTIMES = (NATIVE, ONNX)
+RUNTIME_LABEL = "io.modelport.runtime"
+
+
+def check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise ModelportError(f"Unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+
+
+def labels_for(mv: ModelVersion, runtime: str = NATIVE) -> dict[str, str]:
     """Labels that let anyone find out from an image what it serves."""
     return {
         "org.opencontainers.image.title": f"{mv.name}",
@@ -51,6 +64,7 @@ def labels_for(mv: ModelVersion) -> dict[str, str]:
         "io.modelport.framework": mv.framework,
         "io.modelport.task": mv.task,
         "io.modelport.modelport-version": modelport.__version__,
+        RUNTIME_LABEL: runtime,
     }
 
 
@@ -165,14 +179,18 @@ def lock(wheels: Path) -> list[str]:
     return pins
 
 
-def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path) -> None:
-    """A store holding just this version, with the same number, for the image to serve read-only."""
-    files = store.read_files(mv)
+def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path, converted: Packed | None = None) -> ModelVersion:
+    """A store holding just this version, with the same number, for the image to serve read-only; ``converted``:
+    the model converted to ONNX (frameworks.convert) in place of its files. → the version the image serves."""
     copy = ModelStore(dest)
+    if converted is None:
+        files, framework, libraries, extra = store.read_files(mv), mv.framework, mv.libraries, mv.extra
+    else:
+        files, framework, libraries, extra = converted.files, OnnxAdapter.name, converted.libraries, converted.extra
     try:
-        copy.save(mv.name, files, framework=mv.framework, task=mv.task, signature=mv.signature, metrics=mv.metrics,
-                  tags=mv.tags, libraries=mv.libraries, extra=mv.extra, description=mv.description, version=mv.version,
-                  created_at=mv.created_at)  # the same bytes every build: Docker's layer cache holds
+        served = copy.save(mv.name, files, framework=framework, task=mv.task, signature=mv.signature, metrics=mv.metrics,
+                           tags=mv.tags, libraries=libraries, extra=extra, description=mv.description,
+                           version=mv.version, created_at=mv.created_at)  # the same bytes every build: Docker's layer cache holds
     finally:
         copy.close()
     # The image opens it immutable: no WAL, no journal files next to it.
@@ -180,24 +198,35 @@ def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path) -> None:
         db.execute("PRAGMA journal_mode=DELETE")
     for leftover in dest.glob("registry.db-*"):
         leftover.unlink()
+    return served
 
 
 def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
-                  extra_requirements: list[str] | None = None, progress: Progress = lambda _: None) -> Path:
+                  extra_requirements: list[str] | None = None, runtime: str = NATIVE,
+                  progress: Progress = lambda _: None) -> Path:
+    check_runtime(runtime)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ModelportError(f"{dest} is not empty: give an empty or new directory for the build context")
-    progress(f"Writing {mv.ref} (sha256 {mv.digest[:12]}…) into the context")
-    write_model_store(mv, store, dest / "model")
+    converted = None
+    if runtime == ONNX:
+        from modelport.frameworks.convert import convert
+
+        progress(f"Converting {mv.ref} ({mv.framework}) to ONNX and checking it against the native model")
+        conversion = convert(mv, store.read_files(mv))
+        progress(conversion.summary())
+        converted = conversion.packed
+    progress(f"Writing {mv.ref} (sha256 {mv.digest[:12]}…) into the context" + (" as ONNX" if converted else ""))
+    served = write_model_store(mv, store, dest / "model", converted)
     wheels = dest / "wheels"
     wheels.mkdir()
-    requirements = requirements_for(mv, modelport_wheel(wheels, progress), extra_requirements or [])
+    requirements = requirements_for(served, modelport_wheel(wheels, progress), extra_requirements or [])
     progress(f"Downloading wheels for Python 3.11 / linux x86_64: {', '.join(requirements)}")
     cached_wheelhouse(requirements, wheels, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
-        model=mv, base_image=base_image, labels=labels_for(mv), modelport_version=modelport.__version__,
+        model=served, base_image=base_image, labels=labels_for(mv, runtime), modelport_version=modelport.__version__,
         port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH)
     (dest / "Dockerfile").write_text(dockerfile)
     (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())

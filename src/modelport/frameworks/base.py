@@ -85,6 +85,26 @@ def tabular_signature(n_features: int, feature_names: list[str] | None, *, task:
     return sig
 
 
+TEST_ROWS = 32  # rows of a tabular model's input_example kept with it
+
+
+def example_rows(input_example: Any, n_features: int) -> dict[str, Any]:
+    """A tabular model's ``input_example`` (rows of its inputs, e.g. held-out test rows) → the ``extra`` that keeps
+    up to TEST_ROWS of them (missing values as null), which a conversion to ONNX is checked on."""
+    if input_example is None:
+        return {}
+    from modelport.errors import FrameworkError
+
+    try:
+        x = np.asarray(input_example, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FrameworkError("input_example must be rows of numbers (a 2-D array or a DataFrame)") from None
+    if x.ndim != 2 or x.shape[1] != n_features or not len(x):
+        raise FrameworkError(f"input_example has shape {x.shape}; the model takes rows of {n_features} features")
+    x = x[:TEST_ROWS]
+    return {"test_rows": np.where(np.isnan(x), None, x).tolist()}
+
+
 def _label_dtype(classes: list[Any] | None) -> str:
     if classes and all(isinstance(_plain(c), str) for c in classes):
         return "string"

@@ -30,6 +30,7 @@ def session(data: bytes) -> Any:
     threads = int(os.environ.get("MODELPORT_THREADS_PER_WORKER", "0"))
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: converted classifiers' label shapes would warn on every call
     if threads != 1:
         # Idle pool threads would spin on the cores that decode the next requests' inputs.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -91,6 +92,41 @@ class OnnxPredictor(Predictor):
         return dict(zip(names, self.session.run(names, inputs), strict=True))
 
 
+class TabularOnnxPredictor(Predictor):
+    """A scikit-learn, XGBoost or LightGBM model converted to ONNX (frameworks.convert), serving the tabular
+    signature of the model it came from: rows in, predictions (and a classifier's labels and probabilities) out.
+    A converted classifier gives two outputs, labels then probabilities. ``extra["onnx_labels"]`` says how its
+    labels read: "values" (the label output), or "argmax": the first most probable of the signature's classes,
+    which is how scikit-learn's trees and forests and modelport's boosters choose (the ONNX label output breaks
+    ties, e.g. 0.5/0.5 in a forest of 10 trees, the other way; a booster file keeps no class values either)."""
+
+    def __init__(self, sess: Any, signature: dict[str, Any], extra: dict[str, Any]) -> None:
+        self.session = sess
+        self._input = sess.get_inputs()[0].name
+        self._dtype = _ORT_TYPES.get(sess.get_inputs()[0].type, "float32")
+        self._outputs = [o.name for o in sess.get_outputs()]
+        self.classes = signature.get("classes")
+        self._argmax = extra.get("onnx_labels") == "argmax"
+        self._probabilities = self.classes is not None and extra.get("onnx_probabilities", True) and len(self._outputs) > 1
+        if self._dtype == "float32":  # the converted model computes in float32: larger inputs would overflow
+            self.input_limit = float(np.finfo(np.float32).max)
+
+    def _run(self, x: np.ndarray, output: int) -> np.ndarray:
+        return self.session.run([self._outputs[output]], {self._input: x.astype(self._dtype, copy=False)})[0]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.classes is None:
+            return self._run(x, 0).reshape(len(x)).astype(np.float64, copy=False)  # [batch, 1] → one number per row
+        if self._argmax:
+            return np.asarray(self.classes)[self._run(x, 1).argmax(axis=1)]
+        return self._run(x, 0).reshape(len(x))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if not self._probabilities:  # as the native model: a RidgeClassifier's scores are not probabilities
+            raise FrameworkError("This model gives no class probabilities")
+        return self._run(x, 1).astype(np.float64, copy=False)
+
+
 class OnnxAdapter:
     name = "onnx"
     module = "onnxruntime"
@@ -115,4 +151,6 @@ class OnnxAdapter:
                       libraries=versions_of("onnxruntime", "numpy"))
 
     def load(self, files: dict[str, bytes], signature: dict[str, Any], extra: dict[str, Any]) -> Predictor:
+        if signature.get("kind") == "tabular":  # converted from another framework's tabular model
+            return TabularOnnxPredictor(session(files[FILE_NAME]), signature, extra)
         return OnnxPredictor(session(files[FILE_NAME]), tabular="features" in signature)

@@ -77,7 +77,8 @@ def train(data: str | Path, target: str, name: str, *, model: str = "linear-regr
 
     progress(f"Registering {name}")
     tags = {"model_type": model, "target": target, "data": Path(data).name}
-    info = save_model(estimator, name, feature_names=ds.features, metrics=metrics, tags=tags, store=store,
+    # Held-out rows go with the model: a conversion to ONNX (build --runtime onnx) is checked on them.
+    info = save_model(estimator, name, feature_names=ds.features, input_example=x_test, metrics=metrics, tags=tags, store=store,
                       description=description or f"{model} trained on {Path(data).name} to predict {target}")
     return TrainResult(info, metrics, len(y_train), len(y_test))
 
