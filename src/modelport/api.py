@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,11 @@ from modelport.extras import require
 from modelport.frameworks import Packed, Predictor, adapter_for, adapter_for_file, get_adapter
 from modelport.frameworks.base import example_rows
 from modelport.store import ModelStore, ModelVersion
+
+if TYPE_CHECKING:
+    from modelport.container.archive import Loaded, Saved
+    from modelport.container.provenance import Verified
+    from modelport.progress import Progress
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
@@ -95,3 +100,56 @@ def load_model(ref: str, *, store: ModelStore | None = None) -> Model:
 def model_from_files(info: ModelVersion, files: dict[str, bytes]) -> Model:
     """A model from its version's verified files (from the store, or a server's pinned copy)."""
     return Model(info, get_adapter(info.framework).load(files, info.signature, info.extra))
+
+
+# -- provenance and offline delivery of built images (container/provenance.py, archive.py) --------
+
+def generate_signing_key(private_key: str | Path, public_key: str | Path | None = None) -> str:
+    """A new Ed25519 key pair as PEM files (the private one readable by its owner only); → the key id.
+    ``public_key`` defaults to the private key's path with ``.pub.pem``."""
+    from modelport.container import signing
+
+    private_key = Path(private_key)
+    return signing.generate(private_key, Path(public_key) if public_key else public_key_path(private_key))
+
+
+def public_key_path(private_key: Path) -> Path:
+    return private_key.with_name(private_key.name.removesuffix(".pem") + ".pub.pem")
+
+
+def sign_image(target: str, private_key: str | Path, *, store: ModelStore | None = None) -> str:
+    """Sign a built image (a model reference or an image tag) and its SBOM; → the key id."""
+    from modelport.container import provenance
+    from modelport.container.build import image_tag
+
+    return provenance.sign(image_tag(target, store), Path(private_key)).key_id
+
+
+def verify_image(target: str, public_key: str | Path | None = None, *, store: ModelStore | None = None) -> Verified:
+    """Check a built image against its statement and SBOM; with ``public_key`` (default: the configured
+    MODELPORT_VERIFY_KEY, if any) its signature too. Raises VerificationError; → what was verified."""
+    from modelport import config
+    from modelport.container import provenance
+    from modelport.container.build import image_tag
+
+    key = Path(public_key) if public_key else config.verify_key()
+    return provenance.verify(image_tag(target, store), key)
+
+
+def save_image(target: str, output: str | Path, *, store: ModelStore | None = None,
+               progress: Progress = lambda _: None) -> Saved:
+    """One tar file holding a built image, its SBOM, statement and signature, each with its sha256."""
+    from modelport.container import archive
+    from modelport.container.build import image_tag
+
+    return archive.save(image_tag(target, store), Path(output), progress=progress)
+
+
+def load_image(path: str | Path, public_key: str | Path | None = None, *, progress: Progress = lambda _: None) -> Loaded:
+    """Check an archive from ``save_image`` (every checksum; the signature with ``public_key``, default the
+    configured MODELPORT_VERIFY_KEY), load its image into the engine and restore its provenance record."""
+    from modelport import config
+    from modelport.container import archive
+
+    key = Path(public_key) if public_key else config.verify_key()
+    return archive.load(Path(path), key, progress=progress)

@@ -14,3 +14,19 @@ def home() -> Path:
 def db_url() -> str:
     """Metadata database: ``MODELPORT_DB_URL`` or a SQLite file inside the home."""
     return os.environ.get("MODELPORT_DB_URL") or f"sqlite:///{home() / 'registry.db'}"
+
+
+def _path(variable: str) -> Path | None:
+    value = os.environ.get(variable)
+    return Path(value).expanduser() if value else None
+
+
+def signing_key() -> Path | None:
+    """The Ed25519 private key (PEM) every build signs its image with: ``MODELPORT_SIGNING_KEY``, or none."""
+    return _path("MODELPORT_SIGNING_KEY")
+
+
+def verify_key() -> Path | None:
+    """The public key (PEM) images must be signed with to run or load: ``MODELPORT_VERIFY_KEY``, or none
+    (no verification)."""
+    return _path("MODELPORT_VERIFY_KEY")

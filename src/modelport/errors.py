@@ -19,6 +19,10 @@ class IntegrityError(ModelportError):
     """An artifact whose bytes do not match the recorded sha256."""
 
 
+class VerificationError(IntegrityError):
+    """An image, SBOM, signature or archive that is not what was built and signed: refused."""
+
+
 class RegistryError(ModelportError):
     """A registry database that is damaged, or empty while the store holds artifacts."""
 

@@ -11,6 +11,9 @@ from modelport.cli.output import LoggedProgress, console, success
 
 BASE_IMAGE_HELP = "Base image with Python 3.11 (the Dockerfile's FROM)."
 PROXY_IMAGE_HELP = "HAProxy image the service's gateway is built on."
+SIGN_KEY_HELP = "Sign the image and its SBOM with this Ed25519 private key (PEM; default: MODELPORT_SIGNING_KEY)."
+VERIFY_KEY_HELP = ("Refuse the image unless it is the one signed with this public key (PEM), its SBOM unchanged "
+                   "(default: MODELPORT_VERIFY_KEY).")
 
 
 def build(
@@ -24,6 +27,7 @@ def build(
     runtime: str = typer.Option("native", "--runtime", help="native: the model's own framework; onnx: a scikit-learn, "
                                 "XGBoost or LightGBM model converted to ONNX and checked against the native one "
                                 "(tag modelport/NAME:VERSION-onnx; no scikit-learn or SciPy in the image)."),
+    sign_key: Path = typer.Option(None, "--sign-key", help=SIGN_KEY_HELP),
 ) -> None:
     """Build a lean, offline-reproducible image serving a model (and push it to a registry)."""
     from modelport.container import engine
@@ -36,12 +40,13 @@ def build(
             success(f"Build context written to {context_only}", f"  (docker build -t IMAGE {context_only})")
             return
         image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache,
-                            runtime=runtime, progress=log)
+                            runtime=runtime, sign_key=sign_key, progress=log)
         if push:
             engine.push(image.tag, pushed := push_reference(push, image.model, runtime), progress=log)
     success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}"
             + (" with onnxruntime" if runtime == "onnx" else "")
             + (f", pushed as {pushed}" if push else ""))
+    console.print(f"  SBOM: {image.sbom}" + (f" (signed with key {image.signed_by})" if image.signed_by else ""))
 
 
 def run(
@@ -57,6 +62,7 @@ def run(
     base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
     proxy_image: str = typer.Option(defaults.PROXY_IMAGE, "--proxy-image", envvar="MODELPORT_PROXY_IMAGE", help=PROXY_IMAGE_HELP),
     wait: float = typer.Option(defaults.HEALTHY_WAIT, "--wait", help="Seconds to wait for the service to be healthy."),
+    verify_key: Path = typer.Option(None, "--verify-key", help=VERIFY_KEY_HELP),
 ) -> None:
     """Run a model as a service: builds the image if missing, starts its replicas with limits behind a
     proxy, waits until healthy."""
@@ -65,7 +71,7 @@ def run(
     settings = svc.RunSettings.parse(cpus=cpus, memory=memory, restart=restart, env=env or ())
     with LoggedProgress("run") as log:
         info = svc.run(target, port=port, name=name, host_ip=host_ip, replicas=replicas, settings=settings,
-                       base_image=base_image, proxy_image=proxy_image, wait=wait, progress=log)
+                       base_image=base_image, proxy_image=proxy_image, wait=wait, verify_key=verify_key, progress=log)
     success(info.service, f" serves {info.model}:{info.version} at {info.url} ({len(info.replicas)} replica(s))")
     console.print(f"  curl -X POST {info.url}/predict -H 'Content-Type: application/json' -d '{{\"features\": [...]}}'")
 
@@ -77,12 +83,14 @@ def deploy(
                                "until `modelport promote` (or `rollback`)."),
     base_image: str = typer.Option(defaults.BASE_IMAGE, "--base-image", help=BASE_IMAGE_HELP),
     wait: float = typer.Option(defaults.HEALTHY_WAIT, "--wait"),
+    verify_key: Path = typer.Option(None, "--verify-key", help=VERIFY_KEY_HELP),
 ) -> None:
     """Replace a running service's model with no downtime (the old one serves until the new one is healthy)."""
     from modelport.deploy import containers as svc
 
     with LoggedProgress("deploy") as log:
-        info = svc.deploy(target, replace=replace, canary=canary, base_image=base_image, wait=wait, progress=log)
+        info = svc.deploy(target, replace=replace, canary=canary, base_image=base_image, wait=wait, verify_key=verify_key,
+                          progress=log)
     if canary is not None:
         success(info.service, f" sends {canary}% of requests to {info.model}:{info.version}: "
                 f"`modelport promote {info.service}` or `modelport rollback {info.service}`")

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from modelport import __version__, defaults
-from modelport.cli import containers, k8s, models, predictions, stack
+from modelport.cli import containers, k8s, models, predictions, provenance, stack
 from modelport.cli.output import console, err, error, progress, success
 from modelport.errors import ModelportError
 from modelport.extras import require
@@ -22,6 +22,7 @@ app = typer.Typer(help="modelport: from a trained model to a running, monitored 
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(models.app, name="models")
 containers.register(app)
+provenance.register(app)
 app.add_typer(stack.app, name="stack")
 app.add_typer(predictions.app, name="predictions")
 app.add_typer(k8s.app, name="k8s")

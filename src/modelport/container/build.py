@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import modelport
-from modelport import defaults
+from modelport import config, defaults
 from modelport.api import get_store
-from modelport.container import engine
+from modelport.container import engine, provenance, signing
 from modelport.container.context import (
     BUILD_LABEL,
     NATIVE,
@@ -23,6 +23,7 @@ from modelport.container.context import (
     source_digest,
     write_context,
 )
+from modelport.container.sbom import SBOM_FILE
 from modelport.errors import ModelportError
 from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
@@ -35,11 +36,23 @@ class BuiltImage:
     size: int
     seconds: float
     model: ModelVersion
+    sbom: Path  # the image's CycloneDX SBOM, in its provenance record
+    signed_by: str | None  # the id of the key that signed it, if one did
 
 
 def default_tag(mv: ModelVersion, runtime: str = NATIVE) -> str:
     """modelport/NAME:VERSION; an image converted to ONNX is another image of the same version: …:VERSION-onnx."""
     return f"modelport/{mv.name}:{mv.version}" + ("" if runtime == NATIVE else f"-{runtime}")
+
+
+def image_tag(target: str, store: ModelStore | None = None) -> str:
+    """The image a model reference (NAME, NAME:3, NAME@alias) is built as, or ``target`` itself: an image tag."""
+    from modelport.store import parse_ref
+
+    try:
+        return default_tag(get_store(store).resolve(parse_ref(target)))
+    except ModelportError:
+        return target
 
 
 def push_reference(target: str, mv: ModelVersion, runtime: str = NATIVE) -> str:
@@ -73,14 +86,18 @@ def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
 
 def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.BASE_IMAGE,
                 requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
-                runtime: str = NATIVE, progress: Progress = lambda _: None) -> BuiltImage:
-    """``runtime="onnx"``: the model converted to ONNX and served by onnxruntime (frameworks.convert)."""
+                runtime: str = NATIVE, sign_key: Path | None = None, progress: Progress = lambda _: None) -> BuiltImage:
+    """``runtime="onnx"``: the model converted to ONNX and served by onnxruntime (frameworks.convert).
+    The SBOM and statement go to the image's provenance record, signed with ``sign_key`` (default: the
+    configured MODELPORT_SIGNING_KEY, if any)."""
     require("docker", "Building an image")
     check_runtime(runtime)
     store = get_store(store)
     mv = store.resolve(ref)
     tag = tag or default_tag(mv, runtime)
     extra = read_requirements_file(requirements) if requirements else []
+    sign_key = sign_key or config.signing_key()
+    key = signing.load_private(sign_key) if sign_key else None  # a bad key fails before the build, not after
     engine.client()  # fail before downloading anything if there is no engine
     start = time.monotonic()
     ctx = Path(tempfile.mkdtemp(prefix="modelport-build-"))
@@ -89,10 +106,12 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
                       runtime=runtime, progress=progress)
         progress(f"Building {tag} from {base_image}")
         image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, progress=progress)
+        image = engine.client().images.get(image_id)
+        record = provenance.record_build(tag, image_id, image.labels or {}, ctx / "context" / SBOM_FILE, key)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
-    size = engine.client().images.get(image_id).attrs["Size"]
-    return BuiltImage(tag, image_id, size, time.monotonic() - start, mv)
+    return BuiltImage(tag, image_id, image.attrs["Size"], time.monotonic() - start, mv, record.sbom,
+                      signing.key_id(key.public_key()) if key else None)
 
 
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,

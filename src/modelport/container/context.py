@@ -18,6 +18,7 @@ import jinja2
 
 import modelport
 from modelport import defaults
+from modelport.container.sbom import SBOM_FILE, SBOM_LABEL, write_sbom
 from modelport.container.wheelhouse import build_wheelhouse, cached_wheelhouse
 from modelport.errors import ModelportError
 from modelport.frameworks import get_adapter
@@ -225,8 +226,10 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     cached_wheelhouse(requirements, wheels, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
+    progress(f"Writing the CycloneDX SBOM of those wheels ({SBOM_FILE}, beside the Dockerfile)")
+    labels = {**labels_for(mv, runtime), SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
-        model=served, base_image=base_image, labels=labels_for(mv, runtime), modelport_version=modelport.__version__,
+        model=served, base_image=base_image, labels=labels, modelport_version=modelport.__version__,
         port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH)
     (dest / "Dockerfile").write_text(dockerfile)
     (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())

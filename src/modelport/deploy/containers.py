@@ -18,9 +18,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from modelport import defaults
+from modelport import config, defaults
 from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.build import build_image, default_tag, stale_image
@@ -193,9 +194,21 @@ def check_publishable(host_ip: str, port: int, *, option: str = "--port",
 
 # -- images ----------------------------------------------------------------------------------
 
-def resolve_image(target: str, *, base_image: str, store: ModelStore, progress: Progress) -> tuple[str, str, str]:
+def resolve_image(target: str, *, base_image: str, store: ModelStore, progress: Progress,
+                  verify_key: Path | None = None) -> tuple[str, str, str]:
     """``target`` is a model reference (its image built when missing or stale) or a local image.
-    → (image tag, model name, model version)."""
+    With a public key (``verify_key``, else MODELPORT_VERIFY_KEY) the image must be the one signed with
+    it, its SBOM unchanged. → (image tag, model name, model version)."""
+    tag, model, version = _resolve_image(target, base_image=base_image, store=store, progress=progress)
+    if key := verify_key or config.verify_key():
+        from modelport.container import provenance
+
+        progress(f"Verifying {tag}: signature, image ID and SBOM")
+        provenance.verify(tag, key)
+    return tag, model, version
+
+
+def _resolve_image(target: str, *, base_image: str, store: ModelStore, progress: Progress) -> tuple[str, str, str]:
     try:
         mv = store.resolve(parse_ref(target))
     except (NotFoundError, ModelportError):
@@ -381,13 +394,15 @@ def _info(service: str, slot: str) -> ServiceInfo:
 
 def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host_ip: str = "127.0.0.1", replicas: int = 1,
         settings: RunSettings | None = None, base_image: str = defaults.BASE_IMAGE, proxy_image: str = defaults.PROXY_IMAGE,
-        wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
+        wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, verify_key: Path | None = None,
+        progress: Progress = lambda _: None) -> ServiceInfo:
     import docker.errors
 
     settings = settings or RunSettings()
     check_replicas(replicas)
     check_publishable(host_ip, port)
-    image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress)
+    image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress,
+                                          verify_key=verify_key)
     service = name or model
     if service in map(proxy.alias, proxy.SLOTS):
         raise ModelportError(f"{service!r} is a name modelport uses inside a service: choose another --name")
@@ -422,7 +437,8 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
 
 
 def deploy(target: str, *, replace: str, canary: int | None = None, base_image: str = defaults.BASE_IMAGE,
-           wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
+           wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, verify_key: Path | None = None,
+           progress: Progress = lambda _: None) -> ServiceInfo:
     """Release ``target`` in ``replace`` with no failed request: all traffic once it is healthy, or
     ``canary`` percent of it until ``promote`` (or ``rollback``)."""
     if canary is not None and not 1 <= canary <= 99:
@@ -433,7 +449,8 @@ def deploy(target: str, *, replace: str, canary: int | None = None, base_image: 
                              f"`modelport rollback {replace}` first")
     runtime = _runtime(replace)
     current = _serving(replace, serving)
-    image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress)
+    image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress,
+                                          verify_key=verify_key)
     if model != current.labels["io.modelport.model"]:
         raise ModelportError(f"Service {replace!r} serves {current.labels['io.modelport.model']!r}, not {model!r}: "
                              f"deploy a version of it, or `modelport run {target}` as a new service")
