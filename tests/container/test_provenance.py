@@ -149,22 +149,27 @@ def test_a_whole_archive_passes_its_checks(saved: Path, keys: tuple[Path, Path])
         assert tar.getnames()[0] == archive.MANIFEST
 
 
-def _rewrite(path: Path, change: dict[str, bytes], *, manifest_follows: bool = True) -> None:
-    """Change members of an archive; with ``manifest_follows`` the manifest's checksums are updated to
-    match (someone who knows the format), else left as they were (damage in transit)."""
+def _members(path: Path) -> dict[str, bytes]:
     with tarfile.open(path) as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-    members.update(change)
-    if manifest_follows:
-        manifest = json.loads(members[archive.MANIFEST])
-        for name in change:
-            manifest["files"][name] = {"size": len(members[name]), "sha256": hashlib.sha256(members[name]).hexdigest()}
-        members[archive.MANIFEST] = json.dumps(manifest).encode()
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def _write_members(path: Path, members: dict[str, bytes]) -> None:
     with tarfile.open(path, "w") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+
+
+def _rewrite(path: Path, change: dict[str, bytes]) -> None:
+    """Change members of an archive and its manifest's checksums to match (someone who knows the format)."""
+    members = _members(path) | change
+    manifest = json.loads(members[archive.MANIFEST])
+    for name in change:
+        manifest["files"][name] = {"size": len(members[name]), "sha256": hashlib.sha256(members[name]).hexdigest()}
+    members[archive.MANIFEST] = json.dumps(manifest).encode()
+    _write_members(path, members)
 
 
 def test_a_flipped_byte_is_refused(saved: Path) -> None:
@@ -198,16 +203,12 @@ def test_another_image_inside_is_refused(saved: Path, keys: tuple[Path, Path]) -
 
 
 def test_an_unsigned_archive_is_refused_when_a_key_is_configured(saved: Path, keys: tuple[Path, Path]) -> None:
-    with tarfile.open(saved) as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name != "statement.sig.json"}
+    members = _members(saved)
+    del members["statement.sig.json"]
     manifest = json.loads(members[archive.MANIFEST])
     del manifest["files"]["statement.sig.json"]
     members[archive.MANIFEST] = json.dumps(manifest).encode()
-    with tarfile.open(saved, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    _write_members(saved, members)
     assert archive.check(saved).signature is None  # no key configured: the checksums suffice
     with pytest.raises(VerificationError, match="is not signed"):
         archive.check(saved, keys[1])
