@@ -60,9 +60,7 @@ def save(tag: str, output: Path, *, progress: Progress = lambda _: None) -> Save
     progress(f"Saving {tag} ({checked.statement['image_id'][:19]}…) from the Docker Engine")
     with tempfile.TemporaryDirectory(prefix=".modelport-save-", dir=output.parent) as tmp:
         image_tar = Path(tmp) / IMAGE
-        with open(image_tar, "wb") as f:
-            for chunk in engine.client().api.get_image(tag):
-                f.write(chunk)
+        engine.save(tag, image_tar)
         progress(f"Writing {output} ({image_tar.stat().st_size / 1e6:.0f} MB)")
         return write_archive(output, tag, image_tar, provenance.find(tag))
 
@@ -167,9 +165,8 @@ def _read(tar: tarfile.TarFile, name: str) -> bytes:
 
 
 def _digest(f: IO[bytes] | None) -> tuple[int, str]:
-    assert f is not None
     h, size = hashlib.sha256(), 0
-    while chunk := f.read(_CHUNK):
+    for chunk in _chunks(f):
         h.update(chunk)
         size += len(chunk)
     return size, h.hexdigest()
@@ -197,7 +194,7 @@ def load(path: Path, public_key: Path | None = None, *, progress: Progress = lam
     tag, image_id = checked.statement["image"], checked.statement["image_id"]
     progress(f"Loading {tag} into the Docker Engine")
     with tarfile.open(path, "r:") as tar:
-        engine.client().images.load(_Stream(tar.extractfile(IMAGE)))
+        engine.load(_chunks(tar.extractfile(IMAGE)))
     loaded = engine.client().images.get(image_id)
     if tag not in loaded.tags:  # an archive of an image saved by ID: tag it as its statement names it
         repository, _, version = tag.rpartition(":")
@@ -206,13 +203,8 @@ def load(path: Path, public_key: Path | None = None, *, progress: Progress = lam
     return Loaded(tag, image_id, str(checked.statement.get("model")), str(checked.statement.get("version")), checked.key_id)
 
 
-class _Stream:
-    """A tar member as an iterable of chunks: the engine gets it chunked, never all in memory."""
-
-    def __init__(self, f: IO[bytes] | None) -> None:
-        assert f is not None
-        self.f = f
-
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.f.read(_CHUNK):
-            yield chunk
+def _chunks(f: IO[bytes] | None) -> Iterator[bytes]:
+    """A tar member as chunks: the engine gets it as it is read, never all in memory."""
+    assert f is not None
+    while chunk := f.read(_CHUNK):
+        yield chunk

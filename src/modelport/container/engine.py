@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,3 +157,27 @@ def _push_error(registry: str, reference: str, error: str) -> str:
     elif "unauthorized" in error or "authentication required" in error:
         hint = f": log in first (docker login {registry})"
     return f"Could not push {reference}: {error.strip()}{hint}"
+
+
+def save(tag: str, dest: Path) -> None:
+    """``docker save`` of the image ``tag`` into the file ``dest``, streamed."""
+    import docker.errors
+
+    try:
+        with open(dest, "wb") as f:
+            for chunk in client().api.get_image(tag):
+                f.write(chunk)
+    except docker.errors.ImageNotFound:
+        raise ModelportError(f"No image {tag!r} to save") from None
+    except docker.errors.APIError as e:
+        raise ModelportError(f"The Docker Engine could not save {tag}: {_short(e)}") from None
+
+
+def load(chunks: Iterable[bytes]) -> None:
+    """``docker load`` of ``docker save`` output, sent to the engine as it is read."""
+    import docker.errors
+
+    try:
+        client().images.load(chunks)
+    except (docker.errors.ImageLoadError, docker.errors.APIError) as e:
+        raise ModelportError(f"The Docker Engine could not load the image: {_short(e)}") from None
