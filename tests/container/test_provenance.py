@@ -214,3 +214,11 @@ def test_an_unsigned_archive_is_refused_when_a_key_is_configured(saved: Path, ke
         archive.check(saved, keys[1])
     out = run_in_process("load", str(saved), "--verify-key", str(keys[1]), check=False)
     assert out.returncode == 1 and "is not signed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_image_without_a_record_is_refused_clearly(home: Path, keys: tuple[Path, Path]) -> None:
+    for args in (["verify", "modelport/elsewhere:1"], ["sign", "modelport/elsewhere:1", "--key", str(keys[0])],
+                 ["save", "modelport/elsewhere:1", "-o", str(home / "x.tar")]):
+        out = run_in_process(*args, check=False)
+        assert out.returncode == 1 and "has no provenance record here" in out.stderr and "Traceback" not in out.stderr
+    assert not (home / "x.tar").exists()
