@@ -75,6 +75,10 @@ def test_context_only_writes_a_lean_multistage_context(env: dict, tmp_path: Path
     assert "EXPOSE 8080" in dockerfile and "PYTHONDONTWRITEBYTECODE=1" in dockerfile
     lock = (ctx / "wheels" / "requirements.lock").read_text()
     assert "scikit-learn==" in lock and "modelport==" in lock and "torch" not in lock
+    pinned = {line.split("==")[0] for line in lock.split()}
+    assert {"uvicorn", "starlette", "sqlalchemy"} <= pinned and not pinned & {"typer", "rich", "jinja2", "httpx", "swagger-ui-bundle"}
+    assert 'ENTRYPOINT ["python3", "-m", "modelport.serving"]' in dockerfile and "--check" in dockerfile
+    assert sorted(p.name for p in (ctx / "swagger-ui").iterdir()) == ["swagger-ui-bundle.js", "swagger-ui.css"]
     assert {p.name for p in (ctx / "wheels").glob("*.whl")} and (ctx / "model" / "registry.db").is_file()
     assert (ctx / ".dockerignore").read_text().strip().endswith("!model")
 
