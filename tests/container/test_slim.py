@@ -14,7 +14,8 @@ def test_cuts_what_serving_never_reads_and_the_rest_still_imports(tmp_path: Path
     files = {"lib/__init__.py": "", "lib/core.py": "ANSWER = 42\n", "lib/tests/test_core.py": "assert True\n",
              "lib/_fast.pyx": "cdef int x\n", "lib/include/lib.h": "int x;\n", "lib/broken.py": "def (:\n",
              "single.py": "VALUE = 'one file'\n", "modelport/__init__.py": "SOURCE = True\n",
-             "lib-1.0.dist-info/METADATA": "Name: lib\n"}
+             "lib-1.0.dist-info/METADATA": "Name: lib\n", "onnxruntime/capi/libonnxruntime.so.1.32.0": "C API",
+             "onnxruntime/capi/onnxruntime_pybind11_state.so": "binding"}
     for name, text in files.items():
         (site / name).parent.mkdir(parents=True, exist_ok=True)
         (site / name).write_text(text)
@@ -32,7 +33,8 @@ def test_cuts_what_serving_never_reads_and_the_rest_still_imports(tmp_path: Path
     assert (site / "lib/broken.py").is_file()  # never compiled: its source stays
     assert (site / "modelport/__init__.py").is_file() and (site / "lib-1.0.dist-info/METADATA").is_file()
     assert saved["tests"] == len("assert True\n") and saved["sources"] == len("cdef int x\n") + len("int x;\n")
-    assert saved["duplicates"] == 1004 and saved["py"] == len("ANSWER = 42\n") + len("VALUE = 'one file'\n")
+    assert not (site / "onnxruntime/capi/libonnxruntime.so.1.32.0").exists() and (site / "onnxruntime/capi/onnxruntime_pybind11_state.so").exists()
+    assert saved["unused"] == len("C API") and saved["duplicates"] == 1004 and saved["py"] == len("ANSWER = 42\n") + len("VALUE = 'one file'\n")
     probe = "import lib.core, single, modelport; print(lib.core.ANSWER, single.VALUE, modelport.SOURCE)"
     out = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {probe}"],
                          capture_output=True, text=True, check=True, timeout=60)

@@ -8,6 +8,7 @@ Each cut is something serving never reads:
 * C, C++ and Cython sources and headers (for compiling against a package, not for running it);
 * second copies of a shared library: auditwheel vendors the same ``libgfortran`` into ``numpy.libs`` and
   ``scipy.libs`` under the same hashed name; one is hard-linked to the other;
+* files a package ships that its Python import never loads (``UNUSED``, each with the reason);
 * the ``.py`` sources of other packages than modelport, replaced by their bytecode next to where they were
   (``X.pyc``, which Python imports without the source): the image keeps one copy of each module, not two.
   Tracebacks from inside those libraries show file and line, not the line's text; modelport's own code
@@ -28,6 +29,12 @@ from pathlib import Path
 TEST_DIRS = frozenset({"tests"})
 BUILD_ONLY = frozenset({".c", ".cc", ".cpp", ".h", ".hpp", ".pyx", ".pxd", ".pxi"})
 KEEP_SOURCES = frozenset({"modelport"})  # top-level packages whose .py stay
+# Shipped but never loaded from Python, by glob under site-packages.
+UNUSED = {
+    # 35 MB: the C API's library, for programs linking onnxruntime. The Python binding holds the runtime
+    # itself (onnxruntime_pybind11_state needs only libc, libstdc++ and libonnxruntime_providers_shared).
+    "onnxruntime/capi/libonnxruntime.so.*": "onnxruntime's C API library",
+}
 
 
 def _size(path: Path) -> int:
@@ -36,7 +43,7 @@ def _size(path: Path) -> int:
 
 def slim(site: Path) -> dict[str, int]:
     """Cut ``site`` (a site-packages directory) as described above → bytes removed per kind of cut."""
-    saved = {"tests": 0, "sources": 0, "duplicates": 0, "py": 0}
+    saved = {"tests": 0, "sources": 0, "duplicates": 0, "unused": 0, "py": 0}
     for root, dirs, files in os.walk(site):
         for d in [d for d in dirs if d in TEST_DIRS]:
             saved["tests"] += _size(Path(root, d))
@@ -48,6 +55,10 @@ def slim(site: Path) -> dict[str, int]:
                 saved["sources"] += path.lstat().st_size
                 path.unlink()
     saved["duplicates"] = _link_duplicate_libraries(site)
+    for pattern in UNUSED:
+        for path in site.glob(pattern):
+            saved["unused"] += path.lstat().st_size
+            path.unlink()
     for top in sorted(site.iterdir()):
         if top.name not in KEEP_SOURCES and not top.name.endswith((".dist-info", ".libs")):
             saved["py"] += _sourceless(top)
