@@ -269,6 +269,31 @@ def test_openapi_schema_comes_from_the_signature(served) -> None:
     assert httpx.get(server.url + "/docs/static/swagger-ui-bundle.js").status_code == 200  # works offline
 
 
+@pytest.mark.parametrize("where", ["files", "none"])
+def test_docs_from_swagger_ui_files_or_a_page_that_says_they_are_missing(home: Path, tmp_path: Path, where: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model image has Swagger UI's two files, not its package (MODELPORT_SWAGGER_UI names where); a Python
+    with neither still answers /docs, with where the API's description is."""
+    from modelport.serving import swagger
+    from tests.fixtures_serving import small_models
+
+    store = small_models(home)
+    if where == "files":
+        (tmp_path / "swagger-ui-bundle.js").write_text("window.SwaggerUIBundle = 1;")
+        monkeypatch.setenv(swagger.SWAGGER_UI_ENV, str(tmp_path))
+    else:
+        monkeypatch.delenv(swagger.SWAGGER_UI_ENV, raising=False)
+        monkeypatch.setitem(sys.modules, "swagger_ui_bundle", None)  # not installed
+    client, _ = serve_in_process(store, ["lin"])
+    page, script = client.get("/docs"), client.get("/docs/static/swagger-ui-bundle.js")
+    store.close()
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    if where == "files":
+        assert "SwaggerUIBundle(" in page.text and script.text == "window.SwaggerUIBundle = 1;"
+    else:
+        assert "Swagger UI is not installed" in page.text and script.status_code == 404
+
+
 def test_serve_an_alias_and_versions(store: ModelStore, regression_csv) -> None:
     """References as ``serve`` takes them (ServeSpec.parse), served in-process: an alias, and a name given to one."""
     path, x, _ = regression_csv
