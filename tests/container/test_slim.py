@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import py_compile
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +25,14 @@ def test_cuts_what_serving_never_reads_and_the_rest_still_imports(tmp_path: Path
         (site / libs / "libgfortran-1234.so.5").write_bytes(b"\x7fELF" + b"x" * 1000)
         (site / libs / "libother.so").write_bytes(libs.encode() * 100)
 
+    py_compile.compile(str(site / "lib/core.py"))  # pip compiles what it installs into __pycache__: moved, not redone
     saved = slim(site)
 
     assert not (site / "lib/tests").exists() and not (site / "lib/_fast.pyx").exists() and not (site / "lib/include/lib.h").exists()
     assert (site / "a.libs/libgfortran-1234.so.5").samefile(site / "b.libs/libgfortran-1234.so.5")
     assert not (site / "a.libs/libother.so").samefile(site / "b.libs/libother.so")
     assert not (site / "lib/core.py").exists() and (site / "lib/core.pyc").is_file() and not (site / "single.py").exists()
-    assert (site / "lib/broken.py").is_file()  # never compiled: its source stays
+    assert not (site / "lib/__pycache__").exists() and (site / "lib/broken.py").is_file()  # never compiled: its source stays
     assert (site / "modelport/__init__.py").is_file() and (site / "lib-1.0.dist-info/METADATA").is_file()
     assert saved["tests"] == len("assert True\n") and saved["sources"] == len("cdef int x\n") + len("int x;\n")
     assert not (site / "onnxruntime/capi/libonnxruntime.so.1.32.0").exists() and (site / "onnxruntime/capi/onnxruntime_pybind11_state.so").exists()

@@ -80,19 +80,22 @@ def _link_duplicate_libraries(site: Path) -> int:
 
 
 def _sourceless(top: Path) -> int:
-    """Compile ``top`` (a module or package) to bytecode beside its sources, then drop the sources and the
-    ``__pycache__`` copies. A file that does not compile keeps its source (Python never imports it anyway)."""
-    if top.is_file():
-        sources = [top] if top.suffix == ".py" else []
-    else:
-        sources = list(top.rglob("*.py"))
-        for cache in list(top.rglob("__pycache__")):
-            shutil.rmtree(cache)
+    """Put the bytecode pip compiled at install (``__pycache__/X.cpython-311.pyc``) where Python imports it
+    without a source (``X.pyc``), and drop the source; a module pip did not compile is compiled here. A file
+    that does not compile keeps its source (Python never imports it anyway)."""
+    sources = ([top] if top.suffix == ".py" else []) if top.is_file() else list(top.rglob("*.py"))
     saved = 0
     for src in sources:
-        if compileall.compile_file(src, legacy=True, quiet=2) and src.with_suffix(".pyc").is_file():
+        compiled = src.parent / "__pycache__" / f"{src.stem}.{sys.implementation.cache_tag}.pyc"
+        if compiled.is_file():
+            os.replace(compiled, src.with_suffix(".pyc"))
+        elif not compileall.compile_file(src, legacy=True, quiet=2):
+            continue
+        if src.with_suffix(".pyc").is_file():
             saved += src.stat().st_size
             src.unlink()
+    for cache in [] if top.is_file() else list(top.rglob("__pycache__")):  # optimized levels, leftovers
+        shutil.rmtree(cache)
     return saved
 
 
