@@ -493,3 +493,23 @@ def test_quickstart_no_serve_prints_no_curl(home: Path) -> None:
     assert "Registered diabetes:1" in out.stdout
     assert "curl" not in out.stdout and "http://" not in out.stdout
     assert "modelport serve diabetes" in out.stdout
+
+
+def test_the_image_entry_point_checks_and_reports_without_a_traceback(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m modelport.serving serve REF ...`` (a model image's command): `modelport serve`'s arguments."""
+    from modelport.serving.command import main
+    from tests.fixtures_serving import small_models
+
+    small_models(home).close()
+    main(["serve", "lin", "forest", "--check"])
+    assert capsys.readouterr().out.strip() == "lin, forest: loaded"
+    for argv, code, message in ((["serve", "ghost", "--check"], 1, "Error: Cannot serve ghost: No model named 'ghost'"),
+                                ([], "usage: python -m modelport.serving serve REF", None),
+                                (["serve", "lin", "--workers", "two"], 2, "argument --workers: invalid int value: 'two'")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        if message is None:
+            assert str(stop.value.code).startswith(code)
+        else:
+            assert stop.value.code == code and message in err and "Traceback" not in err
