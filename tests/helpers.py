@@ -120,8 +120,10 @@ def link_dependencies(dest: Path, extras: tuple[str, ...] = ()) -> set[str]:
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
-        if name == "modelport":  # an extra naming others: modelport[sklearn]
-            todo += [r for e in req.extras for t in metadata.requires("modelport") or [] if (r := wanted(t, e))]
+        if name == "modelport":  # its own extras: modelport[serve,cli] (the core), modelport[sklearn] (train's)
+            extras_seen = {e for e in req.extras if f"modelport[{e}]" not in seen}
+            seen.update(f"modelport[{e}]" for e in extras_seen)
+            todo += [r for e in extras_seen for t in metadata.requires("modelport") or [] if (r := wanted(t, e))]
             continue
         if name in seen:
             continue
@@ -129,7 +131,7 @@ def link_dependencies(dest: Path, extras: tuple[str, ...] = ()) -> set[str]:
         dist = metadata.distribution(name)
         todo += [r for e in ("", *req.extras) for t in dist.requires or [] if (r := wanted(t, e))]
         _link_distribution(dist, dest)
-    return seen
+    return {n for n in seen if not n.startswith("modelport[")}
 
 
 def _link_distribution(dist, dest: Path) -> None:

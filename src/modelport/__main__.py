@@ -1,3 +1,3 @@
-from modelport.cli.main import main
+from modelport.cli import main
 
 main()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import modelport
 from tests.conftest import TEST_BASE_IMAGE
 from tests.helpers import free_port, run_cli
+from tests.image_contents import distributions, unneeded
 
 # Image builds and stack start-ups take minutes; on a busy machine far more than the suite's 600 s default.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -35,10 +35,10 @@ def test_xgboost_image_serves_on_cpu_without_the_cuda_libraries(home: Path) -> N
         r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": x[:4].tolist()}, timeout=10)
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["predictions"], model.predict(x[:4]), rtol=1e-6)
-        script = "import importlib.metadata as m, json; print(json.dumps(sorted(d.metadata['Name'].lower() for d in m.distributions())))"
-        dists = json.loads(run_cli("exec", name, "--", "python3", "-c", script).stdout)
+        dists = distributions(lambda cmd: run_cli("exec", name, "--", *cmd).stdout)
         assert "xgboost-cpu" in dists and "xgboost" not in dists
         assert not [d for d in dists if d.startswith("nvidia")]  # no CUDA runtime in a CPU image
+        assert unneeded(dists, "xgboost", "regression") == []  # nor the command line's libraries
     finally:
         run_cli("rm", name, "--force", check=False)
         for image in client.images.list(name=f"modelport/{name}"):

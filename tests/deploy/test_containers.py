@@ -17,6 +17,7 @@ import pytest
 import modelport
 from tests.conftest import TEST_BASE_IMAGE, TEST_PROXY_IMAGE
 from tests.helpers import Load, free_port, run_cli
+from tests.image_contents import distributions, unneeded
 
 # Image builds and stack start-ups take minutes; on a busy machine far more than the suite's 600 s default.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -74,6 +75,10 @@ def test_context_only_writes_a_lean_multistage_context(env: dict, tmp_path: Path
     assert "EXPOSE 8080" in dockerfile and "PYTHONDONTWRITEBYTECODE=1" in dockerfile
     lock = (ctx / "wheels" / "requirements.lock").read_text()
     assert "scikit-learn==" in lock and "modelport==" in lock and "torch" not in lock
+    pinned = {line.split("==")[0] for line in lock.split()}
+    assert {"uvicorn", "starlette", "sqlalchemy"} <= pinned and not pinned & {"typer", "rich", "jinja2", "httpx", "swagger-ui-bundle"}
+    assert 'ENTRYPOINT ["python3", "-m", "modelport.serving"]' in dockerfile and "--check" in dockerfile
+    assert sorted(p.name for p in (ctx / "swagger-ui").iterdir()) == ["swagger-ui-bundle.js", "swagger-ui.css"]
     assert {p.name for p in (ctx / "wheels").glob("*.whl")} and (ctx / "model" / "registry.db").is_file()
     assert (ctx / ".dockerignore").read_text().strip().endswith("!model")
 
@@ -106,6 +111,11 @@ def test_build_run_predict_and_inspect(env: dict) -> None:
     assert model.attrs["NetworkSettings"]["Ports"] in ({}, {"8080/tcp": None})  # only the gateway publishes
     assert model.exec_run(["id", "-u"]).output.decode().strip() == "10001"
     assert model.exec_run(["python3", "-c", "import torch"]).exit_code != 0  # a scikit-learn image carries no torch
+    # Serving's runtime only: no command line (Typer, Rich, Jinja2, httpx), no docker SDK, no pip.
+    dists = distributions(lambda cmd: model.exec_run(cmd, demux=True).output[0].decode())
+    assert {"modelport", "scikit-learn", "uvicorn"} <= set(dists) and unneeded(dists, "sklearn", "regression") == []
+    cli = model.exec_run(["modelport", "--version"], demux=True)
+    assert cli.exit_code == 1 and "pip install 'modelport[cli]'" in cli.output[1].decode()
 
 
 def test_ps_logs_exec_stop_start_restart_rm(env: dict) -> None:

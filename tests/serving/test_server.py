@@ -269,6 +269,31 @@ def test_openapi_schema_comes_from_the_signature(served) -> None:
     assert httpx.get(server.url + "/docs/static/swagger-ui-bundle.js").status_code == 200  # works offline
 
 
+@pytest.mark.parametrize("where", ["files", "none"])
+def test_docs_from_swagger_ui_files_or_a_page_that_says_they_are_missing(home: Path, tmp_path: Path, where: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model image has Swagger UI's two files, not its package (MODELPORT_SWAGGER_UI names where); a Python
+    with neither still answers /docs, with where the API's description is."""
+    from modelport.serving import swagger
+    from tests.fixtures_serving import small_models
+
+    store = small_models(home)
+    if where == "files":
+        (tmp_path / "swagger-ui-bundle.js").write_text("window.SwaggerUIBundle = 1;")
+        monkeypatch.setenv(swagger.SWAGGER_UI_ENV, str(tmp_path))
+    else:
+        monkeypatch.delenv(swagger.SWAGGER_UI_ENV, raising=False)
+        monkeypatch.setitem(sys.modules, "swagger_ui_bundle", None)  # not installed
+    client, _ = serve_in_process(store, ["lin"])
+    page, script = client.get("/docs"), client.get("/docs/static/swagger-ui-bundle.js")
+    store.close()
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    if where == "files":
+        assert "SwaggerUIBundle(" in page.text and script.text == "window.SwaggerUIBundle = 1;"
+    else:
+        assert "Swagger UI is not installed" in page.text and script.status_code == 404
+
+
 def test_serve_an_alias_and_versions(store: ModelStore, regression_csv) -> None:
     """References as ``serve`` takes them (ServeSpec.parse), served in-process: an alias, and a name given to one."""
     path, x, _ = regression_csv
@@ -468,3 +493,23 @@ def test_quickstart_no_serve_prints_no_curl(home: Path) -> None:
     assert "Registered diabetes:1" in out.stdout
     assert "curl" not in out.stdout and "http://" not in out.stdout
     assert "modelport serve diabetes" in out.stdout
+
+
+def test_the_image_entry_point_checks_and_reports_without_a_traceback(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m modelport.serving serve REF ...`` (a model image's command): `modelport serve`'s arguments."""
+    from modelport.serving.command import main
+    from tests.fixtures_serving import small_models
+
+    small_models(home).close()
+    main(["serve", "lin", "forest", "--check"])
+    assert capsys.readouterr().out.strip() == "lin, forest: loaded"
+    for argv, code, message in ((["serve", "ghost", "--check"], 1, "Error: Cannot serve ghost: No model named 'ghost'"),
+                                ([], "usage: python -m modelport.serving serve REF", None),
+                                (["serve", "lin", "--workers", "two"], 2, "argument --workers: invalid int value: 'two'")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        if message is None:
+            assert str(stop.value.code).startswith(code)
+        else:
+            assert stop.value.code == code and message in err and "Traceback" not in err

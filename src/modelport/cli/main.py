@@ -123,48 +123,14 @@ def pretrained_cmd(
     success(f"Registered {mv.ref}", f" ({mv.framework}, {mv.task}). Serve it: modelport serve {mv.name}")
 
 
-def _batch_options(max_batch_size: int | None, max_latency_ms: float | None):
-    from modelport.serving.batching import BatchConfig
+# Its options are declared once, by the parser a model image runs (modelport.serving.command): Typer hands it
+# every argument, --help included.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def serve(ctx: typer.Context) -> None:
+    """Serve models over HTTP: /predict, the Open Inference Protocol v2, /metrics, /docs (--help: its options)."""
+    from modelport.serving.command import serve as serve_command
 
-    return BatchConfig(max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
-
-
-@app.command()
-def serve(
-    refs: list[str] = typer.Argument(..., help="Models to serve: NAME, NAME:3, NAME@alias, or SERVED_NAME=REF. The first is the default for /predict."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(defaults.PORT, "--port"),
-    workers: int = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
-    max_batch_size: int = typer.Option(None, "--max-batch-size", min=1, help="Adaptive batching: rows per model call (1: off; default: the model's own, off for tabular models)."),
-    max_latency_ms: float = typer.Option(None, "--max-latency-ms", min=0, help="Adaptive batching: how long a batch may wait to fill (default: the model's own, else 0)."),
-    max_body_mb: float = typer.Option(defaults.MAX_BODY / 1024 / 1024, "--max-body-mb", help="Largest request body accepted."),
-    max_images: int = typer.Option(None, "--max-images", min=1, help=f"Image models: most images in one request (default {defaults.MAX_IMAGES})."),
-    max_request_pixels: int = typer.Option(None, "--max-request-pixels", min=1, help=f"Image models: most pixels one request may decode, all its images together (default {defaults.MAX_REQUEST_PIXELS})."),
-    log_format: str = typer.Option("text", "--log-format", help="text or json."),
-    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
-    log_db: str = typer.Option(None, "--log-db", help="Record every prediction in this database (e.g. sqlite:///predictions.db); query it with `modelport predictions`."),
-    spool_dir: Path = typer.Option(None, "--spool-dir", help="With --log-db: where records wait while the database is unavailable (default: under MODELPORT_HOME)."),
-    trust_proxy_headers: bool = typer.Option(False, "--trust-proxy-headers", help="Behind modelport's proxy only: record the API key id it sends in X-Modelport-Key-Id."),
-    # What a client may cost: how long it may take, how much it may hold.
-    header_timeout: float = typer.Option(defaults.HEADER_TIMEOUT, "--header-timeout", help="Seconds a client has to send a request's head (from connecting, or from its first byte); then 408 and close."),
-    body_timeout: float = typer.Option(defaults.BODY_TIMEOUT, "--body-timeout", help="Seconds a client has to send a request's whole body once its head arrived; then 408 and close."),
-    keep_alive: float = typer.Option(defaults.KEEP_ALIVE, "--keep-alive", help="Seconds an idle connection stays open between requests."),
-    max_buffered_bytes: int = typer.Option(defaults.MAX_BUFFERED, "--max-buffered-bytes", min=1, help="Bytes of request bodies one worker reads at once; a request beyond it gets a 503 before its body is read."),
-) -> None:
-    """Serve models over HTTP: /predict, the Open Inference Protocol v2, /metrics, /docs."""
-    from modelport.serving.limits import ImageLimits, ReadLimits
-    from modelport.serving.runtime import ServeSpec
-    from modelport.serving.server import serve as run_server
-
-    batch = _batch_options(max_batch_size, max_latency_ms)
-    images = ImageLimits(max_images=max_images, max_request_pixels=max_request_pixels)
-    specs = [ServeSpec.parse(r, batch, images) for r in refs]
-    run_server(specs, host=host, port=port, workers=workers, max_body=int(max_body_mb * 1024 * 1024),
-               log_format=log_format, access_log=access_log, log_db=log_db, trust_proxy_headers=trust_proxy_headers,
-               spool_dir=str(spool_dir) if spool_dir else None,
-               limits=ReadLimits(header_timeout, body_timeout, keep_alive, max_buffered_bytes),
-               on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)",
-               progress=progress)
+    serve_command(ctx.args, progress=progress)
 
 
 @app.command()

@@ -25,6 +25,7 @@ from modelport.frameworks import get_adapter
 from modelport.frameworks.base import IMAGE_CLASSIFICATION, Packed
 from modelport.frameworks.onnx import OnnxAdapter
 from modelport.progress import Progress
+from modelport.serving.swagger import SWAGGER_UI_ENV, SWAGGER_UI_FILES, swagger_ui_dir
 from modelport.store import ModelStore, ModelVersion
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.container", "templates"),
@@ -69,8 +70,13 @@ def labels_for(mv: ModelVersion, runtime: str = NATIVE) -> dict[str, str]:
     }
 
 
+# The extra of modelport's that is all an image needs of it: serving, not the command line (its Typer, Rich,
+# Jinja2, httpx). The image installs modelport itself without its dependencies (--no-deps, from the lock).
+SERVE_EXTRA = "serve"
+
+
 def requirements_for(mv: ModelVersion, modelport_requires: list[str], extra: list[str]) -> list[str]:
-    """modelport's own dependencies and the model's framework, each pinned: the framework to the
+    """modelport's serving dependencies and the model's framework, each pinned: the framework to the
     versions the model was saved with, the rest to this environment's."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -78,7 +84,7 @@ def requirements_for(mv: ModelVersion, modelport_requires: list[str], extra: lis
     pins: dict[str, str] = {}
     for text in modelport_requires:
         req = Requirement(text)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
+        if req.marker is not None and req.marker.evaluate({"extra": SERVE_EXTRA}) and not req.marker.evaluate({"extra": ""}):
             extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
             pins[canonicalize_name(req.name)] = f"{req.name}{extras}=={_installed(req.name)}"
     task_needs = IMAGE_REQUIREMENTS if mv.task == IMAGE_CLASSIFICATION else ()
@@ -202,6 +208,21 @@ def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path, converted
     return served
 
 
+SWAGGER_UI_DIR = "swagger-ui"  # in the context, and /opt/modelport-swagger-ui in the image
+
+
+def copy_swagger_ui(dest: Path) -> bool:
+    """Swagger UI's files for the image's /docs, from this environment's swagger-ui-bundle (the two /docs
+    loads, about 1 MB, not the package); False when it is not installed here (the image's /docs then says so)."""
+    source = swagger_ui_dir()
+    if source is None:
+        return False
+    dest.mkdir()
+    for name in SWAGGER_UI_FILES:
+        shutil.copy2(Path(source) / name, dest / name)
+    return True
+
+
 def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
                   extra_requirements: list[str] | None = None, runtime: str = NATIVE,
                   progress: Progress = lambda _: None) -> Path:
@@ -228,9 +249,11 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
     progress(f"Writing the CycloneDX SBOM of those wheels ({SBOM_FILE}, beside the Dockerfile)")
     labels = {**labels_for(mv, runtime), SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
+    swagger_ui = copy_swagger_ui(dest / SWAGGER_UI_DIR)
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
         model=served, base_image=base_image, labels=labels, modelport_version=modelport.__version__,
-        port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH)
+        port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH, swagger_ui=swagger_ui,
+        swagger_ui_env=SWAGGER_UI_ENV)
     (dest / "Dockerfile").write_text(dockerfile)
     (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())
     return dest

@@ -246,7 +246,8 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def serve_command(ref: str, db_url: str = DB_URL) -> list[str]:
-    """A stack model server: it writes the prediction log itself, with the proxy's request and key ids."""
+    """A stack model server's arguments (the image's entry point is modelport.serving's, which takes `modelport serve`'s):
+    it writes the prediction log itself, with the proxy's request and key ids."""
     return ["serve", ref, "--host", "0.0.0.0", "--port", str(MODEL_PORT),
             "--log-db", db_url, "--spool-dir", SPOOL_DIR, "--trust-proxy-headers"]
 

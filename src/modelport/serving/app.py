@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 
 from modelport import __version__
 from modelport.errors import ModelportError
-from modelport.serving import openapi, predict_router, repository, v2
+from modelport.serving import openapi, predict_router, repository, swagger, v2
 from modelport.serving.http import DEFAULT_MAX_BODY, HTTPError, json_response, on_error
 from modelport.serving.limits import DEFAULT_MAX_BUFFERED, BodyBudget
 from modelport.serving.metrics import MetricsFlusher
@@ -99,8 +99,10 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
     async def openapi_route(request: Request) -> Response:
         return json_response(spec)
 
+    swagger_ui = swagger.swagger_ui_dir()
+
     async def docs(request: Request) -> Response:
-        return HTMLResponse(openapi.docs_html())
+        return HTMLResponse(swagger.docs_html() if swagger_ui else swagger.docs_missing_html())
 
     predictions = predict_router.routes(models, max_body, budget, prediction_log.submit if prediction_log else None,
                                         trust_proxy_headers)
@@ -123,7 +125,7 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/openapi.json", openapi_route, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
-        Mount("/docs/static", StaticFiles(directory=openapi.swagger_ui_dir())),
+        *([Mount("/docs/static", StaticFiles(directory=swagger_ui))] if swagger_ui else []),
     ]
 
     async def on_starlette_error(request: Request, exc: Exception) -> Response:

@@ -169,19 +169,3 @@ def _repository_paths(models: ModelSet) -> dict[str, Any]:
                           "404": not_served},
         }},
     }
-
-
-def docs_html() -> str:
-    return """<!doctype html>
-<html><head><meta charset="utf-8"><title>modelport API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
-</body></html>"""
-
-
-def swagger_ui_dir() -> str:
-    import swagger_ui_bundle  # ships Swagger UI's files, so /docs works without reaching a CDN
-
-    return swagger_ui_bundle.swagger_ui_path

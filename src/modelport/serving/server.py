@@ -10,10 +10,10 @@ import shutil
 import signal
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import httpx
 from starlette.types import ASGIApp
 
 from modelport.errors import ModelportError
@@ -68,15 +68,17 @@ def announce_when_ready(host: str, port: int, message: str | None) -> Iterator[N
 
     def watch() -> None:
         url = _probe_address(host, port) + "/v2/health/ready"
-        with httpx.Client(trust_env=False, timeout=2) as client:
-            while not stop.is_set():
-                try:
-                    if client.get(url).status_code == 200:
+        # The standard library's client (serving needs no other), without the environment's proxies.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while not stop.is_set():
+            try:
+                with opener.open(url, timeout=2) as answer:
+                    if answer.status == 200:
                         print(message, flush=True)
                         return
-                except httpx.HTTPError:
-                    pass
-                stop.wait(0.05)
+            except OSError:  # refused, not ready yet (HTTPError), timed out
+                pass
+            stop.wait(0.05)
 
     watcher = threading.Thread(target=watch, name="modelport-ready", daemon=True)
     watcher.start()
