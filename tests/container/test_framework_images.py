@@ -85,10 +85,10 @@ def test_onnx_runtime_image_serves_a_sklearn_model_without_scikit_learn(home: Pa
         assert v2.status_code == 200, v2.text
         assert v2.json()["outputs"][0]["data"] == native.predict(rows[:3]).tolist()
 
-        script = "import importlib.metadata as m, json; print(json.dumps(sorted(d.metadata['Name'].lower() for d in m.distributions())))"
-        dists = json.loads(run_cli("exec", name, "--", "python3", "-c", script).stdout)
+        dists = distributions(lambda argv: run_cli("exec", name, "--", *argv).stdout)
         assert "onnxruntime" in dists
         assert not {"scikit-learn", "scipy", "skops", "joblib", "threadpoolctl"} & set(dists), dists
+        assert unneeded(dists, "onnx", "classification") == []  # served as an ONNX model: nothing else
     finally:
         run_cli("rm", name, "--force", check=False)
         for image in client.images.list(name=f"modelport/{name}"):
