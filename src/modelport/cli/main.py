@@ -128,6 +128,15 @@ def _batch_options(max_batch_size: int | None, max_latency_ms: float | None):
     return BatchConfig(max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
 
 
+def _warmup_files(items: list[str], default: str) -> dict[str, str]:
+    """``--warmup [NAME=]FILE`` items → {served name: file}; without a name, the first model's."""
+    files = {}
+    for item in items:
+        name, sep, path = item.rpartition("=")
+        files[name if sep else default] = path
+    return files
+
+
 @app.command()
 def serve(
     refs: list[str] = typer.Argument(..., help="Models to serve: NAME, NAME:3, NAME@alias, or SERVED_NAME=REF. The first is the default for /predict."),
@@ -149,11 +158,13 @@ def serve(
     body_timeout: float = typer.Option(defaults.BODY_TIMEOUT, "--body-timeout", help="Seconds a client has to send a request's whole body once its head arrived; then 408 and close."),
     keep_alive: float = typer.Option(defaults.KEEP_ALIVE, "--keep-alive", help="Seconds an idle connection stays open between requests."),
     max_buffered_bytes: int = typer.Option(defaults.MAX_BUFFERED, "--max-buffered-bytes", min=1, help="Bytes of request bodies one worker reads at once; a request beyond it gets a 503 before its body is read."),
+    warmup: list[str] = typer.Option(None, "--warmup", envvar="MODELPORT_WARMUP", help="[NAME=]FILE: a v2 inference request (JSON) for the model's warm-up prediction (default: the first model; inputs generated from its signature otherwise). Ready only once every model answered one."),
 ) -> None:
     """Serve models over HTTP: /predict, the Open Inference Protocol v2, /metrics, /docs."""
     from modelport.serving.limits import ImageLimits, ReadLimits
     from modelport.serving.runtime import ServeSpec
     from modelport.serving.server import serve as run_server
+    from modelport.store import parse_ref
 
     batch = _batch_options(max_batch_size, max_latency_ms)
     images = ImageLimits(max_images=max_images, max_request_pixels=max_request_pixels)
@@ -162,6 +173,7 @@ def serve(
                log_format=log_format, access_log=access_log, log_db=log_db, trust_proxy_headers=trust_proxy_headers,
                spool_dir=str(spool_dir) if spool_dir else None,
                limits=ReadLimits(header_timeout, body_timeout, keep_alive, max_buffered_bytes),
+               warmup=_warmup_files(warmup or [], specs[0].name or parse_ref(specs[0].ref).name),
                on_ready=f"Serving {', '.join(refs)} on http://{host}:{port}  (docs: http://{host}:{port}/docs)",
                progress=progress)
 

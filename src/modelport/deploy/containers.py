@@ -24,7 +24,7 @@ from modelport import defaults
 from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.build import build_image, default_tag, stale_image
-from modelport.deploy import proxy, rollout
+from modelport.deploy import coldstart, proxy, rollout
 from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.ports import check_port
@@ -126,6 +126,7 @@ class ServiceInfo:
     model: str
     version: str
     replicas: list[str]
+    coldstart: coldstart.ColdStart | None = None  # `run`'s: from the command to the first prediction
 
 
 # -- finding things --------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def wait_answering(container: Any, host: str, port: int, timeout: float) -> None
         container.reload()
         if container.status in ("exited", "dead"):
             break
-        time.sleep(0.1)
+        time.sleep(0.02)
     raise ModelportError(f"{container.name} is not answering on {host}:{port}: {explain(container)}")
 
 
@@ -381,9 +382,13 @@ def _info(service: str, slot: str) -> ServiceInfo:
 
 def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host_ip: str = "127.0.0.1", replicas: int = 1,
         settings: RunSettings | None = None, base_image: str = defaults.BASE_IMAGE, proxy_image: str = defaults.PROXY_IMAGE,
-        wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, progress: Progress = lambda _: None) -> ServiceInfo:
+        wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, progress: Progress = lambda _: None,
+        origin: float | None = None) -> ServiceInfo:
+    """Start ``target`` as a service and return once it answered a first prediction through its gateway;
+    its ``coldstart`` says when each stage happened since ``origin`` (default: this call)."""
     import docker.errors
 
+    origin = origin or time.time()
     settings = settings or RunSettings()
     check_replicas(replicas)
     check_publishable(host_ip, port)
@@ -414,11 +419,18 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
         backend = EngineReplicas(service)
         started = backend.start(proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())), replicas)
         rollout.wait_ready(backend, Runtime.of_container(gw), proxy.SLOTS[0], started, wait)
-        wait_answering(gw, "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip, port, wait)
+        proxied = time.time()
+        local = "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip
+        wait_answering(gw, local, port, wait)
+        answered = coldstart.first_prediction(f"http://{local}:{port}", model)
+        # The service is as ready as its last replica: that one's start is the service's.
+        measured = [coldstart.measure(origin, engine.client().containers.get(r), proxied, answered) for r in started]
     except BaseException:
         _remove_service(service)
         raise
-    return _info(service, proxy.SLOTS[0])
+    info = _info(service, proxy.SLOTS[0])
+    info.coldstart = max(measured, key=lambda c: c.stages.get("ready", 0.0))
+    return info
 
 
 def deploy(target: str, *, replace: str, canary: int | None = None, base_image: str = defaults.BASE_IMAGE,

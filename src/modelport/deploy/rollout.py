@@ -61,7 +61,7 @@ def wait_ready(replicas: Replicas, runtime: Runtime, slot: str, started: list[st
             raise ModelportError(f"{len(addresses & up)} of {len(started)} replica(s) were not checked healthy by the "
                                  f"proxy after {timeout:.0f}s{': ' + problem if problem else ''}\n"
                                  f"{replicas.explain(started)}")
-        time.sleep(0.25)
+        time.sleep(0.05)  # the proxy checks a new replica every 100 ms: see it UP soon after
 
 
 def drain(servers: Callable[[], list[Server]], timeout: float = DRAIN_TIMEOUT) -> None:

@@ -74,6 +74,11 @@ class ModelMetrics:
     def observe_batch(self, size: int) -> None:
         self.batch_sizes.observe(size)
 
+    def discard(self) -> None:
+        """Forget the rows and batches counted so far (a warm-up prediction's, which no client asked for)."""
+        self.rows = 0
+        self.batch_sizes = LocalHistogram(BATCH_BUCKETS)
+
     def observe(self, protocol: str, code: int, seconds: float) -> None:
         self.requests[(protocol, code)] += 1
         latency = self.latency.get(protocol)

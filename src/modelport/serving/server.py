@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import httpx
 from starlette.types import ASGIApp
 
 from modelport.errors import ModelportError
@@ -23,7 +22,9 @@ from modelport.serving.http import DEFAULT_MAX_BODY
 from modelport.serving.limits import ImageLimits, ReadLimits
 from modelport.serving.logs import log_config
 from modelport.serving.pinning import announced, pin
-from modelport.serving.runtime import ServeSpec, check_models, load_models
+from modelport.serving.runtime import ModelSet, ServeSpec, check_models, load_models
+from modelport.serving.startup import ReadyMarks, Starting, read_warmup
+from modelport.serving.timings import Timings, process_start
 from modelport.store import parse_ref
 
 _CONFIG_ENV = "MODELPORT_SERVE_CONFIG"
@@ -67,6 +68,8 @@ def announce_when_ready(host: str, port: int, message: str | None) -> Iterator[N
     stop = threading.Event()
 
     def watch() -> None:
+        import httpx  # here: a container's server never announces, and need not import it
+
         url = _probe_address(host, port) + "/v2/health/ready"
         with httpx.Client(trust_env=False, timeout=2) as client:
             while not stop.is_set():
@@ -90,12 +93,15 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
           max_body: int = DEFAULT_MAX_BODY, log_format: str = "text", log_level: str = "info",
           access_log: bool = False, on_ready: str | None = None, log_db: str | None = None,
           spool_dir: str | None = None, trust_proxy_headers: bool = False, limits: ReadLimits = ReadLimits(),
-          progress: Callable[[str], None] = lambda _: None) -> None:
+          warmup: dict[str, str] | None = None, progress: Callable[[str], None] = lambda _: None) -> None:
     """Serve ``specs`` until interrupted. A model that cannot load stops the command with its reason.
-    ``progress`` is told each start-up step; ``on_ready`` is printed once the server answers.
+    ``progress`` is told each start-up step; ``on_ready`` is printed once the server is ready.
+    ``warmup``: served name → a file with the v2 request each model's warm-up prediction uses
+    (default: inputs generated from its signature); the server is ready once every model answered one.
 
-    References are resolved once, here, to exact versions. One worker: the models are loaded here
-    and served from this process. Several: this process checks them cheaply (found, artifacts intact,
+    References are resolved once, here, to exact versions. The server listens at once and loads in
+    the background (startup.Starting: ready only after the warm-up). One worker: the models are loaded
+    in this process and served from it. Several: this process checks them cheaply (found, artifacts intact,
     framework installed) and sets their files aside; the workers, replacements included, load those
     same files; a worker that still cannot load one reports why and stops the server."""
     import uvicorn
@@ -110,18 +116,34 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
     os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
     versions = check_models(list(specs))
     specs = [dataclasses.replace(s, ref=v.ref, name=s.name or parse_ref(s.ref).name) for s, v in zip(specs, versions, strict=True)]
+    if unknown := sorted(set(warmup or {}) - {s.name for s in specs}):
+        raise ModelportError(f"--warmup names {', '.join(map(repr, unknown))}, which is not served here "
+                             f"(served: {', '.join(s.name or '' for s in specs)})")
+    given = {name: read_warmup(Path(path)) for name, path in (warmup or {}).items()}  # a bad file fails now
     starting = f"Starting {workers} worker{'s' if workers > 1 else ''} on {host}:{port}…"
     with announced([v.ref for v in versions]):
         if workers == 1:
-            from modelport.serving.app import create_app
+            failure: list[str] = []
 
-            progress(f"Loading {', '.join(s.ref for s in specs)}")
-            app = create_app(load_models(specs), max_body=max_body, max_buffered=limits.max_buffered, log_db=log_db,
-                             spool_dir=spool_dir, trust_proxy_headers=trust_proxy_headers)
+            def build() -> tuple[ModelSet, ASGIApp]:
+                from modelport.serving.app import create_app
+
+                progress(f"Loading {', '.join(s.ref for s in specs)}")
+                models = load_models(specs)
+                return models, create_app(models, max_body=max_body, max_buffered=limits.max_buffered, log_db=log_db,
+                                          spool_dir=spool_dir, trust_proxy_headers=trust_proxy_headers)
+
+            def fail(why: str) -> None:  # uvicorn stops on SIGTERM; then this command says why
+                failure.append(why)
+                signal.raise_signal(signal.SIGTERM)
+
+            app = Starting(build, Timings(process_start()), warmup=given, on_failure=fail)
             check_port(host, port)
             progress(starting)
             with announce_when_ready(host, port, on_ready):
                 uvicorn.run(app, **options)
+            if failure:
+                raise ModelportError(failure[0])
             return
         check_port(host, port)
         state = Path(tempfile.mkdtemp(prefix="modelport-serve-"))
@@ -129,8 +151,10 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             # Resolved once, here: every worker, a replacement included, loads exactly these artifacts.
             config = {"specs": [dataclasses.asdict(s) for s in pin(specs, state / "models")], "max_body": max_body,
                       "max_buffered": limits.max_buffered, "log_db": log_db, "spool_dir": spool_dir, "trust_proxy_headers": trust_proxy_headers,
-                      "error_file": str(state / "startup-error"), "repository_state": str(state / "unloaded")}
-            (state / "unloaded").mkdir()  # the workers agree on which models are unloaded through this
+                      "error_file": str(state / "startup-error"), "repository_state": str(state / "unloaded"),
+                      "ready_dir": str(state / "ready"), "workers": workers, "warmup": warmup or {}}
+            (state / "unloaded").mkdir()
+            (state / "ready").mkdir()  # each worker's mark once it has warmed up (startup.ReadyMarks)  # the workers agree on which models are unloaded through this
             os.environ[_CONFIG_ENV] = json.dumps(config)
             # Workers are separate processes: prometheus-client sums their metrics through files here.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
@@ -145,19 +169,27 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
 
 
 def app_from_env() -> ASGIApp:
-    """The app factory each uvicorn worker calls: the config comes through the environment."""
-    from modelport.serving.app import create_app
-
+    """The app factory each uvicorn worker calls: the config comes through the environment. The worker
+    answers at once (startup.Starting) and loads its models in the background."""
+    timings = Timings(process_start(os.getppid()), process_start())
     config = json.loads(os.environ[_CONFIG_ENV])
     specs = [ServeSpec(ref=s["ref"], name=s["name"], batch=BatchConfig(**s["batch"]), images=ImageLimits(**s["images"]),
                        pinned=s["pinned"])
              for s in config["specs"]]
-    try:
+    marks = ReadyMarks(Path(config["ready_dir"]), config["workers"])
+
+    def build() -> tuple[ModelSet, ASGIApp]:
+        from modelport.serving.app import create_app
+
         models = load_models(specs)
-    except ModelportError as e:
+        return models, create_app(models, max_body=config["max_body"], max_buffered=config["max_buffered"],
+                                  log_db=config["log_db"], spool_dir=config["spool_dir"],
+                                  trust_proxy_headers=config["trust_proxy_headers"], repository_state=config["repository_state"])
+
+    def fail(why: str) -> None:
         # Tell the supervisor (our parent) why, and stop it, rather than start a crash loop of workers.
-        Path(config["error_file"]).write_text(str(e))
+        Path(config["error_file"]).write_text(why)
         os.kill(os.getppid(), signal.SIGTERM)
-        raise SystemExit(1) from None
-    return create_app(models, max_body=config["max_body"], max_buffered=config["max_buffered"], log_db=config["log_db"],
-                      spool_dir=config["spool_dir"], trust_proxy_headers=config["trust_proxy_headers"], repository_state=config["repository_state"])
+
+    warmup = {name: read_warmup(Path(path)) for name, path in config["warmup"].items()}
+    return Starting(build, timings, warmup=warmup, ready=marks, on_ready=marks.mark, on_failure=fail)
