@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -403,21 +404,25 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
     client = engine.client()
     client.networks.create(network_name(service), driver="bridge", labels={MANAGED: "true", SERVICE: service})
     try:
-        progress(f"Starting the gateway on {host_ip}:{port}")
-        try:
-            # dns: the proxy only looks up replicas; names Docker does not know stay on this host.
-            gw = client.containers.run(
-                gateway_image, name=service, detach=True, labels={MANAGED: "true", SERVICE: service, ROLE: "gateway"},
-                network=network_name(service), ports={f"{proxy.PORT}/tcp": (host_ip, port)}, dns=["127.0.0.1"],
-                restart_policy={"Name": settings.restart} if settings.restart != "no" else None)
-        except docker.errors.APIError as e:
-            if "allocated" in str(e) or "in use" in str(e):  # taken since the check at the start
-                check_publishable(host_ip, port)
-                check_port(host_ip, port, holder="another process")
-            raise ModelportError(f"Could not start the gateway: {e.explanation or e}") from None
-        progress(f"Starting {replicas} replica(s) of {model}:{version} from {image}")
+        progress(f"Starting {replicas} replica(s) of {model}:{version} from {image}, and the gateway on {host_ip}:{port}")
         backend = EngineReplicas(service)
-        started = backend.start(proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())), replicas)
+        # The replicas and the gateway at once: a replica's start is the long one, the gateway's need not add to it.
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(backend.start, proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())),
+                                   replicas)
+            try:
+                # dns: the proxy only looks up replicas; names Docker does not know stay on this host.
+                gw = client.containers.run(
+                    gateway_image, name=service, detach=True, labels={MANAGED: "true", SERVICE: service, ROLE: "gateway"},
+                    network=network_name(service), ports={f"{proxy.PORT}/tcp": (host_ip, port)}, dns=["127.0.0.1"],
+                    restart_policy={"Name": settings.restart} if settings.restart != "no" else None)
+            except docker.errors.APIError as e:
+                starting.exception()  # the replicas are started (then removed with the service) before this fails
+                if "allocated" in str(e) or "in use" in str(e):  # taken since the check at the start
+                    check_publishable(host_ip, port)
+                    check_port(host_ip, port, holder="another process")
+                raise ModelportError(f"Could not start the gateway: {e.explanation or e}") from None
+            started = starting.result()
         rollout.wait_ready(backend, Runtime.of_container(gw), proxy.SLOTS[0], started, wait)
         proxied = time.time()
         local = "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip

@@ -56,6 +56,15 @@ class LocalHistogram:
         self.total = 0.0
 
 
+def shared_across_workers() -> None:
+    """In a worker forked from a server that imported prometheus-client before it set
+    PROMETHEUS_MULTIPROC_DIR: the values of the metrics made from now on go to that directory's files
+    (prometheus-client picks its value class once, at import). No labelled child exists before the fork."""
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+
+
 class ModelMetrics:
     """Everything counted for one served model and version."""
 

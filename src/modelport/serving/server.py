@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from modelport.errors import ModelportError
 from modelport.ports import check_port
+from modelport.serving import metrics
 from modelport.serving.batching import BatchConfig
 from modelport.serving.http import DEFAULT_MAX_BODY
 from modelport.serving.limits import ImageLimits, ReadLimits
@@ -222,4 +223,7 @@ def app_from_env() -> ASGIApp:
         os.kill(os.getppid(), signal.SIGTERM)
 
     warmup = {name: read_warmup(Path(path)) for name, path in config["warmup"].items()}
-    return Starting(build, timings, warmup=warmup, ready=marks, on_ready=marks.mark, on_failure=fail)
+    metrics.shared_across_workers()  # forked after the server imported prometheus-client
+    # A replacement worker (the server was ready) loads before it listens: the other workers serve meanwhile.
+    return Starting(build, timings, warmup=warmup, ready=marks, on_ready=marks.mark, on_failure=fail,
+                    before_listening=marks())

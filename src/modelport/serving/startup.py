@@ -89,12 +89,15 @@ class Starting:
     ``build`` (in a thread) loads the models and makes the app; the models then answer a warm-up
     prediction on this loop, the app's own lifespan starts, and ``ready()`` must hold (with several
     workers: every worker has warmed up) before any request reaches it. ``on_failure`` is told why a
-    start failed (it stops the server)."""
+    start failed (it stops the server). ``before_listening``: all that before the server listens (a
+    replacement worker of a server that is ready: its siblings take the requests meanwhile)."""
 
     def __init__(self, build: Callable[[], tuple[ModelSet, ASGIApp]], timings: Timings, *,
                  warmup: dict[str, TensorRequest] | None = None, ready: Callable[[], bool] = lambda: True,
-                 on_ready: Callable[[], None] = lambda: None, on_failure: Callable[[str], None]) -> None:
+                 on_ready: Callable[[], None] = lambda: None, on_failure: Callable[[str], None],
+                 before_listening: bool = False) -> None:
         self.build, self.timings, self.warmup = build, timings, warmup or {}
+        self.before_listening = before_listening
         self.ready, self.on_ready, self.on_failure = ready, on_ready, on_failure
         self.app: ASGIApp | None = None
         self._inner: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -119,6 +122,8 @@ class Starting:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._start = asyncio.create_task(self._starting())
+                if self.before_listening:  # uvicorn listens once the startup is complete
+                    await asyncio.shield(self._start)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._start is not None:
