@@ -2,6 +2,7 @@
 
     python -m bench.coldstart                       # 5 runs of the bench's linear model
     python -m bench.coldstart --runs 9 --image modelport/bench-linear:1 --output bench/RESULTS-coldstart.md
+    python -m bench.coldstart --against /work/main/src:modelport/bench-linear:old   # before/after, interleaved
 
 The model is the tabular table's (``LinearRegression`` on ``make_regression(1000, 8)``), saved to a store under
 ``bench/.work/coldstart/`` and built once on ``MODELPORT_BENCH_BASE_IMAGE`` (default ``python:3.11-slim``); the
@@ -10,6 +11,8 @@ gateway uses ``MODELPORT_PROXY_IMAGE`` (default ``haproxy:2.6``). ``--image`` ti
 ``python -m modelport run IMAGE`` as a user would, and times from its launch until a prediction this harness
 sends right after the command returns is answered; the service is removed between runs (not timed). The
 breakdown is the one ``run`` prints (its stages since the command's start), kept from each run.
+``--against SRC:IMAGE`` also times IMAGE with the modelport of source tree SRC running the command (another
+version's, e.g. before a change), alternating run by run so both see the same machine load.
 """
 
 from __future__ import annotations
@@ -76,27 +79,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--image", help="time this image (default: the bench model's, built when missing)")
     p.add_argument("--output", type=Path, help="also write the results (markdown) to this file")
+    p.add_argument("--against", metavar="SRC:IMAGE", help="also time IMAGE run by the modelport in source tree SRC, alternating")
     args = p.parse_args(argv)
     base = os.environ.get("MODELPORT_BENCH_BASE_IMAGE", "python:3.11-slim")
     image = args.image or prepare(base)
     env = {**os.environ, "MODELPORT_HOME": str(WORK / "home"),
            "MODELPORT_PROXY_IMAGE": os.environ.get("MODELPORT_PROXY_IMAGE", "haproxy:2.6")}
-    rows = []
+    configs = [("this", image, env)]
+    if args.against:
+        src, _, other = args.against.partition(":")
+        configs.append((src, other, {**env, "PYTHONPATH": src}))
+    rows: dict[str, list[tuple[float, float, str]]] = {name: [] for name, _, _ in configs}
     for i in range(args.runs):
-        load = os.getloadavg()[0]
-        seconds, breakdown = one_run(image, env)
-        rows.append((seconds, load, breakdown))
-        print(f"run {i + 1}: {seconds:.2f}s (load {load:.2f})  {breakdown}", flush=True)
-    median = statistics.median(s for s, _, _ in rows)
+        for name, img, run_env in configs:
+            load = os.getloadavg()[0]
+            seconds, breakdown = one_run(img, run_env)
+            rows[name].append((seconds, load, breakdown))
+            print(f"{name} run {i + 1}: {seconds:.2f}s (load {load:.2f})  {breakdown}", flush=True)
     info = machine()
-    lines = [f"# Cold start: `modelport run` → first answered prediction ({image})", "",
+    lines = ["# Cold start: `modelport run` → first answered prediction", "",
              f"`{' '.join(['python -m bench.coldstart', *(argv if argv is not None else sys.argv[1:])])}`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {info['nproc']} CPUs ({info['CPU']}), "
-             f"gateway image {env['MODELPORT_PROXY_IMAGE']}", "",
-             f"**Median of {len(rows)}: {median:.2f}s** (min {min(s for s, _, _ in rows):.2f}s, "
-             f"max {max(s for s, _, _ in rows):.2f}s)", "",
-             "| run | seconds | load (1 min) | breakdown (`run`'s, since the command started) |", "|---|---|---|---|",
-             *[f"| {i + 1} | {s:.2f} | {load:.2f} | {b} |" for i, (s, load, b) in enumerate(rows)], ""]
+             f"gateway image {env['MODELPORT_PROXY_IMAGE']}", ""]
+    for (name, img, _), runs in zip(configs, rows.values(), strict=True):
+        times = [s for s, _, _ in runs]
+        lines += [f"## {img} (modelport: {'this tree' if name == 'this' else name})", "",
+                  f"**Median of {len(runs)}: {statistics.median(times):.2f}s** (min {min(times):.2f}s, max {max(times):.2f}s)", "",
+                  "| run | seconds | load (1 min) | breakdown (`run`'s, since the command started) |", "|---|---|---|---|",
+                  *[f"| {i + 1} | {s:.2f} | {load:.2f} | {b} |" for i, (s, load, b) in enumerate(runs)], ""]
     print("\n".join(lines))
     if args.output:
         args.output.write_text("\n".join(lines))
