@@ -20,7 +20,7 @@ from modelport.serving.startup import Starting, read_warmup
 from modelport.serving.timings import STAGES, Timings, parse_line, process_start
 from modelport.store import ModelStore
 from tests.fixtures_serving import small_models
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, run_cli, wait_until
 
 LOAD_SECONDS = 2.0
 
@@ -129,3 +129,14 @@ def test_a_warm_up_file_that_is_no_v2_request_is_refused(tmp_path: Path) -> None
         read_warmup(tmp_path / "warmup.json")
     with pytest.raises(ModelportError, match="Cannot read the warm-up input"):
         read_warmup(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_stops_with_the_reason_when_its_warm_up_fails(store: ModelStore, tmp_path: Path, workers: int) -> None:
+    """The command: one process, or forked workers (one of which tells the supervisor why)."""
+    body = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
+    (tmp_path / "warmup.json").write_text(json.dumps(body))
+    out = run_cli("serve", "lin", "--port", str(free_port()), "--workers", str(workers), "--warmup",
+                  str(tmp_path / "warmup.json"), env={"MODELPORT_HOME": str(store.home)}, check=False, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "The warm-up prediction of 'lin' (--warmup) failed: Input 'input' has shape [1, 3]" in " ".join(out.stderr.split())

@@ -164,17 +164,20 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
                 return models, create_app(models, max_body=max_body, max_buffered=limits.max_buffered, log_db=log_db,
                                           spool_dir=spool_dir, trust_proxy_headers=trust_proxy_headers)
 
-            def fail(why: str) -> None:  # uvicorn stops on SIGTERM; then this command says why
+            def fail(why: str) -> None:  # the server stops; then this command says why
                 failure.append(why)
-                signal.raise_signal(signal.SIGTERM)
+                server.should_exit = True
 
-            app = Starting(build, Timings(process_start()), warmup=given, on_failure=fail)
+            server = uvicorn.Server(uvicorn.Config(Starting(build, Timings(process_start()), warmup=given,
+                                                            on_failure=fail), **options))
             check_port(host, port)
             progress(starting)
-            with announce_when_ready(host, port, on_ready):
-                uvicorn.run(app, **options)
+            with announce_when_ready(host, port, on_ready), contextlib.suppress(KeyboardInterrupt):
+                server.run()  # uvicorn.run's one-process path, with a handle to stop it
             if failure:
                 raise ModelportError(failure[0])
+            if not server.started:  # it said why (e.g. the port): exit as uvicorn.run does
+                raise SystemExit(3)
             return
         check_port(host, port)
         state = Path(tempfile.mkdtemp(prefix="modelport-serve-"))
