@@ -10,7 +10,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from starlette.types import ASGIApp
@@ -90,6 +90,24 @@ def announce_when_ready(host: str, port: int, message: str | None) -> Iterator[N
         stop.set()
 
 
+def preload(frameworks: Iterable[str]) -> None:
+    """Import what serving models of ``frameworks`` imports: the app, and what each framework's loading
+    imports (an adapter's ``preload``, else its module). Before forking workers; and at image build, so
+    the standard library's bytecode for all that is written once (some base images ship none)."""
+    import importlib
+
+    import modelport.serving.app  # noqa: F401 (imported for its imports)
+    from modelport.frameworks import get_adapter
+
+    for framework in sorted(set(frameworks)):
+        adapter = get_adapter(framework)
+        with contextlib.suppress(ImportError):  # a worker that cannot import it says why
+            if hasattr(adapter, "preload"):
+                adapter.preload()
+            else:
+                importlib.import_module(adapter.module)
+
+
 @contextlib.contextmanager
 def forked_workers(versions: Sequence[ModelVersion]) -> Iterator[None]:
     """uvicorn's workers forked from this process rather than spawned: a worker then starts with what this
@@ -97,21 +115,11 @@ def forked_workers(versions: Sequence[ModelVersion]) -> Iterator[None]:
     importing it all again, about 1.5 s of CPU per worker for a scikit-learn model, the largest part of a
     cold start. Only imports are shared: each worker still loads its own models (no thread pool or
     framework session exists before the fork)."""
-    import importlib
     import multiprocessing
 
     import uvicorn._subprocess
 
-    from modelport.frameworks import get_adapter
-
-    for framework in {v.framework for v in versions}:
-        adapter = get_adapter(framework)
-        with contextlib.suppress(ImportError):  # a worker that cannot import it says why
-            # An adapter's ``preload`` imports what its loading does; else its module.
-            if hasattr(adapter, "preload"):
-                adapter.preload()
-            else:
-                importlib.import_module(adapter.module)
+    preload({v.framework for v in versions})
     spawn = uvicorn._subprocess.spawn
     uvicorn._subprocess.spawn = multiprocessing.get_context("fork")
     try:
