@@ -95,6 +95,7 @@ def test_build_run_predict_and_inspect(env: dict) -> None:
     out = run_cli("run", f"{name}:1", "--port", str(port), "--name", name, "--cpus", "1", "--memory", "512m", *BASE,
                   env=env["env"], timeout=600)
     assert f"http://127.0.0.1:{port}" in out.stdout
+    _check_breakdown(out.stdout, worker=False)  # --cpus 1: one server process
     r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": env["x"][0].tolist()})
     assert r.status_code == 200 and r.json()["prediction"] == pytest.approx(_expected(env, f"{name}:1", env["x"][:1])[0],
                                                                            rel=1e-12)
@@ -116,6 +117,22 @@ def test_build_run_predict_and_inspect(env: dict) -> None:
     assert {"modelport", "scikit-learn", "uvicorn"} <= set(dists) and unneeded(dists, "sklearn", "regression") == []
     cli = model.exec_run(["modelport", "--version"], demux=True)
     assert cli.exit_code == 1 and "pip install 'modelport[cli]'" in cli.output[1].decode()
+
+
+def _check_breakdown(stdout: str, *, worker: bool) -> None:
+    """`run`'s cold start line has every stage, in order, on one clock: the engine's, the server's own (its
+    Startup: line), the gateway's check and the first prediction through it, all after the command started."""
+    (line,) = [ln.strip() for ln in stdout.splitlines() if ln.strip().startswith("Cold start:")]
+    stages = dict(re.findall(r"([a-z][a-z -]*?) ([0-9.]+)s[,)]", line.split("(", 1)[1]))
+    expected = ["created", "started", "process", *(["worker"] if worker else []), "imports", "loaded", "warm-up",
+                "ready", "in the gateway", "first prediction"]
+    assert list(stages) == expected, line
+    seconds = {k: float(v) for k, v in stages.items()}
+    # The server's process starts as the engine starts the container (its StartedAt may be taken a moment after).
+    assert 0 < seconds["created"] <= min(seconds["started"], seconds["process"]), line
+    server = list(seconds.values())[2:]
+    assert server == sorted(server), line
+    assert line.startswith(f"Cold start: first prediction at {stages['first prediction']}s"), line
 
 
 def test_ps_logs_exec_stop_start_restart_rm(env: dict) -> None:

@@ -14,12 +14,13 @@ from tests.helpers import run_in_process, wait_until
 
 
 def workers_of(pid: int) -> set[int]:
-    """uvicorn's worker processes under the server process ``pid``."""
+    """uvicorn's worker processes under the server process ``pid`` (forked from it: its command line)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
     found = set()
     for child in map(int, children):
         try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if Path(f"/proc/{child}/cmdline").read_bytes() == command:
                 found.add(child)
         except FileNotFoundError:
             pass
@@ -40,7 +41,8 @@ def test_a_replacement_worker_loads_the_version_the_server_started_with(home, re
     before = wait_until(lambda: workers_of(server.proc.pid), lambda w: len(w) == 2, timeout=30)
     os.kill(min(before), signal.SIGKILL)
     started = server.output().count("Application startup complete")
-    # The supervisor starts a replacement; it has loaded its models once it reports startup complete.
+    # The supervisor starts a replacement; it loads its models before its startup is complete (the server
+    # was ready: the other worker serves meanwhile), and listens only then.
     wait_until(lambda: (workers_of(server.proc.pid), server.output().count("Application startup complete")),
                lambda s: len(s[0]) == 2 and s[0] != before and s[1] > started, timeout=60,
                what=lambda s: f"workers {s[0]}, log:\n{server.output()[-2000:]}")

@@ -67,12 +67,16 @@ def run(
     """Run a model as a service: builds the image if missing, starts its replicas with limits behind a
     proxy, waits until healthy."""
     from modelport.deploy import containers as svc
+    from modelport.serving.timings import process_start
 
     settings = svc.RunSettings.parse(cpus=cpus, memory=memory, restart=restart, env=env or ())
     with LoggedProgress("run") as log:
         info = svc.run(target, port=port, name=name, host_ip=host_ip, replicas=replicas, settings=settings,
-                       base_image=base_image, proxy_image=proxy_image, wait=wait, verify_key=verify_key, progress=log)
+                       base_image=base_image, proxy_image=proxy_image, wait=wait, verify_key=verify_key, progress=log,
+                       origin=process_start())  # from the command itself: its imports count too
     success(info.service, f" serves {info.model}:{info.version} at {info.url} ({len(info.replicas)} replica(s))")
+    if info.coldstart is not None:
+        console.print(f"  {info.coldstart.line()}")
     console.print(f"  curl -X POST {info.url}/predict -H 'Content-Type: application/json' -d '{{\"features\": [...]}}'")
 
 

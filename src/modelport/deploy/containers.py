@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from modelport import config, defaults
 from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.build import build_image, default_tag, stale_image
-from modelport.deploy import proxy, rollout
+from modelport.deploy import coldstart, proxy, rollout
 from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.ports import check_port
@@ -127,6 +128,7 @@ class ServiceInfo:
     model: str
     version: str
     replicas: list[str]
+    coldstart: coldstart.ColdStart | None = None  # `run`'s: from the command to the first prediction
 
 
 # -- finding things --------------------------------------------------------------------------
@@ -245,7 +247,7 @@ def wait_answering(container: Any, host: str, port: int, timeout: float) -> None
         container.reload()
         if container.status in ("exited", "dead"):
             break
-        time.sleep(0.1)
+        time.sleep(0.02)
     raise ModelportError(f"{container.name} is not answering on {host}:{port}: {explain(container)}")
 
 
@@ -395,9 +397,12 @@ def _info(service: str, slot: str) -> ServiceInfo:
 def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host_ip: str = "127.0.0.1", replicas: int = 1,
         settings: RunSettings | None = None, base_image: str = defaults.BASE_IMAGE, proxy_image: str = defaults.PROXY_IMAGE,
         wait: float = defaults.HEALTHY_WAIT, store: ModelStore | None = None, verify_key: Path | None = None,
-        progress: Progress = lambda _: None) -> ServiceInfo:
+        progress: Progress = lambda _: None, origin: float | None = None) -> ServiceInfo:
+    """Start ``target`` as a service and return once it answered a first prediction through its gateway;
+    its ``coldstart`` says when each stage happened since ``origin`` (default: this call)."""
     import docker.errors
 
+    origin = origin or time.time()
     settings = settings or RunSettings()
     check_replicas(replicas)
     check_publishable(host_ip, port)
@@ -413,27 +418,38 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
     client = engine.client()
     client.networks.create(network_name(service), driver="bridge", labels={MANAGED: "true", SERVICE: service})
     try:
-        progress(f"Starting the gateway on {host_ip}:{port}")
-        try:
-            # dns: the proxy only looks up replicas; names Docker does not know stay on this host.
-            gw = client.containers.run(
-                gateway_image, name=service, detach=True, labels={MANAGED: "true", SERVICE: service, ROLE: "gateway"},
-                network=network_name(service), ports={f"{proxy.PORT}/tcp": (host_ip, port)}, dns=["127.0.0.1"],
-                restart_policy={"Name": settings.restart} if settings.restart != "no" else None)
-        except docker.errors.APIError as e:
-            if "allocated" in str(e) or "in use" in str(e):  # taken since the check at the start
-                check_publishable(host_ip, port)
-                check_port(host_ip, port, holder="another process")
-            raise ModelportError(f"Could not start the gateway: {e.explanation or e}") from None
-        progress(f"Starting {replicas} replica(s) of {model}:{version} from {image}")
+        progress(f"Starting {replicas} replica(s) of {model}:{version} from {image}, and the gateway on {host_ip}:{port}")
         backend = EngineReplicas(service)
-        started = backend.start(proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())), replicas)
+        # The replicas and the gateway at once: a replica's start is the long one, the gateway's need not add to it.
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(backend.start, proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())),
+                                   replicas)
+            try:
+                # dns: the proxy only looks up replicas; names Docker does not know stay on this host.
+                gw = client.containers.run(
+                    gateway_image, name=service, detach=True, labels={MANAGED: "true", SERVICE: service, ROLE: "gateway"},
+                    network=network_name(service), ports={f"{proxy.PORT}/tcp": (host_ip, port)}, dns=["127.0.0.1"],
+                    restart_policy={"Name": settings.restart} if settings.restart != "no" else None)
+            except docker.errors.APIError as e:
+                starting.exception()  # the replicas are started (then removed with the service) before this fails
+                if "allocated" in str(e) or "in use" in str(e):  # taken since the check at the start
+                    check_publishable(host_ip, port)
+                    check_port(host_ip, port, holder="another process")
+                raise ModelportError(f"Could not start the gateway: {e.explanation or e}") from None
+            started = starting.result()
         rollout.wait_ready(backend, Runtime.of_container(gw), proxy.SLOTS[0], started, wait)
-        wait_answering(gw, "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip, port, wait)
+        proxied = time.time()
+        local = "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip
+        wait_answering(gw, local, port, wait)
+        answered = coldstart.first_prediction(f"http://{local}:{port}", model)
+        # The service is as ready as its last replica: that one's start is the service's.
+        measured = [coldstart.measure(origin, engine.client().containers.get(r), proxied, answered) for r in started]
     except BaseException:
         _remove_service(service)
         raise
-    return _info(service, proxy.SLOTS[0])
+    info = _info(service, proxy.SLOTS[0])
+    info.coldstart = max(measured, key=lambda c: c.stages.get("ready", 0.0))
+    return info
 
 
 def deploy(target: str, *, replace: str, canary: int | None = None, base_image: str = defaults.BASE_IMAGE,

@@ -51,17 +51,21 @@ def wait_ready(replicas: Replicas, runtime: Runtime, slot: str, started: list[st
             raise ModelportError(why)
         addresses = {replicas.address(r) for r in started}
         try:
-            up = {s.address for s in runtime.servers(slot) if s.status == "UP"}
+            servers = [s for s in runtime.servers(slot) if s.address in addresses]
+            up = {s.address for s in servers if s.status == "UP"}
+            rising = any("/" in s.status for s in servers)  # "DOWN 1/2": a check passed, UP at the next one
             problem = ""
         except ModelportError as e:  # the proxy is still starting
-            up, problem = set(), str(e)
+            up, rising, problem = set(), False, str(e)
         if None not in addresses and addresses <= up:
             return
         if time.monotonic() > deadline:
             raise ModelportError(f"{len(addresses & up)} of {len(started)} replica(s) were not checked healthy by the "
                                  f"proxy after {timeout:.0f}s{': ' + problem if problem else ''}\n"
                                  f"{replicas.explain(started)}")
-        time.sleep(0.25)
+        # Each look is a `docker exec` into the proxy: often only once a replica is about to be UP (the proxy
+        # checks a starting one every 100 ms), so the looks do not slow the replicas' start on a small host.
+        time.sleep(0.05 if rising else 0.25)
 
 
 def drain(servers: Callable[[], list[Server]], timeout: float = DRAIN_TIMEOUT) -> None:

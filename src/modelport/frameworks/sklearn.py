@@ -66,6 +66,11 @@ class SklearnAdapter:
     module = "sklearn"
     requirements = ("scikit-learn", "skops", "numpy", "scipy")
 
+    def preload(self) -> None:
+        """What loading a model imports (skops' walk imports all of scikit-learn): a server that forks
+        its workers does it once, before the fork (serving.server.forked_workers)."""
+        skops_io()
+
     def accepts(self, obj: Any) -> bool:
         return type(obj).__module__.startswith("sklearn.") or hasattr(obj, "_sklearn_auto_wrap_output_keys") or (
             hasattr(obj, "fit") and hasattr(obj, "predict") and hasattr(obj, "get_params")

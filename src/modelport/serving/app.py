@@ -72,7 +72,7 @@ def create_app(models: ModelSet, *, max_body: int = DEFAULT_MAX_BODY, max_buffer
         return json_response({"live": True})
 
     async def v2_ready(request: Request) -> Response:
-        return json_response({"ready": True})  # every model is loaded before the server listens
+        return json_response({"ready": True})  # reached once every model has loaded and warmed up (startup.Starting)
 
     async def v2_model(request: Request) -> Response:
         return json_response(v2.model_metadata(models.get(request.path_params["name"], request.path_params.get("version"))))

@@ -5,6 +5,7 @@ so its options are declared once, here; an image runs ``python -m modelport.serv
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -48,6 +49,7 @@ def parser(prog: str = "modelport serve") -> argparse.ArgumentParser:
     p.add_argument("--body-timeout", type=float, default=defaults.BODY_TIMEOUT, help="Seconds a client has to send a request's whole body once its head arrived; then 408 and close.")
     p.add_argument("--keep-alive", type=float, default=defaults.KEEP_ALIVE, help="Seconds an idle connection stays open between requests.")
     p.add_argument("--max-buffered-bytes", type=_positive(int), default=defaults.MAX_BUFFERED, help="Bytes of request bodies one worker reads at once; a request beyond it gets a 503 before its body is read.")
+    p.add_argument("--warmup", action="append", metavar="[NAME=]FILE", help="A v2 inference request (JSON) for the model's warm-up prediction (default: the first model; inputs generated from its signature otherwise; env MODELPORT_WARMUP, space-separated). Ready only once every model answered one.")
     p.add_argument("--check", action="store_true", help="Load the models and exit without serving (an image's build runs this).")
     return p
 
@@ -58,6 +60,7 @@ def serve(argv: Sequence[str], *, prog: str = "modelport serve", progress: Calla
     from modelport.serving.limits import ImageLimits, ReadLimits
     from modelport.serving.runtime import ServeSpec
     from modelport.serving.server import serve as run_server
+    from modelport.store import parse_ref
 
     a = parser(prog).parse_args(list(argv))
     batch = BatchConfig(max_batch_size=a.max_batch_size, max_latency_ms=a.max_latency_ms)
@@ -70,11 +73,22 @@ def serve(argv: Sequence[str], *, prog: str = "modelport serve", progress: Calla
         load_models(specs)
         print(f"{', '.join(a.refs)}: loaded", flush=True)
         return
+    warmup = _warmup_files(a.warmup or os.environ.get("MODELPORT_WARMUP", "").split(),
+                           specs[0].name or parse_ref(specs[0].ref).name)
     run_server(specs, host=a.host, port=a.port, workers=a.workers, max_body=int(a.max_body_mb * 1024 * 1024),
                log_format=a.log_format, access_log=a.access_log, log_db=a.log_db, trust_proxy_headers=a.trust_proxy_headers,
                spool_dir=a.spool_dir, limits=ReadLimits(a.header_timeout, a.body_timeout, a.keep_alive, a.max_buffered_bytes),
-               on_ready=f"Serving {', '.join(a.refs)} on http://{a.host}:{a.port}  (docs: http://{a.host}:{a.port}/docs)",
+               warmup=warmup, on_ready=f"Serving {', '.join(a.refs)} on http://{a.host}:{a.port}  (docs: http://{a.host}:{a.port}/docs)",
                progress=progress)
+
+
+def _warmup_files(items: list[str], default: str) -> dict[str, str]:
+    """``--warmup [NAME=]FILE`` items → {served name: file}; without a name, the first model's."""
+    files = {}
+    for item in items:
+        name, sep, path = item.rpartition("=")
+        files[name if sep else default] = path
+    return files
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -56,6 +56,15 @@ class LocalHistogram:
         self.total = 0.0
 
 
+def shared_across_workers() -> None:
+    """In a worker forked from a server that imported prometheus-client before it set
+    PROMETHEUS_MULTIPROC_DIR: the values of the metrics made from now on go to that directory's files
+    (prometheus-client picks its value class once, at import). No labelled child exists before the fork."""
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+
+
 class ModelMetrics:
     """Everything counted for one served model and version."""
 
@@ -73,6 +82,11 @@ class ModelMetrics:
 
     def observe_batch(self, size: int) -> None:
         self.batch_sizes.observe(size)
+
+    def discard(self) -> None:
+        """Forget the rows and batches counted so far (a warm-up prediction's, which no client asked for)."""
+        self.rows = 0
+        self.batch_sizes = LocalHistogram(BATCH_BUCKETS)
 
     def observe(self, protocol: str, code: int, seconds: float) -> None:
         self.requests[(protocol, code)] += 1

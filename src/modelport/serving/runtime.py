@@ -339,13 +339,16 @@ class ModelSet:
 
 def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> ModelSet:
     """Load every model or fail with a message naming the one that could not load."""
-    store = store or ModelStore()
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="modelport-model")
     pools: list[Executor] = [executor]
     models = []
     for spec in specs:
         try:
-            info, files = read_pinned(Path(spec.pinned)) if spec.pinned else _from_store(spec.ref, store)
+            if spec.pinned:  # a worker's: no store to open
+                info, files = read_pinned(Path(spec.pinned))
+            else:
+                store = store or ModelStore()
+                info, files = _from_store(spec.ref, store)
             model = model_from_files(info, files)
         except ModelportError as e:
             raise ModelportError(f"Cannot serve {spec.ref}: {e}") from None
