@@ -68,7 +68,8 @@ class Project:
         """The project's service containers (not one-off `run` ones), newest first, inspected."""
         labels = [f"{PROJECT}={self.name}"] + ([f"{SERVICE}={service}"] if service else [])
         client = engine.client()
-        found = [client.containers.get(c.id) for c in client.containers.list(all=True, filters={"label": labels})]
+        # list() inspects each one; ignore_removed: one removed meanwhile is not an error
+        found = client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
         found = [c for c in found if c.labels.get(ONE_OFF, "False") == "False"]
         return sorted(found, key=lambda c: c.attrs["Created"], reverse=True)
 

@@ -135,7 +135,8 @@ class ServiceInfo:
 
 def containers(service: str | None = None, *, role: str | None = None, all: bool = True) -> list[Any]:
     filters = [f"{MANAGED}=true"] + ([f"{SERVICE}={service}"] if service else []) + ([f"{ROLE}={role}"] if role else [])
-    return engine.client().containers.list(all=all, filters={"label": filters})
+    # ignore_removed: a container removed between the engine's list and its inspect is not an error
+    return engine.client().containers.list(all=all, filters={"label": filters}, ignore_removed=True)
 
 
 def service_containers(service: str) -> list[Any]:
@@ -184,7 +185,7 @@ def check_publishable(host_ip: str, port: int, *, option: str = "--port",
                       own: Callable[[Any], bool] = lambda _: False) -> None:
     """Fail before any build or container start when ``host_ip:port`` cannot be published, naming what
     holds it. A container for which ``own`` is true (the stack's own gateway) may hold it already."""
-    holders = [c for c in engine.client().containers.list()
+    holders = [c for c in engine.client().containers.list(ignore_removed=True)
                if any(_overlaps(b.get("HostIp", ""), host_ip) and int(b["HostPort"]) == port
                       for bs in (c.attrs["NetworkSettings"].get("Ports") or {}).values() for b in bs or [])]
     others = [c for c in holders if not own(c)]
@@ -267,7 +268,12 @@ def explain(container: Any, lines: int = 15) -> str:
     health = state.get("Health") or {}
     if health.get("Status") not in (None, "healthy") and health.get("Log"):
         parts.append(f"healthcheck {health['Status']}: {health['Log'][-1].get('Output', '').strip()[:200]}")
-    logs = container.logs(tail=lines).decode(errors="replace").strip()
+    import docker.errors
+
+    try:
+        logs = container.logs(tail=lines).decode(errors="replace").strip()
+    except docker.errors.APIError:  # gone, or being removed: the engine keeps no logs to show
+        logs = ""
     return "; ".join(parts) + (f"\nLast log lines:\n{logs}" if logs else "")
 
 

@@ -79,6 +79,8 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def diagnose(ports: list[int]) -> Report:
+    import docker.errors
+
     report = Report()
     try:
         client = engine.client()
@@ -90,7 +92,7 @@ def diagnose(ports: list[int]) -> Report:
 
     # Who publishes which host port, across every container (not only modelport's).
     published: dict[int, list[PortHolder]] = {}
-    for c in client.containers.list():
+    for c in client.containers.list(ignore_removed=True):
         for bindings in (c.attrs["NetworkSettings"].get("Ports") or {}).values():
             for b in bindings or []:
                 published.setdefault(int(b["HostPort"]), []).append(PortHolder(c.name, c.labels or {}))
@@ -102,7 +104,10 @@ def diagnose(ports: list[int]) -> Report:
     if not rows:
         report.add(True, "No modelport containers")
     for c in rows:
-        c.reload()
+        try:
+            c.reload()
+        except docker.errors.NotFound:  # removed since it was listed: nothing to diagnose
+            continue
         state = c.attrs["State"]
         health = (state.get("Health") or {}).get("Status")
         if state["Status"] == "running" and health in ("healthy", None):

@@ -156,7 +156,8 @@ class SwarmProject:
     def container(self, service: str) -> Any | None:
         """The service's running container on the manager's own engine (where modelport can exec)."""
         found = self.client.containers.list(filters={"label": [f"{NAMESPACE}={self.name}",
-                                                               f"{SERVICE_NAME}={self.service_name(service)}"]})
+                                                               f"{SERVICE_NAME}={self.service_name(service)}"]},
+                                            ignore_removed=True)
         return found[0] if found else None
 
     def node_names(self) -> dict[str, str]:
