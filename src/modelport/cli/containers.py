@@ -21,6 +21,7 @@ def build(
     context_only: Path = typer.Option(None, "--context-only", help="Write the build context to this directory and stop."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build every layer again."),
     push: str = typer.Option(None, "--push", help="Then push it as REGISTRY/REPOSITORY or REGISTRY/REPOSITORY:TAG (default tag: the model version)."),
+    platform: str = typer.Option(None, "--platform", help="Build for linux/arm64 or linux/amd64: wheels for it, steps emulated on another host (default tag NAME:VERSION-arm64)."),
 ) -> None:
     """Build a lean, offline-reproducible image serving a model (and push it to a registry)."""
     from modelport.container import engine
@@ -28,10 +29,13 @@ def build(
 
     with LoggedProgress("build") as log:
         if context_only:
-            write_build_context(ref, context_only, base_image=base_image, requirements=requirements, progress=log)
-            success(f"Build context written to {context_only}", f"  (docker build -t IMAGE {context_only})")
+            write_build_context(ref, context_only, base_image=base_image, requirements=requirements, platform=platform,
+                                progress=log)
+            success(f"Build context written to {context_only}",
+                    f"  (docker build{f' --platform {platform}' if platform else ''} -t IMAGE {context_only})")
             return
-        image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache, progress=log)
+        image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache,
+                            platform=platform, progress=log)
         if push:
             engine.push(image.tag, pushed := push_reference(push, image.model), progress=log)
     success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}"

@@ -14,12 +14,14 @@ from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.context import (
     BUILD_LABEL,
+    DEFAULT_PLATFORM,
     Progress,
     build_time_labels,
     read_requirements_file,
     source_digest,
     write_context,
 )
+from modelport.container.wheelhouse import canonical_platform, image_platform
 from modelport.errors import ModelportError
 from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
@@ -34,8 +36,12 @@ class BuiltImage:
     model: ModelVersion
 
 
-def default_tag(mv: ModelVersion) -> str:
-    return f"modelport/{mv.name}:{mv.version}"
+def default_tag(mv: ModelVersion, platform: str | None = None) -> str:
+    """``modelport/NAME:VERSION``; an image for another platform (``build --platform linux/arm64``)
+    gets a tag of its own (``NAME:VERSION-arm64``), so it never stands in for the one ``run`` serves."""
+    platform = image_platform(platform) if platform else DEFAULT_PLATFORM
+    suffix = "" if platform == DEFAULT_PLATFORM else f"-{platform.split('/')[1]}"
+    return f"modelport/{mv.name}:{mv.version}{suffix}"
 
 
 def push_reference(target: str, mv: ModelVersion) -> str:
@@ -65,32 +71,48 @@ def stale_image(tag: str, digest: str) -> str | None:
 
 
 def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.BASE_IMAGE,
-                requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
-                progress: Progress = lambda _: None) -> BuiltImage:
+                requirements: Path | None = None, nocache: bool = False, platform: str | None = None,
+                store: ModelStore | None = None, progress: Progress = lambda _: None) -> BuiltImage:
+    """``platform`` (``linux/arm64``): build for it, wheels and all; None: the engine's own, with linux/amd64 wheels."""
     require("docker", "Building an image")
+    platform = image_platform(platform) if platform else None
     store = get_store(store)
     mv = store.resolve(ref)
-    tag = tag or default_tag(mv)
+    tag = tag or default_tag(mv, platform)
     extra = read_requirements_file(requirements) if requirements else []
     engine.client()  # fail before downloading anything if there is no engine
+    if platform:
+        check_base_platform(base_image, platform)
     start = time.monotonic()
     ctx = Path(tempfile.mkdtemp(prefix="modelport-build-"))
     try:
-        write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra, progress=progress)
-        progress(f"Building {tag} from {base_image}")
-        image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, progress=progress)
+        write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra,
+                      platform=platform, progress=progress)
+        progress(f"Building {tag} from {base_image}" + (f" for {platform}" if platform else ""))
+        image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, platform=platform,
+                                progress=progress)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     size = engine.client().images.get(image_id).attrs["Size"]
     return BuiltImage(tag, image_id, size, time.monotonic() - start, mv)
 
 
+def check_base_platform(base_image: str, platform: str) -> None:
+    """A local base image of another platform would fail the build late, or be pulled over (no
+    registry: fail): say so before any download. An image not here is left to the engine to pull."""
+    found = engine.image_platform(base_image)
+    if found is not None and canonical_platform(found) != platform:
+        raise ModelportError(f"The base image {base_image} is {found}, not {platform}: give a {platform} base image "
+                             f"with --base-image (a multi-platform one such as python:3.11-slim is pulled for it)")
+
+
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
-                        extra_requirements: list[str] | None = None, store: ModelStore | None = None,
-                        progress: Progress = lambda _: None) -> Path:
+                        extra_requirements: list[str] | None = None, platform: str | None = None,
+                        store: ModelStore | None = None, progress: Progress = lambda _: None) -> Path:
     """The same context ``build`` uses, left on disk for a user's own pipeline. ``extra_requirements``:
     pinned lines beside the file's (a stack's model servers add the PostgreSQL driver)."""
     require("docker", "Writing a build context")  # packaging pins the image's requirements
     store = get_store(store)
     extra = [*(read_requirements_file(requirements) if requirements else []), *(extra_requirements or [])]
-    return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra, progress=progress)
+    return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra,
+                         platform=platform, progress=progress)

@@ -18,7 +18,7 @@ import jinja2
 
 import modelport
 from modelport import defaults
-from modelport.container.wheelhouse import build_wheelhouse, cached_wheelhouse
+from modelport.container.wheelhouse import PLATFORMS, build_wheelhouse, cached_wheelhouse, image_platform
 from modelport.errors import ModelportError
 from modelport.frameworks import get_adapter
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
@@ -52,6 +52,10 @@ def labels_for(mv: ModelVersion) -> dict[str, str]:
         "io.modelport.task": mv.task,
         "io.modelport.modelport-version": modelport.__version__,
     }
+
+
+DEFAULT_PLATFORM = "linux/amd64"  # whose wheels an image gets when no platform is asked for
+PLATFORM_LABEL = "io.modelport.platform"
 
 
 def requirements_for(mv: ModelVersion, modelport_requires: list[str], extra: list[str]) -> list[str]:
@@ -183,7 +187,10 @@ def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path) -> None:
 
 
 def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
-                  extra_requirements: list[str] | None = None, progress: Progress = lambda _: None) -> Path:
+                  extra_requirements: list[str] | None = None, platform: str | None = None,
+                  progress: Progress = lambda _: None) -> Path:
+    """``platform`` (``linux/arm64``): the image's, whose wheels the context holds; None: linux/amd64
+    wheels for an image of the engine's own platform."""
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ModelportError(f"{dest} is not empty: give an empty or new directory for the build context")
@@ -192,12 +199,14 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     wheels = dest / "wheels"
     wheels.mkdir()
     requirements = requirements_for(mv, modelport_wheel(wheels, progress), extra_requirements or [])
-    progress(f"Downloading wheels for Python 3.11 / linux x86_64: {', '.join(requirements)}")
-    cached_wheelhouse(requirements, wheels, progress=progress)
+    target = image_platform(platform or DEFAULT_PLATFORM)
+    machine = PLATFORMS[target]
+    progress(f"Downloading wheels for Python 3.11 / linux {machine}: {', '.join(requirements)}")
+    cached_wheelhouse(requirements, wheels, platform=machine, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
-        model=mv, base_image=base_image, labels=labels_for(mv), modelport_version=modelport.__version__,
+        model=mv, base_image=base_image, labels={**labels_for(mv), PLATFORM_LABEL: target}, modelport_version=modelport.__version__,
         port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH)
     (dest / "Dockerfile").write_text(dockerfile)
     (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())
