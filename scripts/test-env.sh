@@ -5,8 +5,8 @@
 # (scripts/swarm-cluster.sh), shared by the swarm tests. Idempotent; a few seconds when all is in place.
 #
 #   scripts/test-env.sh           install, start and build what is missing
-#   scripts/test-env.sh --arm64   also the linux/arm64 base images (emulated: minutes; the arm64
-#                                 tests' session fixture runs it when they are missing)
+#   scripts/test-env.sh --arm64   only the linux/arm64 base images and what they need (emulated:
+#                                 minutes; the arm64 test's session fixture runs it when they are missing)
 #   scripts/test-env.sh --check   only report; exits non-zero when the engine is not reachable
 #                                 or the test Swarm is not up
 set -euo pipefail
@@ -161,7 +161,6 @@ enable_binfmt() {
 }
 
 build_arm64() {
-    enable_binfmt
     if ! have_image "$DEBIAN_ARM64_IMAGE"; then build_debian "$DEBIAN_ARM64_IMAGE" arm64; fi
     if ! have_image "$PYTHON_ARM64_IMAGE"; then
         build_image "$PYTHON_ARM64_IMAGE" python "$DEBIAN_ARM64_IMAGE" linux/arm64
