@@ -68,3 +68,15 @@ def _linear():
 
     x = np.random.default_rng(0).normal(size=(40, 3))
     return LinearRegression().fit(x, x @ [1.0, 2.0, -1.0])
+
+
+@pytest.mark.docker
+def test_a_local_base_image_of_another_platform_is_refused_before_any_download(store) -> None:
+    from modelport.container.build import build_image
+    from tests.conftest import TEST_BASE_IMAGE  # linux/amd64
+
+    modelport.save_model(_linear(), "lin", store=store)
+    lines: list[str] = []
+    with pytest.raises(ModelportError, match=f"base image {TEST_BASE_IMAGE} is linux/amd64, not linux/arm64"):
+        build_image("lin", base_image=TEST_BASE_IMAGE, platform="linux/arm64", store=store, progress=lines.append)
+    assert lines == []  # nothing written, nothing downloaded
