@@ -14,17 +14,17 @@ from modelport.container.wheelhouse import (
     WheelhouseError,
     build_wheelhouse,
     host_requirement,
-    image_platform,
     platform_tags,
+    target_platform,
 )
 from modelport.errors import ModelportError
 from tests.helpers import run_in_process
 
 
 def test_platform_names_and_their_wheel_tags() -> None:
-    assert image_platform("linux/arm64/v8") == image_platform("LINUX/AARCH64") == "linux/arm64"
+    assert target_platform("linux/arm64/v8") == target_platform("LINUX/AARCH64") == "linux/arm64"
     with pytest.raises(ModelportError, match="linux/amd64, linux/arm64"):
-        image_platform("linux/s390x")
+        target_platform("linux/s390x")
     tags = platform_tags("aarch64", (2, 36))
     assert tags[0] == "manylinux_2_36_aarch64"
     # manylinux2014 is glibc 2.17, the oldest aarch64 manylinux (lightgbm's only tag).

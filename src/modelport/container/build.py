@@ -14,14 +14,13 @@ from modelport.api import get_store
 from modelport.container import engine
 from modelport.container.context import (
     BUILD_LABEL,
-    DEFAULT_PLATFORM,
     Progress,
     build_time_labels,
     read_requirements_file,
     source_digest,
     write_context,
 )
-from modelport.container.wheelhouse import canonical_platform, image_platform
+from modelport.container.wheelhouse import DEFAULT_PLATFORM, canonical_platform, target_platform
 from modelport.errors import ModelportError
 from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
@@ -39,7 +38,7 @@ class BuiltImage:
 def default_tag(mv: ModelVersion, platform: str | None = None) -> str:
     """``modelport/NAME:VERSION``; an image for another platform (``build --platform linux/arm64``)
     gets a tag of its own (``NAME:VERSION-arm64``), so it never stands in for the one ``run`` serves."""
-    platform = image_platform(platform) if platform else DEFAULT_PLATFORM
+    platform = target_platform(platform) if platform else DEFAULT_PLATFORM
     suffix = "" if platform == DEFAULT_PLATFORM else f"-{platform.split('/')[1]}"
     return f"modelport/{mv.name}:{mv.version}{suffix}"
 
@@ -75,7 +74,7 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
                 store: ModelStore | None = None, progress: Progress = lambda _: None) -> BuiltImage:
     """``platform`` (``linux/arm64``): build for it, wheels and all; None: the engine's own, with linux/amd64 wheels."""
     require("docker", "Building an image")
-    platform = image_platform(platform) if platform else None
+    platform = target_platform(platform) if platform else None
     store = get_store(store)
     mv = store.resolve(ref)
     tag = tag or default_tag(mv, platform)

@@ -18,7 +18,13 @@ import jinja2
 
 import modelport
 from modelport import defaults
-from modelport.container.wheelhouse import PLATFORMS, build_wheelhouse, cached_wheelhouse, image_platform
+from modelport.container.wheelhouse import (
+    DEFAULT_PLATFORM,
+    PLATFORMS,
+    build_wheelhouse,
+    cached_wheelhouse,
+    target_platform,
+)
 from modelport.errors import ModelportError
 from modelport.frameworks import get_adapter
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
@@ -54,7 +60,6 @@ def labels_for(mv: ModelVersion) -> dict[str, str]:
     }
 
 
-DEFAULT_PLATFORM = "linux/amd64"  # whose wheels an image gets when no platform is asked for
 PLATFORM_LABEL = "io.modelport.platform"
 
 
@@ -191,6 +196,8 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
                   progress: Progress = lambda _: None) -> Path:
     """``platform`` (``linux/arm64``): the image's, whose wheels the context holds; None: linux/amd64
     wheels for an image of the engine's own platform."""
+    target = target_platform(platform or DEFAULT_PLATFORM)
+    machine = PLATFORMS[target]
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ModelportError(f"{dest} is not empty: give an empty or new directory for the build context")
@@ -199,15 +206,13 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     wheels = dest / "wheels"
     wheels.mkdir()
     requirements = requirements_for(mv, modelport_wheel(wheels, progress), extra_requirements or [])
-    target = image_platform(platform or DEFAULT_PLATFORM)
-    machine = PLATFORMS[target]
     progress(f"Downloading wheels for Python 3.11 / linux {machine}: {', '.join(requirements)}")
     cached_wheelhouse(requirements, wheels, platform=machine, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
-        model=mv, base_image=base_image, labels={**labels_for(mv), PLATFORM_LABEL: target}, modelport_version=modelport.__version__,
-        port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH)
+        model=mv, base_image=base_image, labels={**labels_for(mv), PLATFORM_LABEL: target},
+        modelport_version=modelport.__version__, port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH)
     (dest / "Dockerfile").write_text(dockerfile)
     (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())
     return dest

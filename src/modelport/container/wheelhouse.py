@@ -25,6 +25,7 @@ _LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
 _TAIL_LINES = 20
 # The Docker platforms modelport builds images for → the machine in their wheels' platform tags.
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+DEFAULT_PLATFORM = "linux/amd64"  # whose wheels an image gets when no platform is asked for
 _ALIASES = {"linux/x86_64": "linux/amd64", "linux/arm64/v8": "linux/arm64", "linux/aarch64": "linux/arm64"}
 
 
@@ -43,7 +44,7 @@ def canonical_platform(platform: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def image_platform(platform: str) -> str:
+def target_platform(platform: str) -> str:
     """``--platform`` as Docker names it (``linux/arm64``), or an error naming the ones supported."""
     name = canonical_platform(platform)
     if name not in PLATFORMS:
