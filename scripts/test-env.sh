@@ -203,6 +203,7 @@ check() {
         return 1
     fi
     say "engine: Docker $version"
+    say "binfmt_misc qemu-aarch64: $(head -n1 /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || echo 'not registered')"
     local swarm=0
     for image in "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE" "$DEBIAN_ARM64_IMAGE" "$PYTHON_ARM64_IMAGE"; do
         if have_image "$image"; then say "image $image: $(mb "$image")"; else say "image $image: missing"; fi
