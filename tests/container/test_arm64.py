@@ -70,7 +70,11 @@ def arm64_container(arm64_base_image: str, tmp_path: Path) -> Iterator[tuple[Any
     try:
         image = build_image(f"{name}:1", base_image=arm64_base_image, platform="linux/arm64", store=store)
         port = free_port()
-        container = client.containers.run(image.id, detach=True, name=f"modelport-arm64-test-{name}",
+        # The image's own command with one worker: uvicorn's supervisor kills a worker that does not answer
+        # its ping within 5 s, and under qemu on a busy host importing SciPy can hold the GIL longer than
+        # that (a restart loop, seen here). On an arm64 device the image's default 2 workers start natively.
+        command = [*client.images.get(image.id).attrs["Config"]["Cmd"], "--workers", "1"]
+        container = client.containers.run(image.id, command=command, detach=True, name=f"modelport-arm64-test-{name}",
                                           ports={"8080/tcp": ("127.0.0.1", port)})
         yield model, image, container, port
     finally:
