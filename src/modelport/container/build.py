@@ -24,6 +24,7 @@ from modelport.container.context import (
     write_context,
 )
 from modelport.container.sbom import SBOM_FILE
+from modelport.container.wheelhouse import DEFAULT_PLATFORM, canonical_platform, target_platform
 from modelport.errors import ModelportError
 from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
@@ -40,9 +41,13 @@ class BuiltImage:
     signed_by: str | None  # the id of the key that signed it, if one did
 
 
-def default_tag(mv: ModelVersion, runtime: str = NATIVE) -> str:
-    """modelport/NAME:VERSION; an image converted to ONNX is another image of the same version: …:VERSION-onnx."""
-    return f"modelport/{mv.name}:{mv.version}" + ("" if runtime == NATIVE else f"-{runtime}")
+def default_tag(mv: ModelVersion, runtime: str = NATIVE, platform: str | None = None) -> str:
+    """``modelport/NAME:VERSION``. An image converted to ONNX is another image of the same version (…:VERSION-onnx),
+    and so is one for another platform (``build --platform linux/arm64``: …:VERSION-arm64), so that neither ever
+    stands in for the one ``run`` serves."""
+    platform = target_platform(platform) if platform else DEFAULT_PLATFORM
+    suffix = ("" if runtime == NATIVE else f"-{runtime}") + ("" if platform == DEFAULT_PLATFORM else f"-{platform.split('/')[1]}")
+    return f"modelport/{mv.name}:{mv.version}{suffix}"
 
 
 def image_tag(target: str, store: ModelStore | None = None) -> str:
@@ -55,14 +60,14 @@ def image_tag(target: str, store: ModelStore | None = None) -> str:
         return target
 
 
-def push_reference(target: str, mv: ModelVersion, runtime: str = NATIVE) -> str:
+def push_reference(target: str, mv: ModelVersion, runtime: str = NATIVE, platform: str | None = None) -> str:
     """``--push REGISTRY/REPOSITORY[:TAG]``: the reference to push, the model's version as the default tag
-    (VERSION-onnx for an image converted to ONNX, as default_tag)."""
+    (VERSION-onnx, VERSION-arm64 for those images, as default_tag)."""
     registry, slash, rest = target.partition("/")
     if not slash or not rest or not registry or ("." not in registry and ":" not in registry and registry != "localhost"):
         raise ModelportError(f"--push {target!r}: expected REGISTRY/REPOSITORY[:TAG], e.g. registry.example.com:5000/"
                              f"{mv.name} (a registry's host name has a '.' or a ':PORT', or is localhost)")
-    return target if ":" in rest.rsplit("/", 1)[-1] else f"{target}:{default_tag(mv, runtime).rsplit(':', 1)[1]}"
+    return target if ":" in rest.rsplit("/", 1)[-1] else f"{target}:{default_tag(mv, runtime, platform).rsplit(':', 1)[1]}"
 
 
 def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
@@ -86,26 +91,32 @@ def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
 
 def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.BASE_IMAGE,
                 requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
-                runtime: str = NATIVE, sign_key: Path | None = None, progress: Progress = lambda _: None) -> BuiltImage:
+                runtime: str = NATIVE, platform: str | None = None, sign_key: Path | None = None,
+                progress: Progress = lambda _: None) -> BuiltImage:
     """``runtime="onnx"``: the model converted to ONNX and served by onnxruntime (frameworks.convert).
+    ``platform`` (``linux/arm64``): build for it, wheels and all; None: the engine's own, with linux/amd64 wheels.
     The SBOM and statement go to the image's provenance record, signed with ``sign_key`` (default: the
     configured MODELPORT_SIGNING_KEY, if any)."""
     require("docker", "Building an image")
     check_runtime(runtime)
+    platform = target_platform(platform) if platform else None
     store = get_store(store)
     mv = store.resolve(ref)
-    tag = tag or default_tag(mv, runtime)
+    tag = tag or default_tag(mv, runtime, platform)
     extra = read_requirements_file(requirements) if requirements else []
     sign_key = sign_key or config.signing_key()
     key = signing.load_private(sign_key) if sign_key else None  # a bad key fails before the build, not after
     engine.client()  # fail before downloading anything if there is no engine
+    if platform:
+        check_base_platform(base_image, platform)
     start = time.monotonic()
     ctx = Path(tempfile.mkdtemp(prefix="modelport-build-"))
     try:
         write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra,
-                      runtime=runtime, progress=progress)
-        progress(f"Building {tag} from {base_image}")
-        image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, progress=progress)
+                      runtime=runtime, platform=platform, progress=progress)
+        progress(f"Building {tag} from {base_image}" + (f" for {platform}" if platform else ""))
+        image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, platform=platform,
+                                progress=progress)
         image = engine.client().images.get(image_id)
         record = provenance.record_build(tag, image_id, image.labels or {}, ctx / "context" / SBOM_FILE, key)
     finally:
@@ -114,13 +125,22 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
                       signing.key_id(key.public_key()) if key else None)
 
 
+def check_base_platform(base_image: str, platform: str) -> None:
+    """A local base image of another platform would fail the build late, or be pulled over (no
+    registry: fail): say so before any download. An image not here is left to the engine to pull."""
+    found = engine.image_platform(base_image)
+    if found is not None and canonical_platform(found) != platform:
+        raise ModelportError(f"The base image {base_image} is {found}, not {platform}: give a {platform} base image "
+                             f"with --base-image (a multi-platform one such as python:3.11-slim is pulled for it)")
+
+
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
                         extra_requirements: list[str] | None = None, store: ModelStore | None = None,
-                        runtime: str = NATIVE, progress: Progress = lambda _: None) -> Path:
+                        runtime: str = NATIVE, platform: str | None = None, progress: Progress = lambda _: None) -> Path:
     """The same context ``build`` uses, left on disk for a user's own pipeline. ``extra_requirements``:
     pinned lines beside the file's (a stack's model servers add the PostgreSQL driver)."""
     require("docker", "Writing a build context")  # packaging pins the image's requirements
     store = get_store(store)
     extra = [*(read_requirements_file(requirements) if requirements else []), *(extra_requirements or [])]
     return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra,
-                         runtime=runtime, progress=progress)
+                         runtime=runtime, platform=platform, progress=progress)

@@ -19,7 +19,13 @@ import jinja2
 import modelport
 from modelport import defaults
 from modelport.container.sbom import SBOM_FILE, SBOM_LABEL, write_sbom
-from modelport.container.wheelhouse import build_wheelhouse, cached_wheelhouse
+from modelport.container.wheelhouse import (
+    DEFAULT_PLATFORM,
+    PLATFORMS,
+    build_wheelhouse,
+    cached_wheelhouse,
+    target_platform,
+)
 from modelport.errors import ModelportError
 from modelport.frameworks import get_adapter
 from modelport.frameworks.base import IMAGE_CLASSIFICATION, Packed
@@ -73,6 +79,8 @@ def labels_for(mv: ModelVersion, runtime: str = NATIVE) -> dict[str, str]:
 # The extra of modelport's that is all an image needs of it: serving, not the command line (its Typer, Rich,
 # Jinja2, httpx). The image installs modelport itself without its dependencies (--no-deps, from the lock).
 SERVE_EXTRA = "serve"
+
+PLATFORM_LABEL = "io.modelport.platform"
 
 
 def requirements_for(mv: ModelVersion, modelport_requires: list[str], extra: list[str]) -> list[str]:
@@ -224,9 +232,13 @@ def copy_swagger_ui(dest: Path) -> bool:
 
 
 def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
-                  extra_requirements: list[str] | None = None, runtime: str = NATIVE,
+                  extra_requirements: list[str] | None = None, runtime: str = NATIVE, platform: str | None = None,
                   progress: Progress = lambda _: None) -> Path:
+    """``platform`` (``linux/arm64``): the image's, whose wheels the context holds; None: linux/amd64
+    wheels for an image of the engine's own platform."""
     check_runtime(runtime)
+    target = target_platform(platform or DEFAULT_PLATFORM)
+    machine = PLATFORMS[target]
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ModelportError(f"{dest} is not empty: give an empty or new directory for the build context")
@@ -243,12 +255,12 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     wheels = dest / "wheels"
     wheels.mkdir()
     requirements = requirements_for(served, modelport_wheel(wheels, progress), extra_requirements or [])
-    progress(f"Downloading wheels for Python 3.11 / linux x86_64: {', '.join(requirements)}")
-    cached_wheelhouse(requirements, wheels, progress=progress)
+    progress(f"Downloading wheels for Python 3.11 / linux {machine}: {', '.join(requirements)}")
+    cached_wheelhouse(requirements, wheels, platform=machine, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
     progress(f"Writing the CycloneDX SBOM of those wheels ({SBOM_FILE}, beside the Dockerfile)")
-    labels = {**labels_for(mv, runtime), SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
+    labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
     swagger_ui = copy_swagger_ui(dest / SWAGGER_UI_DIR)
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
         model=served, base_image=base_image, labels=labels, modelport_version=modelport.__version__,

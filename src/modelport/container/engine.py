@@ -76,14 +76,15 @@ class BuildLog:
 
 
 def build(context: Path, tag: str, *, labels: dict[str, str] | None = None, nocache: bool = False,
-          progress: Callable[[str], None] = lambda _: None) -> str:
-    """Build ``context`` into ``tag``, streaming the engine's output; → the image id.
+          platform: str | None = None, progress: Callable[[str], None] = lambda _: None) -> str:
+    """Build ``context`` into ``tag``, streaming the engine's output; → the image id. ``platform``
+    (``linux/arm64``): the image's, its RUN steps emulated where the host's differs (binfmt_misc).
     A failure names the step that failed and shows its output."""
     api = client().api
     log = BuildLog()
     image_id = None
     stream: Iterator[dict[str, Any]] = api.build(path=str(context), tag=tag, labels=labels or {}, rm=True, forcerm=True,
-                                                 decode=True, pull=False, nocache=nocache)
+                                                 decode=True, pull=False, nocache=nocache, platform=platform)
     for chunk in stream:
         if "stream" in chunk:
             for line in chunk["stream"].splitlines():
@@ -111,6 +112,17 @@ def image_labels(tag: str) -> dict[str, str] | None:
         return client().images.get(tag).labels or {}
     except docker.errors.ImageNotFound:
         return None
+
+
+def image_platform(image: str) -> str | None:
+    """``os/architecture[/variant]`` of a local image, or None when there is no such image."""
+    import docker.errors
+
+    try:
+        attrs = client().images.get(image).attrs
+    except docker.errors.ImageNotFound:
+        return None
+    return "/".join(part for part in (attrs.get("Os"), attrs.get("Architecture"), attrs.get("Variant")) if part)
 
 
 def image_exists(tag: str) -> bool:

@@ -23,6 +23,10 @@ from modelport.progress import ToolOutput
 # PEP 600 legacy names of manylinux_2_N: older wheels may carry only these.
 _LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
 _TAIL_LINES = 20
+# The Docker platforms modelport builds images for → the machine in their wheels' platform tags.
+PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+DEFAULT_PLATFORM = "linux/amd64"  # whose wheels an image gets when no platform is asked for
+_ALIASES = {"linux/x86_64": "linux/amd64", "linux/arm64/v8": "linux/arm64", "linux/aarch64": "linux/arm64"}
 
 
 class WheelhouseError(ModelportError):
@@ -32,6 +36,20 @@ class WheelhouseError(ModelportError):
         super().__init__(message)
         self.requirement = requirement  # the requirement pip found no wheel for, when it says which
         self.output_tail = output_tail
+
+
+def canonical_platform(platform: str) -> str:
+    """A platform as Docker names it: ``linux/arm64`` for linux/arm64/v8 or linux/aarch64."""
+    name = platform.strip().lower()
+    return _ALIASES.get(name, name)
+
+
+def target_platform(platform: str) -> str:
+    """``--platform`` as Docker names it (``linux/arm64``), or an error naming the ones supported."""
+    name = canonical_platform(platform)
+    if name not in PLATFORMS:
+        raise ModelportError(f"Unsupported platform {platform!r}: modelport builds images for {', '.join(PLATFORMS)}")
+    return name
 
 
 def platform_tags(platform: str = "x86_64", glibc: tuple[int, int] = (2, 36)) -> list[str]:

@@ -1,0 +1,82 @@
+"""``build --platform``: the platform's name, its wheels' tags, and a context whose wheels are for it
+(real downloads from the configured index, no engine). tests/container/test_arm64.py builds and runs one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from packaging.utils import parse_wheel_filename
+
+import modelport
+from modelport.container.wheelhouse import (
+    WheelhouseError,
+    build_wheelhouse,
+    host_requirement,
+    platform_tags,
+    target_platform,
+)
+from modelport.errors import ModelportError
+from tests.helpers import run_in_process
+
+
+def test_platform_names_and_their_wheel_tags() -> None:
+    assert target_platform("linux/arm64/v8") == target_platform("LINUX/AARCH64") == "linux/arm64"
+    with pytest.raises(ModelportError, match="linux/amd64, linux/arm64"):
+        target_platform("linux/s390x")
+    tags = platform_tags("aarch64", (2, 36))
+    assert tags[0] == "manylinux_2_36_aarch64"
+    # manylinux2014 is glibc 2.17, the oldest aarch64 manylinux (lightgbm's only tag).
+    assert {"manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"} <= set(tags)
+    assert "manylinux_2_16_aarch64" not in tags and not [t for t in tags if "x86_64" in t]
+
+
+def test_an_unknown_platform_is_refused_before_any_work(home: Path) -> None:
+    modelport.save_model(_linear(), "lin")
+    r = run_in_process("build", "lin", "--platform", "windows/amd64", check=False)
+    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
+    assert "Unsupported platform 'windows/amd64'" in r.stdout + r.stderr
+
+
+def test_arm64_context_holds_aarch64_wheels_and_says_so(home: Path, tmp_path: Path) -> None:
+    modelport.save_model(_linear(), "lin")
+    ctx = tmp_path / "ctx"
+    r = run_in_process("build", "lin", "--platform", "linux/arm64", "--context-only", str(ctx))
+    assert f"docker build --platform linux/arm64 -t IMAGE {ctx}" in r.stdout
+    compiled = {}
+    for wheel in (ctx / "wheels").glob("*.whl"):
+        name, _, _, tags = parse_wheel_filename(wheel.name)
+        platforms = {t.platform for t in tags}
+        assert platforms == {"any"} or all(p.endswith("_aarch64") for p in platforms), wheel.name
+        if platforms != {"any"}:
+            compiled[name] = platforms
+    assert {"numpy", "scipy", "scikit-learn"} <= compiled.keys()
+    assert 'io.modelport.platform="linux/arm64"' in (ctx / "Dockerfile").read_text()
+
+
+def test_no_aarch64_wheel_names_the_requirement_and_the_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELPORT_HOME", str(tmp_path / "home"))
+    # numpy 2.4 publishes aarch64 wheels for glibc 2.27+ only.
+    requirement = host_requirement("numpy")
+    with pytest.raises(WheelhouseError, match=f"no binary wheel of {requirement} for CPython 3.11 on manylinux_2_17_aarch64"):
+        build_wheelhouse([requirement], tmp_path / "wheels", platform="aarch64", glibc=(2, 17))
+
+
+def _linear():
+    from sklearn.linear_model import LinearRegression
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    return LinearRegression().fit(x, x @ [1.0, 2.0, -1.0])
+
+
+@pytest.mark.docker
+def test_a_local_base_image_of_another_platform_is_refused_before_any_download(store) -> None:
+    from modelport.container.build import build_image
+    from tests.conftest import TEST_BASE_IMAGE  # linux/amd64
+
+    modelport.save_model(_linear(), "lin", store=store)
+    lines: list[str] = []
+    with pytest.raises(ModelportError, match=f"base image {TEST_BASE_IMAGE} is linux/amd64, not linux/arm64"):
+        build_image("lin", base_image=TEST_BASE_IMAGE, platform="linux/arm64", store=store, progress=lines.append)
+    assert lines == []  # nothing written, nothing downloaded
