@@ -116,6 +116,7 @@ def ps(directory: Path = DIR, as_json: bool = typer.Option(False, "--json", help
           ((r["service"], r["container"], *((r["node"],) if nodes else ()), r["version"] or "-", r["state"],
             r["proxy"] or "-", "-" if r["weight"] is None else f"{r['weight']}%", r["ports"] or "-") for r in rows))
     if nodes and (scaled := autoscaling(stack, rows)):
+        console.print()
         table(("MODEL", "AUTOSCALE", "REPLICAS", "LAST DECISION"),
               ((a["model"], a["policy"], f"{a['running']}/{a['tasks']} running", a["last"]) for a in scaled))
 
