@@ -221,3 +221,13 @@ def test_scale_to_a_range_sets_a_policy_only_on_a_swarm(tmp_path: Path) -> None:
     out = run_in_process("stack", "scale", "lin", "3", "--rps", "4", "--dir", str(tmp_path), check=False)
     assert out.returncode != 0 and "--rps go with MIN:MAX" in out.stderr, out.stderr
     assert json.loads((tmp_path / "stack.json").read_text())["models"][0]["autoscale"] is None
+
+
+def test_stack_up_swarm_again_on_the_same_swarm_takes_the_new_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelport.deploy.stack as stack_module
+
+    deployed = []
+    monkeypatch.setattr(stack_module, "up_swarm", lambda stack, **_: deployed.append(stack.state.swarm))
+    stack = Stack(Path("/nonexistent"), state())
+    stack_module.up(stack, swarm_settings=SwarmSettings(REGISTRY, docker_socket="/run/engine1/docker.sock"))
+    assert deployed == [SwarmSettings(REGISTRY, "", "node1", "/run/engine1/docker.sock")]  # its node kept

@@ -772,10 +772,10 @@ def _compose_rows(stack: Stack) -> list[dict[str, Any]]:
 
 
 def _swarm_rows(stack: Stack) -> list[dict[str, Any]]:
-    project = stack.swarm
-    assert project is not None
     from modelport.deploy.autoscale import status_of
 
+    project = stack.swarm
+    assert project is not None
     nodes = project.node_names()
     rows = []
     for service, spec in project.services().items():
@@ -941,7 +941,7 @@ def scale(stack: Stack, model: str, count: int | None, *, autoscale: dict[str, A
     runtime = stack.runtime(m)  # the stack runs
     replicas = replicas_of(stack, m)
 
-    def wanted() -> int:
+    def wanted() -> int:  # a policy's: the count now, within its bounds (read again once the autoscaler let go)
         return count if policy is None else policy.clamp(len(replicas.members(m.serving)) or m.replicas)
 
     if m.autoscale and (policy is None or wanted() != len(replicas.members(m.serving))):
