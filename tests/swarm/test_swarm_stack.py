@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -353,7 +354,7 @@ def test_a_bounded_load_autoscales_the_model_up_and_back_to_min_after_the_cool_d
         return service["Spec"]["Mode"]["Replicated"]["Replicas"], sum(t["Status"]["State"] == "running" for t in tasks)
 
     with ClientLoop(stack, connections=32, seconds=60) as load:
-        began = load.seen[0][0]
+        began, wall = load.seen[0][0], time.time() - (time.monotonic() - load.seen[0][0])
         wait_until(replicas, lambda r: r[1] > 1, timeout=50, interval=0.5, what=lambda r: f"{r}: (wanted, running)")
         up = time.monotonic()
         scaled = replicas()[0]
@@ -372,10 +373,15 @@ def test_a_bounded_load_autoscales_the_model_up_and_back_to_min_after_the_cool_d
     assert re.search(row + r"(down|steady) → 1 at ", table), table
     events = _autoscaler_log(stack)
     scales = [e for e in events if e["event"] == "scale"]
-    print(f"\nautoscaling on the Swarm, 32 connections for {stopped - began:.0f} s: above 1 replica after "
+    def since(e: dict) -> str:  # the log's time (whole seconds) from the load's start
+        at = datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        return f"{at - wall:+.0f} s"
+
+    print(f"\nautoscaling on the Swarm, 32 connections for {stopped - began:.0f} s: above 1 replica running after "
           f"{up - began:.1f} s, back to 1 {back - stopped:.1f} s after the load stopped (cool-down {down_window} s); "
-          f"{len(load.failed())} of {len(load.seen)} requests failed; the autoscaler's changes: "
-          + ", ".join(f"{e['time'][11:19]} {e['current']}->{e['desired']} ({e['reason']})" for e in scales))
+          f"{len(load.failed())} of {len(load.seen)} requests failed; the autoscaler's log from the load's start: "
+          + "; ".join(f"{since(e)} {e['event']} {e.get('kind')} {e.get('current')}->{e.get('desired')} ({e.get('reason')})"
+                      for e in events if e.get("model") == "swlin" and e["event"] in ("scale", "state")))
     assert scales[0]["current"] == 1 and scales[0]["kind"] == "up", scales
     assert max(e["desired"] for e in scales) <= 3 and (scales[-1]["desired"], scales[-1]["kind"]) == (1, "down"), scales
     assert back - stopped >= down_window - 2.5, "down before the cool-down"  # a pass every 2 s saw the load last
