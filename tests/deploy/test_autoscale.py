@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from modelport.deploy.autoscale import (
     observe,
     parse_metrics,
     policies,
+    scale_target,
     status_of,
 )
 from modelport.errors import ModelportError
@@ -186,6 +188,26 @@ def test_the_autoscaler_service_command_carries_the_checked_policies() -> None:
     assert command("demo", {"lin": None}) is None
     with pytest.raises(ModelportError, match="lin: autoscale.max 40"):
         command("demo", {"lin": {"min": 1, "max": 40, "target": {"in_flight": 2}}})
+
+
+def test_stack_scale_takes_a_count_or_a_range_with_a_target() -> None:
+    assert scale_target("3") == 3
+    policy = scale_target("1:3", in_flight=4, down_window=10)
+    assert policy == {"min": 1, "max": 3, "target": {"in_flight": 4.0}, "up_window": 0.0, "down_window": 10.0,
+                      "tolerance": 0.1}
+    assert Autoscale.from_json(policy).summary() == "1-3, in_flight 4/replica, down 10s"
+    assert Autoscale.from_json(scale_target("2:8", rps=20, up_window=5, down_window=0)).summary() == \
+        "2-8, rps 20/replica, up 5s"
+    for text, options, message in [
+            ("1:3", {}, "give one target per replica, --in-flight N"),
+            ("1:3", {"in_flight": 4, "rps": 5}, "give one target per replica"),
+            ("3", {"down_window": 5}, "--down-window go with MIN:MAX"),
+            ("a:3", {"in_flight": 4}, "Invalid replica range 'a:3'"),
+            ("three", {}, "Invalid replica count 'three'"),
+            ("3:1", {"in_flight": 4}, "min 3 is above max 1"),
+            ("1:3", {"in_flight": 4, "tolerance": 2}, "autoscale.tolerance 2")]:
+        with pytest.raises(ModelportError, match=re.escape(message)):
+            scale_target(text, **options)
 
 
 def test_the_command_refuses_a_bad_policy_before_it_needs_docker() -> None:

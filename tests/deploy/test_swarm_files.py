@@ -14,9 +14,19 @@ import yaml
 from modelport.container.build import push_reference
 from modelport.container.engine import _push_error
 from modelport.deploy import proxy
-from modelport.deploy.stack import ModelService, Release, StackState, render_compose, render_swarm
-from modelport.deploy.swarm import SwarmSettings
+from modelport.deploy.stack import (
+    ModelService,
+    Release,
+    Stack,
+    StackState,
+    adopt_autoscaled,
+    autoscaling,
+    render_compose,
+    render_swarm,
+)
+from modelport.deploy.swarm import SwarmProject, SwarmSettings
 from modelport.errors import ModelportError
+from tests.helpers import run_in_process
 
 REGISTRY = "registry.example.com:5000/team"
 
@@ -142,10 +152,82 @@ def test_push_errors_say_what_to_do() -> None:
     assert "docker login r:5000" in _push_error("r:5000", "r:5000/a:1", "unauthorized: authentication required")
 
 
+POLICY = {"min": 1, "max": 4, "target": {"in_flight": 4}}
+
+
 def test_a_model_with_an_autoscale_policy_gets_the_autoscaler_service_on_a_manager() -> None:
     s = state()
-    s.models[0].autoscale = {"min": 1, "max": 4, "target": {"in_flight": 4}}
+    s.models[0].autoscale = POLICY
     service = rendered(s)["services"]["autoscaler"]
     assert service["command"][:4] == ["stack", "autoscale", "--stack", "shop"]
     assert service["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert service["volumes"] == ["/var/run/docker.sock:/var/run/docker.sock"]
+    assert service["user"] == "0" and service["image"] == f"{REGISTRY}/modelport/control:1-x"  # root: the socket's
+    assert Stack(Path("/nonexistent"), s).services[-1] == "autoscaler"  # `stack logs autoscaler`, ps, up's wait
+    assert "autoscaler" not in Stack(Path("/nonexistent"), dataclasses.replace(s, swarm=None)).services  # Compose
+
+
+def test_the_autoscaler_mounts_the_socket_the_settings_name() -> None:
+    s = state(docker_socket="/run/modelport-swarm/node1/docker.sock")  # several engines on one host
+    s.models[0].autoscale = POLICY
+    assert rendered(s)["services"]["autoscaler"]["volumes"] == ["/run/modelport-swarm/node1/docker.sock:/var/run/docker.sock"]
+    again = StackState.from_json(json.loads(json.dumps(dataclasses.asdict(s))))
+    assert again.swarm is not None and again.swarm.docker_socket == "/run/modelport-swarm/node1/docker.sock"
+    for bad in ("docker.sock", "/a:/b", "unix:///var/run/docker.sock"):
+        with pytest.raises(ModelportError, match="--docker-socket"):
+            SwarmSettings(REGISTRY, docker_socket=bad)
+
+
+def _service(replicas: int) -> dict:
+    return {"Spec": {"Mode": {"Replicated": {"Replicas": replicas}}}}
+
+
+@pytest.mark.parametrize(("running", "rendered_count"), [(3, 3), (6, 4), (None, 3)])
+def test_a_redeploy_keeps_the_autoscalers_count_within_the_bounds(
+        monkeypatch: pytest.MonkeyPatch, running: int | None, rendered_count: int) -> None:
+    s = state()  # lin: 3 replicas in stack.json, autoscaled 1-4 below; ridge: 1, fixed
+    s.models[0].autoscale = POLICY
+    services = {"ridge-blue": _service(2), **({"lin-blue": _service(running)} if running else {})}
+    monkeypatch.setattr(SwarmProject, "services", lambda self: services)
+    stack = Stack(Path("/nonexistent"), s)
+    s.models[0].replicas = 1 if running else 3  # what the autoscaler's count replaces (none yet: stack.json's)
+    adopt_autoscaled(stack)
+    doc = rendered(s)["services"]
+    assert doc["lin-blue"]["deploy"]["replicas"] == doc["lin-green"]["deploy"]["replicas"] == rendered_count
+    assert doc["ridge-blue"]["deploy"]["replicas"] == 1  # not autoscaled: stack.json's count is the truth
+
+
+def test_ps_shows_each_autoscaled_models_policy_replicas_and_last_decision() -> None:
+    s = state()
+    s.models[0].autoscale = {**POLICY, "down_window": 30}
+    last = {"desired": 2, "current": 1, "kind": "up", "reason": "in_flight 8/replica, target 4: 2 replica(s)",
+            "time": "2026-12-07T14:00:00Z"}
+    rows = [{"service": "lin-blue", "state": "running", "autoscale": last},
+            {"service": "lin-blue", "state": "starting", "autoscale": last},
+            {"service": "lin-green", "state": "running", "autoscale": None},
+            {"service": "ridge-blue", "state": "running", "autoscale": None}]
+    assert autoscaling(Stack(Path("/nonexistent"), s), rows) == [
+        {"model": "lin", "service": "lin-blue", "policy": "1-4, in_flight 4/replica, down 30s", "running": 1, "tasks": 2,
+         "last": "up → 2 at 2026-12-07T14:00:00Z (in_flight 8/replica, target 4: 2 replica(s))"}]
+    s.models[0].autoscale = None
+    assert autoscaling(Stack(Path("/nonexistent"), s), rows) == []
+
+
+def test_scale_to_a_range_sets_a_policy_only_on_a_swarm(tmp_path: Path) -> None:
+    s = dataclasses.replace(state(), swarm=None)
+    Stack(tmp_path, s).save()
+    out = run_in_process("stack", "scale", "lin", "1:3", "--in-flight", "4", "--dir", str(tmp_path), check=False)
+    assert out.returncode != 0 and "Autoscaling runs on Docker Swarm" in out.stderr, out.stderr
+    out = run_in_process("stack", "scale", "lin", "3", "--rps", "4", "--dir", str(tmp_path), check=False)
+    assert out.returncode != 0 and "--rps go with MIN:MAX" in out.stderr, out.stderr
+    assert json.loads((tmp_path / "stack.json").read_text())["models"][0]["autoscale"] is None
+
+
+def test_stack_up_swarm_again_on_the_same_swarm_takes_the_new_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelport.deploy.stack as stack_module
+
+    deployed = []
+    monkeypatch.setattr(stack_module, "up_swarm", lambda stack, **_: deployed.append(stack.state.swarm))
+    stack = Stack(Path("/nonexistent"), state())
+    stack_module.up(stack, swarm_settings=SwarmSettings(REGISTRY, docker_socket="/run/engine1/docker.sock"))
+    assert deployed == [SwarmSettings(REGISTRY, "", "node1", "/run/engine1/docker.sock")]  # its node kept

@@ -1,7 +1,8 @@
 """A stack on the three-node test Swarm: one model at 3 replicas spread over the nodes, the gateway,
 the control service and PostgreSQL, deployed with `modelport stack up --swarm`.
 
-One stack serves the module; the tests run in file order against it (stopping a worker's engine last).
+One stack serves the module; the tests run in file order against it (stopping a worker's engine, then
+autoscaling, last).
 The images are built by the host engine, pushed to the cluster's registry and pulled by the nodes.
 Everything the stack creates is removed afterwards from every node, whatever happens.
 """
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -107,8 +109,10 @@ def stack(swarm_cluster: SwarmCluster, tmp_path_factory: pytest.TempPathFactory)
         run_cli("stack", "init", str(directory), "--model", "swlin:1", "--replicas", "3", "--gateway-port", str(port),
                 "--base-image", TEST_BASE_IMAGE, "--db-image", POSTGRES_IMAGE, "--memory", "512m", env=env)
         started = time.monotonic()
+        # The engines share this host's filesystem: /var/run/docker.sock is the host's engine, not node1's.
         run_cli("stack", "up", "--dir", str(directory), "--swarm", "--registry", cluster.registry,
-                "--manager", cluster.manager_url, env=env, timeout=1200)
+                "--manager", cluster.manager_url, "--docker-socket", cluster.nodes[cluster.manager_name].socket,
+                env=env, timeout=1200)
         print(f"\nstack up on the Swarm (images built, pushed, pulled by 3 nodes): {time.monotonic() - started:.1f} s")
         key = run_cli("stack", "keys", "create", "ci", "--dir", str(directory), env=env).stdout.strip()
         assert re.fullmatch(r"mpk_\S+", key), key
@@ -139,31 +143,38 @@ def _pushed_tags(directory: Path) -> list[str]:
 
 
 class ClientLoop:
-    """Predictions through the gateway in a thread until stopped (bounded): each answer's time, status, version."""
+    """Predictions through the gateway in ``connections`` threads, one request after the other, until stopped
+    or ``seconds`` have passed (bounded either way): each answer's time, status, version."""
 
-    def __init__(self, stack: SwarmStack) -> None:
+    def __init__(self, stack: SwarmStack, connections: int = 1, seconds: float = 1800) -> None:
         self.seen: list[tuple[float, int, str | None]] = []
+        self.seconds = seconds
+        self.ended: float | None = None  # when the last connection stopped sending
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(stack,))
+        self._threads = [threading.Thread(target=self._run, args=(stack,)) for _ in range(connections)]
 
     def _run(self, stack: SwarmStack) -> None:
+        deadline = time.monotonic() + self.seconds
         with httpx.Client() as client:
-            while not self._stop.is_set() and len(self.seen) < 100_000:
+            while not self._stop.is_set() and len(self.seen) < 200_000 and time.monotonic() < deadline:
                 started = time.monotonic()  # a request is counted from when it was sent
                 try:
                     r = stack.predict(stack.x[0], client, timeout=30)
                     self.seen.append((started, r.status_code, r.headers.get("x-model-version")))
                 except httpx.HTTPError as e:  # counted as a failure, never ends the loop
                     self.seen.append((started, 0, type(e).__name__))
+        self.ended = max(self.ended or 0.0, time.monotonic())
 
     def __enter__(self) -> ClientLoop:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         wait_until(lambda: len(self.seen), bool, timeout=30, what=lambda _: "no answer to the client loop")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def failed(self, since: float = 0) -> list[tuple[float, int, str | None]]:
         return [s for s in self.seen if s[1] != 200 and s[0] >= since]
@@ -313,3 +324,65 @@ def test_a_stopped_workers_replicas_move_to_the_other_nodes_and_no_request_fails
         assert not late, late[:5]
     finally:
         cluster.start_node(victim)
+
+
+def _autoscaler_log(stack: SwarmStack) -> list[dict]:
+    """The autoscaler's JSON lines, from `stack logs autoscaler` (each line after the task's `NAME@NODE | `)."""
+    text = stack.cli("stack", "logs", "autoscaler", timeout=120)
+    return [json.loads(line[line.index("{"):]) for line in text.splitlines() if "{" in line]
+
+
+def test_a_bounded_load_autoscales_the_model_up_and_back_to_min_after_the_cool_down(stack: SwarmStack) -> None:
+    """`stack scale swlin 1:3 --in-flight 4`: the autoscaler service runs on the manager; 32 connections
+    through the gateway for at most 60 s take the replicas above 1 (a redeploy meanwhile keeps them), and
+    once the load stops they come back to 1 after the cool-down; `stack ps` and the autoscaler's log
+    show both. Last: the replicas are the autoscaler's from here on."""
+    down_window = 10
+    stack.cli("stack", "scale", "swlin", "1", timeout=600)  # from min
+    stack.cli("stack", "scale", "swlin", "1:3", "--in-flight", "4", "--down-window", str(down_window), timeout=600)
+    policy = json.loads((stack.directory / "stack.json").read_text())["models"][0]["autoscale"]
+    assert policy == {"min": 1, "max": 3, "target": {"in_flight": 4.0}, "up_window": 0.0,
+                      "down_window": float(down_window), "tolerance": 0.1}
+    ps = json.loads(stack.cli("stack", "ps", "--json"))
+    assert [r["node"] for r in ps if r["service"] == "autoscaler"] == [stack.cluster.manager_name]
+
+    def replicas() -> tuple[int, int]:
+        """The serving service's replicas: (wanted, running)."""
+        (service,) = [s for s in stack.cluster.manager.api.services(filters={"name": f"{stack.name}_swlin-blue"})
+                      if s["Spec"]["Name"] == f"{stack.name}_swlin-blue"]
+        tasks = stack.tasks("swlin-blue")
+        return service["Spec"]["Mode"]["Replicated"]["Replicas"], sum(t["Status"]["State"] == "running" for t in tasks)
+
+    with ClientLoop(stack, connections=32, seconds=60) as load:
+        began, wall = load.seen[0][0], time.time() - (time.monotonic() - load.seen[0][0])
+        wait_until(replicas, lambda r: r[1] > 1, timeout=50, interval=0.5, what=lambda r: f"{r}: (wanted, running)")
+        up = time.monotonic()
+        scaled = replicas()[0]
+        table = stack.cli("stack", "ps")
+        stack.cli("stack", "up", timeout=600)  # a redeploy of the stack file: the autoscaler's count stays
+        assert f"replicas: {scaled}" in (stack.directory / "swarm-stack.yaml").read_text()
+        assert replicas()[0] > 1
+    stopped = load.ended or time.monotonic()
+    # The autoscaled model's row: its policy, its tasks and the last decision (up, then steady once at max).
+    row = r"swlin\s+1-3, in_flight 4/replica, down 10s\s+\d/\d running\s+"
+    assert re.search(row + r"(up|steady|held) → [23] at \S+ \(in_flight [\d.]+/replica", table), table
+    wait_until(replicas, lambda r: r == (1, 1), timeout=down_window + 60, interval=0.5,
+               what=lambda r: f"{r}: (wanted, running)")
+    back = time.monotonic()
+    table = stack.cli("stack", "ps")
+    assert re.search(row + r"(down|steady) → 1 at ", table), table
+    events = _autoscaler_log(stack)
+    scales = [e for e in events if e["event"] == "scale"]
+    def since(e: dict) -> str:  # the log's time (whole seconds) from the load's start
+        at = datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        return f"{at - wall:+.0f} s"
+
+    print(f"\nautoscaling on the Swarm, 32 connections for {stopped - began:.0f} s: above 1 replica running after "
+          f"{up - began:.1f} s, back to 1 {back - stopped:.1f} s after the load stopped (cool-down {down_window} s); "
+          f"{len(load.failed())} of {len(load.seen)} requests failed; the autoscaler's log from the load's start: "
+          + "; ".join(f"{since(e)} {e['event']} {e.get('kind')} {e.get('current')}->{e.get('desired')} ({e.get('reason')})"
+                      for e in events if e.get("model") == "swlin" and e["event"] in ("scale", "state")))
+    assert scales[0]["current"] == 1 and scales[0]["kind"] == "up", scales
+    assert max(e["desired"] for e in scales) <= 3 and (scales[-1]["desired"], scales[-1]["kind"]) == (1, "down"), scales
+    assert back - stopped >= down_window - 2.5, "down before the cool-down"  # a pass every 2 s saw the load last
+    assert not load.failed(), load.failed()[:5]

@@ -65,18 +65,20 @@ def up(directory: Path = DIR, wait: float = UP_WAIT,
                                    "default: the engine modelport talks to (DOCKER_HOST), which also builds and pushes."),
        node: str = typer.Option("", "--node", help="With --swarm: the node (hostname) for the gateway, control service "
                                 "and database; default: the manager's."),
+       docker_socket: str = typer.Option(None, "--docker-socket", help="With --swarm: the path of the Docker socket on "
+                                         "the managers' hosts, which the autoscaler mounts (default: /var/run/docker.sock)."),
 ) -> None:
     """Build missing images, start every service, wait until all are healthy (on a Swarm: push the
     images to its registry and `docker stack deploy` it)."""
     from modelport.deploy.stack import up as stack_up
-    from modelport.deploy.swarm import SwarmSettings
+    from modelport.deploy.swarm import DOCKER_SOCKET, SwarmSettings
 
-    if (registry or manager or node) and not swarm:
-        raise ModelportError("--registry, --manager and --node go with --swarm")
+    if (registry or manager or node or docker_socket) and not swarm:
+        raise ModelportError("--registry, --manager, --node and --docker-socket go with --swarm")
     if swarm and not registry:
         raise ModelportError("--swarm needs --registry: the Swarm's nodes pull the stack's images from it")
     stack = _stack(directory)
-    settings = SwarmSettings(registry, manager, node) if swarm else None
+    settings = SwarmSettings(registry, manager, node, docker_socket or DOCKER_SOCKET) if swarm else None
     with LoggedProgress("stack-up") as log:
         stack_up(stack, wait=wait, gateway_port=gateway_port, swarm_settings=settings, progress=log)
     s = stack.state
@@ -101,6 +103,7 @@ def down(directory: Path = DIR,
 def ps(directory: Path = DIR, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The stack's containers: their health, and for each model replica what the proxy sees of it
     (its check and the percent of the model's requests it gets)."""
+    from modelport.deploy.stack import autoscaling
     from modelport.deploy.stack import ps as stack_ps
 
     stack = _stack(directory)
@@ -112,6 +115,10 @@ def ps(directory: Path = DIR, as_json: bool = typer.Option(False, "--json", help
            "WEIGHT", "PORTS"),
           ((r["service"], r["container"], *((r["node"],) if nodes else ()), r["version"] or "-", r["state"],
             r["proxy"] or "-", "-" if r["weight"] is None else f"{r['weight']}%", r["ports"] or "-") for r in rows))
+    if nodes and (scaled := autoscaling(stack, rows)):
+        console.print()
+        table(("MODEL", "AUTOSCALE", "REPLICAS", "LAST DECISION"),
+              ((a["model"], a["policy"], f"{a['running']}/{a['tasks']} running", a["last"]) for a in scaled))
 
 
 @app.command()
@@ -173,13 +180,34 @@ def rollback(model: str, directory: Path = DIR, wait: float = WAIT) -> None:
 
 
 @app.command()
-def scale(model: str, replicas: int = typer.Argument(..., help="How many replicas the model runs."),
-          directory: Path = DIR, wait: float = WAIT) -> None:
-    """Run this many replicas of a model; new ones get traffic once healthy, leaving ones are drained first."""
+def scale(model: str,
+          replicas: str = typer.Argument(..., help="How many replicas the model runs: N, or MIN:MAX to autoscale "
+                                         "between (on a Swarm), with --in-flight or --rps."),
+          directory: Path = DIR, wait: float = WAIT,
+          in_flight: float = typer.Option(None, "--in-flight", help="Autoscale to this many requests in flight per "
+                                          "replica (as the gateway counts them)."),
+          rps: float = typer.Option(None, "--rps", help="Autoscale to this many requests per second per replica."),
+          up_window: float = typer.Option(None, "--up-window", help="Autoscale: seconds; scale up only to the lowest "
+                                          "count wanted over this window (default 0: at once)."),
+          down_window: float = typer.Option(None, "--down-window", help="Autoscale: the cool-down, seconds; scale down "
+                                            "only to the highest count wanted over this window (default 60)."),
+          tolerance: float = typer.Option(None, "--tolerance", help="Autoscale: no change while the load per replica is "
+                                          "within this fraction of the target (default 0.1)."),
+) -> None:
+    """Run this many replicas of a model; new ones get traffic once healthy, leaving ones are drained first.
+    MIN:MAX: let the stack's autoscaler (on a Swarm) set the count on the gateway's metrics; a count ends that."""
+    from modelport.deploy.autoscale import scale_target
     from modelport.deploy.stack import scale as stack_scale
 
+    target = scale_target(replicas, in_flight=in_flight, rps=rps, up_window=up_window, down_window=down_window,
+                          tolerance=tolerance)
+    policy = target if isinstance(target, dict) else None
     with LoggedProgress("stack-scale") as log:
-        m = stack_scale(_stack(directory), model, replicas, wait=wait, progress=log)
+        m = stack_scale(_stack(directory), model, None if policy else target, autoscale=policy, wait=wait, progress=log)
+    if policy:
+        success(f"{m.name}:{m.version} autoscales between {policy['min']} and {policy['max']} replica(s)",
+                f" (now {m.replicas}; its decisions: modelport stack logs autoscaler, modelport stack ps)")
+        return
     success(f"{m.name}:{m.version} runs {m.replicas} replica(s)")
 
 

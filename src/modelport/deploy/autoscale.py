@@ -94,6 +94,12 @@ class Autoscale:
     def clamp(self, count: int) -> int:
         return max(self.min, min(self.max, count))
 
+    def summary(self) -> str:
+        """``1-3, in_flight 4/replica, down 60s``: the policy as ``stack ps`` shows it."""
+        windows = [f"{side} {window:g}s" for side, window in (("up", self.up_window), ("down", self.down_window))
+                   if window]
+        return ", ".join([f"{self.min}-{self.max}", f"{self.metric} {self.target:g}/replica", *windows])
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -137,6 +143,36 @@ def policies(data: Any) -> dict[str, Autoscale]:
     if not data:
         raise ModelportError("No model has an autoscale policy: nothing to scale")
     return {str(model): Autoscale.from_json(policy, str(model)) for model, policy in data.items()}
+
+
+def scale_target(text: str, *, in_flight: float | None = None, rps: float | None = None,
+                 up_window: float | None = None, down_window: float | None = None,
+                 tolerance: float | None = None) -> int | dict[str, Any]:
+    """What ``stack scale MODEL REPLICAS`` asks for: a count (``3``), or a policy (``1:3`` with a target,
+    ``--in-flight 4`` or ``--rps 20``, and optionally the windows and tolerance), checked here."""
+    options = {"up_window": up_window, "down_window": down_window, "tolerance": tolerance}
+    low, colon, high = text.partition(":")
+    if not colon:
+        if not text.strip().isascii() or not text.strip().isdigit():
+            raise ModelportError(f"Invalid replica count {text!r}: a number of replicas (3), or MIN:MAX to autoscale "
+                                 "between (1:3 --in-flight 4)")
+        given = [f"--{k.replace('_', '-')}" for k, v in {"in_flight": in_flight, "rps": rps, **options}.items()
+                 if v is not None]
+        if given:
+            raise ModelportError(f"{', '.join(given)} go with MIN:MAX (autoscaling), not a replica count: "
+                                 f"e.g. 1:{text.strip()} --in-flight 4")
+        return int(text)
+    try:
+        bounds = int(low), int(high)
+    except ValueError:
+        raise ModelportError(f"Invalid replica range {text!r}: MIN:MAX, whole numbers (1:3)") from None
+    if (in_flight is None) == (rps is None):
+        raise ModelportError(f"Autoscaling between {text}: give one target per replica, --in-flight N (requests in "
+                             "flight) or --rps N (requests per second)")
+    target = {"in_flight": in_flight} if in_flight is not None else {"rps": rps}
+    policy = {"min": bounds[0], "max": bounds[1], "target": target,
+              **{k: v for k, v in options.items() if v is not None}}
+    return Autoscale.from_json(policy).to_json()
 
 
 def load_policies(text: str) -> dict[str, Autoscale]:

@@ -64,7 +64,7 @@ SPOOL_DIR = "/var/lib/modelport/spool"
 DB_URL = "postgresql+psycopg://modelport@db:5432/predictions"
 PASSWORD_SECRET = "/run/secrets/db_password"
 PROXY_LOG_PORT = 5140  # the control service's syslog port, where the proxy sends its own 5xx answers
-CONTROL_EXTRAS = ("postgres",)
+CONTROL_EXTRAS = ("postgres", "docker")  # docker: a Swarm stack's autoscaler runs from this image
 # The database password, a Compose secret (a bind mount at /run/secrets/db_password, with Compose v2 as
 # with docker-compose 1.29, no Swarm): never an environment variable, which `docker inspect` and
 # /proc/PID/environ show. The mount keeps the host file's owner and mode, and the containers' users
@@ -161,7 +161,7 @@ class StackState:
     gateway_image: str  # HAProxy with the stack's configuration
     gateway_host: str
     gateway_port: int
-    control_image: str = ""  # modelport with the PostgreSQL driver
+    control_image: str = ""  # modelport with the PostgreSQL driver and the Docker SDK (the autoscaler's)
     proxy_image: str = defaults.PROXY_IMAGE
     models: list[ModelService] = field(default_factory=list)
     modelport_version: str = modelport.__version__
@@ -208,8 +208,9 @@ class Stack:
 
     @property
     def services(self) -> list[str]:
-        """In the order they start."""
-        return ["db", "control", *(s for m in self.state.models for s in m.services), "gateway"]
+        """In the order they start; on a Swarm, the autoscaler last when a model has a policy."""
+        autoscaler = ["autoscaler"] if self.state.swarm and any(m.autoscale for m in self.state.models) else []
+        return ["db", "control", *(s for m in self.state.models for s in m.services), "gateway", *autoscaler]
 
     def save(self) -> None:
         _write_atomic(self.directory / STATE_FILE, json.dumps(dataclasses.asdict(self.state), indent=2) + "\n")
@@ -306,7 +307,7 @@ def init(directory: Path, refs: list[str], *, name: str | None = None, db: str =
         raise ModelportError(f"--db {db}: the prediction log's database is PostgreSQL (--db postgres)")
     require("docker", "A stack")
     for extra in CONTROL_EXTRAS:  # pinned in the images from what is installed here
-        require(extra, "A stack (its prediction log is in PostgreSQL)")
+        require(extra, "A stack (its control image has modelport with the postgres and docker extras)")
     if not refs:
         raise ModelportError("A stack needs at least one model: --model REF")
     RunSettings(cpus=cpus, memory=memory)  # checks them
@@ -369,8 +370,8 @@ def write_model_context(directory: Path, release: Release, ref: str, base_image:
 
 
 def write_control_context(dest: Path, base_image: str, progress: Progress) -> str:
-    """The control image's build context: modelport with the PostgreSQL driver (and pyarrow for
-    Parquet exports when it is installed here); → the image tag, a digest of the context."""
+    """The control image's build context: modelport with the PostgreSQL driver and the Docker SDK (and
+    pyarrow for Parquet exports when it is installed here); → the image tag, a digest of the context."""
     from importlib.metadata import PackageNotFoundError, version
 
     from modelport.container.training import pinned_requirements
@@ -584,8 +585,12 @@ def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | N
     """Build what is missing, start everything, return once every service is healthy and the proxy
     checks every replica UP. ``gateway_port``: publish the gateway there from now on (saved in the stack's files).
     ``swarm_settings``: run the stack on that Swarm from now on (see up_swarm)."""
-    if swarm_settings is not None and swarm_settings != stack.state.swarm:
-        _move_to_swarm(stack, swarm_settings)
+    current = stack.state.swarm
+    if swarm_settings is not None and swarm_settings != current:
+        if current and swarm_settings.manager == current.manager and swarm_settings.node in ("", current.node):
+            stack.state.swarm = dataclasses.replace(swarm_settings, node=current.node)  # the same Swarm, set anew
+        else:
+            _move_to_swarm(stack, swarm_settings)
     if stack.state.swarm:
         return up_swarm(stack, wait=wait, gateway_port=gateway_port, store=store, progress=progress)
     port = gateway_port or stack.state.gateway_port
@@ -627,6 +632,7 @@ def up_swarm(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: i
         settings.node = manager_node
     if gateway_port:
         stack.state.gateway_port = gateway_port
+    adopt_autoscaled(stack)
     stack.save()
     ensure_images(stack, store, progress)
     before = {t["ID"] for service in stack.services for t in project.tasks(service, current=False)}
@@ -761,17 +767,20 @@ def _compose_rows(stack: Stack) -> list[dict[str, Any]]:
         rows.append({"service": c.labels.get(SERVICE, ""), "container": c.name, "node": None,
                      "image": c.attrs["Config"]["Image"], "state": health(c), "ports": ", ".join(ports),
                      "model": c.labels.get("io.modelport.model"), "version": c.labels.get("io.modelport.version"),
-                     "slot": c.labels.get(SLOT, ""), "proxy": None, "weight": None,
+                     "slot": c.labels.get(SLOT, ""), "proxy": None, "weight": None, "autoscale": None,
                      "address": (c.attrs["NetworkSettings"]["Networks"].get(f"{stack.state.name}_backend") or {}).get("IPAddress")})
     return rows
 
 
 def _swarm_rows(stack: Stack) -> list[dict[str, Any]]:
+    from modelport.deploy.autoscale import status_of
+
     project = stack.swarm
     assert project is not None
     nodes = project.node_names()
     rows = []
-    for service in project.services():
+    for service, spec in project.services().items():
+        decided = status_of(spec["Spec"].get("Labels"))  # the autoscaler's last decision for the service
         for t in project.tasks(service):
             labels = t["Spec"]["ContainerSpec"].get("Labels") or {}
             ports = [f"{p.get('PublishedPort')}->{p.get('TargetPort')} ({p.get('PublishMode')})"
@@ -780,8 +789,25 @@ def _swarm_rows(stack: Stack) -> list[dict[str, Any]]:
                          "node": nodes.get(t.get("NodeID", ""), "-"), "image": t["Spec"]["ContainerSpec"]["Image"],
                          "state": swarm.state(t), "ports": ", ".join(dict.fromkeys(ports)), "model": labels.get("io.modelport.model"),
                          "version": labels.get("io.modelport.version"), "slot": labels.get(SLOT, ""),
-                         "proxy": None, "weight": None, "address": swarm.address(t, f"{stack.state.name}_backend")})
+                         "proxy": None, "weight": None, "address": swarm.address(t, f"{stack.state.name}_backend"),
+                         "autoscale": decided})
     return rows
+
+
+def autoscaling(stack: Stack, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each autoscaled model as ``stack ps`` shows it (from its ``rows``): the policy, the serving
+    service's tasks (running, and meant to run) and the autoscaler's last decision (its label)."""
+    from modelport.deploy.autoscale import Autoscale, describe
+
+    found = []
+    for m in stack.state.models:
+        if m.autoscale:
+            mine = [r for r in rows if r["service"] == m.service(m.serving)]
+            found.append({"model": m.name, "service": m.service(m.serving),
+                          "policy": Autoscale.from_json(m.autoscale, m.name).summary(),
+                          "running": sum(r["state"] == "running" for r in mine), "tasks": len(mine),
+                          "last": describe(next((r["autoscale"] for r in mine if r.get("autoscale")), None))})
+    return found
 
 
 def logs(stack: Stack, service: str | None, *, follow: bool = False, tail: int | None = None) -> None:
@@ -841,6 +867,7 @@ def _release(stack: Stack, m: ModelService, new: Release, *, canary: int | None,
     ensure_model_image(stack, m, new, store, progress)
     if stack.state.swarm:
         publish(stack, [new], progress, all=False)
+        adopt_autoscaled(stack)  # the new version starts with as many replicas as the autoscaler runs now
     slot, old = proxy.other(m.serving), m.release
     runtime.set_version(slot, str(new.version))
     progress(f"Starting {m.replicas} replica(s) of {m.name}:{new.version} beside version {old.version}")
@@ -895,20 +922,88 @@ def rollback(stack: Stack, model: str, *, wait: float = defaults.HEALTHY_WAIT, s
     return _release(stack, m, m.previous, canary=None, store=store, wait=wait, progress=progress)
 
 
-def scale(stack: Stack, model: str, count: int, *, wait: float = defaults.HEALTHY_WAIT,
-          progress: Progress = lambda _: None) -> ModelService:
+def scale(stack: Stack, model: str, count: int | None, *, autoscale: dict[str, Any] | None = None,
+          wait: float = defaults.HEALTHY_WAIT, progress: Progress = lambda _: None) -> ModelService:
     """``count`` replicas of the model's serving release (a canary keeps its own): new ones get traffic
-    once checked healthy, leaving ones are drained first."""
-    check_replicas(count, option="replica count")
+    once checked healthy, leaving ones are drained first. Or, on a Swarm, ``autoscale``: a policy
+    (deploy/autoscale.py: min, max, target, windows) for the stack's autoscaler service, the replicas
+    first brought within its bounds. A count ends the model's autoscaling."""
+    from modelport.deploy.autoscale import Autoscale
+
     m = stack.model(model)
+    policy = None
+    if autoscale is not None:
+        if stack.swarm is None:
+            raise ModelportError("Autoscaling runs on Docker Swarm (the stack's autoscaler service): this stack runs on "
+                                 "Compose; `modelport stack up --swarm ...` first, or give a replica count")
+        policy = Autoscale.from_json(autoscale, model)
+    elif count is None:
+        raise ModelportError("scale: a replica count, or an autoscale policy")
+    runtime = stack.runtime(m)  # the stack runs
     replicas = replicas_of(stack, m)
+
+    def wanted() -> int:  # a policy's: the count now, within its bounds (read again once the autoscaler let go)
+        return count if policy is None else policy.clamp(len(replicas.members(m.serving)) or m.replicas)
+
+    if m.autoscale and (policy is None or wanted() != len(replicas.members(m.serving))):
+        adopt_autoscaled(stack)  # the autoscaler lets go of the model first: it would scale against this
+        m.autoscale = None
+        if stack.swarm:
+            deploy_autoscaler(stack, wait, progress)
+    count = wanted()
+    check_replicas(count, option="replica count")
     if down := replicas.down(m.serving):
         progress(f"Removing {len(down)} replica(s) that are down")  # stopped or killed by hand: replaced
         replicas.remove(down)
-    rollout.scale(replicas, stack.runtime(m), slot=m.serving, spec=m.release, count=count, wait=wait, progress=progress)
+    rollout.scale(replicas, runtime, slot=m.serving, spec=m.release, count=count, wait=wait, progress=progress)
     m.replicas = count
     stack.save()
+    if policy is not None:
+        m.autoscale = policy.to_json()
+        deploy_autoscaler(stack, wait, progress)
     return m
+
+
+def adopt_autoscaled(stack: Stack) -> None:
+    """An autoscaled model's replica count is its autoscaler's: stack.json takes the count its serving
+    service runs now (within the policy's bounds), so that deploying the stack file again keeps it."""
+    from modelport.deploy.autoscale import Autoscale
+
+    if stack.swarm is None or not any(m.autoscale for m in stack.state.models):
+        return
+    services = stack.swarm.services()
+    for m in stack.state.models:
+        if m.autoscale:
+            spec = services.get(m.service(m.serving), {}).get("Spec", {})
+            current = (spec.get("Mode", {}).get("Replicated") or {}).get("Replicas")
+            m.replicas = Autoscale.from_json(m.autoscale, m.name).clamp(current or m.replicas)
+
+
+def deploy_autoscaler(stack: Stack, wait: float, progress: Progress = lambda _: None) -> None:
+    """Deploy the stack file after a change of the models' policies; return once the autoscaler service
+    runs the new ones (or, when no model has one, once it is gone)."""
+    project = stack.swarm
+    assert project is not None
+    adopt_autoscaled(stack)
+    stack.save()
+    wanted = "autoscaler" in stack.services
+    progress("Deploying the stack file: " + ("the autoscaler with the new policies" if wanted else "no autoscaler"))
+    project.deploy()
+    deadline = time.monotonic() + wait
+    while True:
+        service = project.services().get("autoscaler")
+        args = service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Args") if service else None
+        tasks = project.tasks("autoscaler", current=False) if service else []
+        leaving = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") != args
+                   and swarm.state(t) in ("running", *swarm.STARTING)]
+        running = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") == args and swarm.state(t) == "running"]
+        if not leaving and (bool(running) if wanted else service is None):
+            return
+        if time.monotonic() > deadline:
+            states = "; ".join(swarm.describe(t) for t in tasks) or "no task"
+            raise ModelportError(f"The autoscaler is not {'running' if wanted else 'gone'} after {wait:.0f}s ({states})"
+                                 f"\nLast log lines:\n{project.logs('autoscaler')}")
+        time.sleep(0.5)
 
 
 # -- the control service: where the database is reachable ------------------------------------

@@ -35,23 +35,29 @@ SERVICE_NAME = "com.docker.swarm.service.name"
 STARTING = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
 FAILED = ("failed", "rejected", "orphaned")
 DOCKER_CLI = ("/usr/bin/docker", "docker")  # Debian's 20.10 client first: /usr/local/bin/docker may be another
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 @dataclass
 class SwarmSettings:
     """Where a stack runs on a Swarm: the manager it is driven through, the registry its images are
-    pushed to (and pulled from by every node), and the node that holds the gateway, the control
-    service and the database (the database's volume is local to it)."""
+    pushed to (and pulled from by every node), the node that holds the gateway, the control
+    service and the database (the database's volume is local to it), and the path of the managers'
+    Docker socket, which the autoscaler mounts."""
 
     registry: str  # REGISTRY[/PREFIX]: images are pushed as REGISTRY/PREFIX/modelport/NAME:TAG
     manager: str = ""  # the manager engine's address; "" = the engine modelport talks to (DOCKER_HOST)
     node: str = ""  # the hostname of the node for the gateway, control and db; "" until `up` picks the manager's
+    docker_socket: str = DOCKER_SOCKET  # on the managers' hosts: the engine's socket (several engines on one host differ)
 
     def __post_init__(self) -> None:
         self.registry = self.registry.rstrip("/")
         if not self.registry or "://" in self.registry or " " in self.registry:
             raise ModelportError(f"--registry {self.registry!r}: expected HOST[:PORT][/PREFIX], e.g. "
                                  "registry.example.com:5000 (no scheme)")
+        if not self.docker_socket.startswith("/") or ":" in self.docker_socket or " " in self.docker_socket:
+            raise ModelportError(f"--docker-socket {self.docker_socket!r}: the absolute path of the managers' Docker "
+                                 f"socket on their hosts, e.g. {DOCKER_SOCKET}")
 
     def image(self, local: str, digest: str = "") -> str:
         """The reference the nodes pull ``local`` by: its repository under the registry (a registry
