@@ -71,7 +71,7 @@ def test_docker_commands_without_the_docker_extra(home: Path, core_only: list[st
 def test_stack_init_checks_the_postgres_driver_before_any_download(home: Path, tmp_path: Path) -> None:
     with_docker = python_with_only(tmp_path / "docker-only", ("docker",), script=_COMMANDS)
     (out,) = run(with_docker, ["stack", "init", str(tmp_path / "s"), "--model", "m"])
-    assert_needs(out, "A stack (its prediction log is in PostgreSQL)", "postgres")
+    assert_needs(out, "A stack (its control image has modelport with the postgres and docker extras)", "postgres")
     assert "psycopg" in out.stderr and out.stdout == ""
     assert not (tmp_path / "s").exists()
 
