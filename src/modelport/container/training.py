@@ -38,18 +38,27 @@ RESULT = "result.json"
 
 
 def pinned_requirements(modelport_requires: list[str], extras: tuple[str, ...]) -> list[str]:
-    """modelport's dependencies and those of ``extras``, each pinned to the version installed here."""
+    """modelport's dependencies and those of ``extras``, each pinned to the version installed here.
+    A requirement on modelport itself (``modelport[serve,cli]``, the core; ``modelport[sklearn]`` in an
+    extra) stands for the requirements of the extras it names."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     from modelport.container.wheelhouse import host_requirement
 
+    reqs = [Requirement(text) for text in modelport_requires]
+    wanted = {"", *extras}
+
+    def applies(req: Requirement) -> bool:
+        return req.marker is None or any(req.marker.evaluate({"extra": e}) for e in wanted)
+
+    while grown := {e for r in reqs if canonicalize_name(r.name) == "modelport" and applies(r) for e in r.extras} - wanted:
+        wanted |= grown
     pins = {}
-    for text in modelport_requires:
-        req = Requirement(text)
-        if canonicalize_name(req.name) == "modelport":  # an extra naming another (modelport[sklearn])
+    for req in reqs:
+        if canonicalize_name(req.name) == "modelport":
             continue
-        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+        if applies(req):
             name, _, version = host_requirement(req.name).partition("==")
             pins[canonicalize_name(req.name)] = f"{name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}=={version}"
     return sorted(pins.values())
