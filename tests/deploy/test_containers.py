@@ -211,7 +211,8 @@ def gateway_version(env: dict, service: str) -> str:
 
 
 def _broken_image(env: dict, tmp_path: Path) -> str:
-    """An image of version 2 whose artifact was corrupted after the context was written."""
+    """An image of version 2 whose artifact was corrupted after the context was written. The build's
+    own load check refuses it; built without that step (a hand-edited Dockerfile), it fails at start."""
     from modelport.container import engine
 
     ctx = tmp_path / "broken"
@@ -219,6 +220,12 @@ def _broken_image(env: dict, tmp_path: Path) -> str:
     blob = next(p for p in (ctx / "model" / "blobs").rglob("*") if p.is_file())
     blob.write_bytes(blob.read_bytes()[:-10])
     tag = f"modelport/{env['name']}:broken"
+    with pytest.raises(engine.BuildError, match="is corrupted"):
+        engine.build(ctx, tag)
+    dockerfile = ctx / "Dockerfile"
+    text = dockerfile.read_text()
+    check = text.index("RUN PYTHONDONTWRITEBYTECODE=1 MODELPORT_HOME")
+    dockerfile.write_text(text[:check] + text[text.index("--check\n", check) + len("--check\n"):])
     engine.build(ctx, tag)
     shutil.rmtree(ctx)
     return tag
