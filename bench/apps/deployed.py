@@ -42,7 +42,7 @@ def main(mode: str, port: int, model_pkl: str) -> None:
                                                    ports={"8080/tcp": ("127.0.0.1", port)})
         try:
             container.reload()
-            announce(f"http://{container.attrs['NetworkSettings']['IPAddress']}:8080")
+            announce(f"http://{engine.address(container)}:8080")
             print(f"{name}: on port {port}", flush=True)
             while signal.sigtimedwait({signal.SIGTERM, signal.SIGINT}, 1.0) is None:
                 container.reload()
@@ -57,8 +57,7 @@ def main(mode: str, port: int, model_pkl: str) -> None:
         containers.run(image, port=port, name=name, replicas=replicas, progress=print,
                        proxy_image=os.environ.get("MODELPORT_PROXY_IMAGE", defaults.PROXY_IMAGE))
         (gateway,) = containers.containers(name, role="gateway")
-        networks = gateway.attrs["NetworkSettings"]["Networks"]
-        announce(f"http://{networks[containers.network_name(name)]['IPAddress']}:{proxy.PORT}")
+        announce(f"http://{engine.address(gateway, containers.network_name(name))}:{proxy.PORT}")
         print(f"{name}: {replicas} replica(s) on port {port}", flush=True)
         signal.sigwait({signal.SIGTERM, signal.SIGINT})
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import uuid
+
 import pytest
 
 from modelport.container import engine
@@ -21,3 +24,27 @@ def test_the_client_is_made_once_per_engine_and_closed() -> None:
     engine.close()
     second = engine.client()
     assert second is not first and second.ping()
+
+
+@pytest.mark.docker
+def test_a_containers_address_and_published_ports_are_read_from_its_attributes() -> None:
+    from tests.conftest import TEST_BASE_IMAGE
+
+    client = engine.client()
+    network = client.networks.create(f"modelport-test-engine-{uuid.uuid4().hex[:6]}")
+    try:
+        container = client.containers.run(TEST_BASE_IMAGE, ["sleep", "60"], detach=True, network=network.name,
+                                          ports={"8080/tcp": ("127.0.0.1", None)}, labels={"modelport-test": "engine"})
+        try:
+            container.reload()
+            network.reload()
+            address = engine.address(container, network.name)
+            assert address and ipaddress.ip_address(address) in ipaddress.ip_network(network.attrs["IPAM"]["Config"][0]["Subnet"])
+            assert engine.address(container, "no-such-network") is None
+            assert engine.address(container) is None  # not on the default bridge
+            ((port, binding),) = engine.published(container)
+            assert port == "8080/tcp" and binding["HostIp"] == "127.0.0.1" and int(binding["HostPort"]) > 0
+        finally:
+            container.remove(force=True)
+    finally:
+        network.remove()

@@ -125,6 +125,21 @@ def image_platform(image: str) -> str | None:
     return "/".join(part for part in (attrs.get("Os"), attrs.get("Architecture"), attrs.get("Variant")) if part)
 
 
+def address(container: Any, network: str | None = None) -> str | None:
+    """The container's IP address on ``network`` (the default bridge's when None), or None when it has none
+    there: from the attributes the container was listed or reloaded with."""
+    settings = container.attrs["NetworkSettings"]
+    if network is None:
+        return settings.get("IPAddress") or None
+    return ((settings.get("Networks") or {}).get(network) or {}).get("IPAddress") or None
+
+
+def published(container: Any) -> list[tuple[str, dict[str, str]]]:
+    """The container's published ports: (``PORT/PROTO`` in the container, its host binding) pairs."""
+    return [(port, binding) for port, bindings in (container.attrs["NetworkSettings"].get("Ports") or {}).items()
+            for binding in bindings or []]
+
+
 def image_exists(tag: str) -> bool:
     return image_labels(tag) is not None
 

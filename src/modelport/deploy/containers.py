@@ -186,8 +186,7 @@ def check_publishable(host_ip: str, port: int, *, option: str = "--port",
     """Fail before any build or container start when ``host_ip:port`` cannot be published, naming what
     holds it. A container for which ``own`` is true (the stack's own gateway) may hold it already."""
     holders = [c for c in engine.client().containers.list(ignore_removed=True)
-               if any(_overlaps(b.get("HostIp", ""), host_ip) and int(b["HostPort"]) == port
-                      for bs in (c.attrs["NetworkSettings"].get("Ports") or {}).values() for b in bs or [])]
+               if any(_overlaps(b.get("HostIp", ""), host_ip) and int(b["HostPort"]) == port for _, b in engine.published(c))]
     others = [c for c in holders if not own(c)]
     if others:
         check_port(host_ip, port, option=option, holder=describe(others[0]))
@@ -299,8 +298,7 @@ class ContainerReplicas:
         return [c.id for c in self.of(slot) if c.status == "running" or not running]
 
     def address(self, replica: str) -> str | None:
-        networks = engine.client().containers.get(replica).attrs["NetworkSettings"]["Networks"]
-        return (networks.get(self.network) or {}).get("IPAddress") or None
+        return engine.address(engine.client().containers.get(replica), self.network)
 
     def failure(self, replicas: list[str]) -> str | None:
         for replica in replicas:
@@ -539,7 +537,7 @@ def scale(service: str, count: int, *, wait: float = defaults.HEALTHY_WAIT, prog
 def published_url(service: str) -> str | None:
     gw = _gateway(service)
     gw.reload()
-    bindings = (gw.attrs["NetworkSettings"].get("Ports") or {}).get(f"{proxy.PORT}/tcp") or []
+    bindings = [b for port, b in engine.published(gw) if port == f"{proxy.PORT}/tcp"]
     return f"http://{bindings[0]['HostIp'] or '0.0.0.0'}:{bindings[0]['HostPort']}" if bindings else None
 
 
@@ -638,7 +636,7 @@ def status(all: bool = False) -> list[dict[str, Any]]:
     rows = []
     for c in found:
         state, service, role = c.attrs["State"], c.labels.get(SERVICE), c.labels.get(ROLE)
-        ports = [f"{b['HostIp']}:{b['HostPort']}->{p}" for p, bs in (c.attrs["NetworkSettings"].get("Ports") or {}).items() for b in bs or []]
+        ports = [f"{b['HostIp']}:{b['HostPort']}->{p}" for p, b in engine.published(c)]
         row = {
             "service": service, "role": role, "name": c.name, "model": c.labels.get("io.modelport.model"),
             "version": c.labels.get("io.modelport.version"), "slot": c.labels.get(SLOT),
@@ -654,7 +652,7 @@ def status(all: bool = False) -> list[dict[str, Any]]:
                                               if view[1].get(m.labels.get(SLOT, ""), 0) > 0}, key=int)) or None
         elif view and role == "model":
             servers, shares = view
-            address = (c.attrs["NetworkSettings"]["Networks"].get(network_name(service)) or {}).get("IPAddress")
+            address = engine.address(c, network_name(service))
             row["proxy"], row["weight"] = proxy.replica_view([s for s in servers if s.slot == row["slot"]],
                                                              shares.get(row["slot"], 0), address)
         rows.append(row)

@@ -93,9 +93,8 @@ def diagnose(ports: list[int]) -> Report:
     # Who publishes which host port, across every container (not only modelport's).
     published: dict[int, list[PortHolder]] = {}
     for c in client.containers.list(ignore_removed=True):
-        for bindings in (c.attrs["NetworkSettings"].get("Ports") or {}).values():
-            for b in bindings or []:
-                published.setdefault(int(b["HostPort"]), []).append(PortHolder(c.name, c.labels or {}))
+        for _, b in engine.published(c):
+            published.setdefault(int(b["HostPort"]), []).append(PortHolder(c.name, c.labels or {}))
     for port in ports:
         holders = published.get(port, [])
         report.findings.append(port_finding(port, holders, not holders and _port_in_use("0.0.0.0", port)))

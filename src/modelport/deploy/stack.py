@@ -762,13 +762,12 @@ def ps(stack: Stack) -> list[dict[str, Any]]:
 def _compose_rows(stack: Stack) -> list[dict[str, Any]]:
     rows = []
     for c in stack.project.containers():
-        ports = [f"{b['HostIp']}:{b['HostPort']}->{p}" for p, bs in (c.attrs["NetworkSettings"].get("Ports") or {}).items()
-                 for b in bs or []]
+        ports = [f"{b['HostIp']}:{b['HostPort']}->{p}" for p, b in engine.published(c)]
         rows.append({"service": c.labels.get(SERVICE, ""), "container": c.name, "node": None,
                      "image": c.attrs["Config"]["Image"], "state": health(c), "ports": ", ".join(ports),
                      "model": c.labels.get("io.modelport.model"), "version": c.labels.get("io.modelport.version"),
                      "slot": c.labels.get(SLOT, ""), "proxy": None, "weight": None, "autoscale": None,
-                     "address": (c.attrs["NetworkSettings"]["Networks"].get(f"{stack.state.name}_backend") or {}).get("IPAddress")})
+                     "address": engine.address(c, f"{stack.state.name}_backend")})
     return rows
 
 
