@@ -76,10 +76,10 @@ def test_context_only_writes_a_lean_multistage_context(env: dict, tmp_path: Path
     lock = (ctx / "wheels" / "requirements.lock").read_text()
     assert "scikit-learn==" in lock and "modelport==" in lock and "torch" not in lock
     pinned = {line.split("==")[0] for line in lock.split()}
-    assert {"uvicorn", "starlette", "sqlalchemy"} <= pinned and not pinned & {"typer", "rich", "jinja2", "httpx", "swagger-ui-bundle"}
+    assert {"uvicorn", "starlette"} <= pinned and not pinned & {"typer", "rich", "jinja2", "httpx", "swagger-ui-bundle", "sqlalchemy"}
     assert 'ENTRYPOINT ["python3", "-m", "modelport.serving"]' in dockerfile and "--check" in dockerfile
     assert sorted(p.name for p in (ctx / "swagger-ui").iterdir()) == ["swagger-ui-bundle.js", "swagger-ui.css"]
-    assert {p.name for p in (ctx / "wheels").glob("*.whl")} and (ctx / "model" / "registry.db").is_file()
+    assert {p.name for p in (ctx / "wheels").glob("*.whl")} and (ctx / "model" / "modelport.json").is_file()
     assert (ctx / ".dockerignore").read_text().strip().endswith("!model")
 
 
