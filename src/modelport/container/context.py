@@ -19,6 +19,7 @@ import jinja2
 import modelport
 from modelport import defaults
 from modelport.container.sbom import SBOM_FILE, SBOM_LABEL, write_sbom
+from modelport.container.strip import strip_wheels
 from modelport.container.wheelhouse import (
     DEFAULT_PLATFORM,
     PLATFORMS,
@@ -213,6 +214,7 @@ def write_model_dir(mv: ModelVersion, store: ModelStore, dest: Path, converted: 
 
 
 SWAGGER_UI_DIR = "swagger-ui"  # in the context, and /opt/modelport-swagger-ui in the image
+STRIPPED_DIR = "stripped"  # the wheels' shared libraries stripped on the host (container.strip), by site-packages path
 
 
 def copy_swagger_ui(dest: Path) -> bool:
@@ -255,6 +257,7 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     cached_wheelhouse(requirements, wheels, platform=machine, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
+    strip_wheels(wheels, dest / STRIPPED_DIR, machine, progress)
     progress(f"Writing the CycloneDX SBOM of those wheels ({SBOM_FILE}, beside the Dockerfile)")
     labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
     swagger_ui = copy_swagger_ui(dest / SWAGGER_UI_DIR)
