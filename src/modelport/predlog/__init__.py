@@ -30,6 +30,12 @@ def default_spool_dir() -> Path:
 def open_log(db_url: str, spool_dir: Path | None = None) -> PredictionLog:
     """The writer for ``db_url``: call ``submit(record)`` per prediction (it never waits for the
     database) and ``close()`` when the server stops, which writes what is still queued."""
+    from importlib.util import find_spec
+
+    from modelport.extras import MissingExtraError
+
+    if find_spec("sqlalchemy") is None:  # a plain model image (a stack's have it): one sentence, not an ImportError
+        raise MissingExtraError("store", "Writing the prediction log (serve --log-db)", ["SQLAlchemy"])
     from modelport.predlog.writer import PredictionLog
 
     return PredictionLog(db_url, spool_dir or default_spool_dir())
