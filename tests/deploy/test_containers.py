@@ -217,7 +217,7 @@ def _broken_image(env: dict, tmp_path: Path) -> str:
 
     ctx = tmp_path / "broken"
     run_cli("build", f"{env['name']}:2", "--context-only", str(ctx), *BASE, env=env["env"], timeout=600)
-    blob = next(p for p in (ctx / "model" / "blobs").rglob("*") if p.is_file())
+    blob = next(p for p in (ctx / "model" / "files").rglob("*") if p.is_file())
     blob.write_bytes(blob.read_bytes()[:-10])
     tag = f"modelport/{env['name']}:broken"
     with pytest.raises(engine.BuildError, match="is corrupted"):

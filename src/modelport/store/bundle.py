@@ -144,12 +144,18 @@ class BundleDirectory:
         return mv
 
     def read_files(self, mv: ModelVersion) -> dict[str, bytes]:
-        try:
-            return {name: _checked((self.root / FILES / name).read_bytes(), entry.sha256,
-                                   f"Artifact file {name!r} of {mv.ref} ({self.root / FILES / name})")
-                    for name, entry in mv.files.items()}
-        except OSError as e:
-            raise IntegrityError(f"Artifact file of {mv.ref} cannot be read: {e}") from None
+        files = {}
+        for name, entry in mv.files.items():
+            path = self.root / FILES / name
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise IntegrityError(f"The artifact file {name!r} of {mv.ref} cannot be read: {path}: {e.strerror}") from None
+            if (actual := sha256_bytes(data)) != entry.sha256:
+                raise IntegrityError(f"The artifact file {name!r} of {mv.ref} is corrupted: its sha256 is {actual[:12]}… "
+                                     f"but {entry.sha256[:12]}… was recorded ({path})")
+            files[name] = data
+        return files
 
     def close(self) -> None:
         pass
