@@ -25,10 +25,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from modelport.predlog import PredictionLog
 from modelport.predlog.db import make_engine
 from modelport.predlog.record import PredictionRecord
-from modelport.predlog.writer import create_schema, predictions
+from modelport.predlog.writer import PredictionLog, create_schema, predictions
 
 
 @contextmanager

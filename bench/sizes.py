@@ -7,6 +7,8 @@ Rows, built one after the other in each round (interleaved), each on ``--base-im
 
 * ``modelport-linear``: ``modelport build`` of a scikit-learn ``LinearRegression`` (the tabular table's model:
   ``make_regression(n_samples=1000, n_features=8, random_state=0)``), native runtime;
+* ``modelport-linear-onnx``: the same model, ``modelport build --runtime onnx`` (converted to ONNX, served by
+  onnxruntime without scikit-learn and SciPy);
 * ``modelport-mobilenet``: ``modelport build`` of MobileNetV2 (ONNX) registered as an image classifier (bench/images.py);
 * ``tutorial-linear``: the tutorial's way: one stage, ``pip install --no-cache-dir flask scikit-learn numpy`` into a
   venv, the pickled model and a Flask app copied in. The build has no network, so its wheels are copied into the
@@ -95,7 +97,7 @@ def _store(home: Path):
     return ModelStore()
 
 
-def modelport_linear(base: str) -> tuple[str, str]:
+def modelport_linear(base: str, runtime: str = "native") -> tuple[str, str]:
     import modelport
     from modelport.container.build import build_image
     from modelport.errors import NotFoundError
@@ -106,9 +108,14 @@ def modelport_linear(base: str) -> tuple[str, str]:
             store.resolve("bench-linear:1")
         except NotFoundError:
             modelport.save_model(_linear_model(), "bench-linear", store=store)
-        return build_image("bench-linear:1", tag="modelport-bench/size-linear:1", base_image=base, store=store).tag, ""
+        tag = "modelport-bench/size-linear:1" + ("" if runtime == "native" else f"-{runtime}")
+        return build_image("bench-linear:1", tag=tag, base_image=base, store=store, runtime=runtime).tag, ""
     finally:
         store.close()
+
+
+def modelport_linear_onnx(base: str) -> tuple[str, str]:
+    return modelport_linear(base, runtime="onnx")
 
 
 def modelport_mobilenet(base: str) -> tuple[str, str]:
@@ -146,7 +153,8 @@ def tutorial_linear(base: str) -> tuple[str, str]:
 
 
 ROWS: dict[str, Callable[[str], tuple[str, str]]] = {
-    "modelport-linear": modelport_linear, "modelport-mobilenet": modelport_mobilenet, "tutorial-linear": tutorial_linear}
+    "modelport-linear": modelport_linear, "modelport-linear-onnx": modelport_linear_onnx,
+    "modelport-mobilenet": modelport_mobilenet, "tutorial-linear": tutorial_linear}
 
 
 def largest(tag: str, site: str) -> list[tuple[str, float]]:

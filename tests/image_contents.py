@@ -2,7 +2,7 @@
 
 Needed means: modelport, the requirements of its ``serve`` extra and of the model's framework (as the image's
 own metadata declares them), and theirs, transitively. Anything else in the image (the command line's Typer,
-Rich, Jinja2, httpx, the docker SDK, pip...) is a failure."""
+Rich, Jinja2, httpx, the docker SDK, pip, SQLAlchemy...) is a failure."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from modelport.frameworks.base import IMAGE_CLASSIFICATION
 # Run in the image: every distribution with its version and its declared requirements.
 LIST_SCRIPT = ("import importlib.metadata as m, json; print(json.dumps({d.metadata['Name']: [d.version, d.requires or []] "
                "for d in m.distributions()}))")
-# Never in a model image, whatever a dependency declares: what the command line and the builds use.
+# Never in a model image, whatever a dependency declares: what the command line and the builds use, and the
+# store's database library (an image serves its own version without it; only a stack's model images, which
+# write the prediction log, have SQLAlchemy).
 NEVER = frozenset({"typer", "rich", "jinja2", "httpx", "httpcore", "docker", "swagger-ui-bundle", "pip", "setuptools",
-                   "pyyaml", "pydantic", "pygments", "markdown-it-py", "requests"})
+                   "pyyaml", "pydantic", "pygments", "markdown-it-py", "requests", "sqlalchemy", "greenlet"})
 
 
 def distributions(run_in_image: Callable[[list[str]], str]) -> dict[str, tuple[str, list[str]]]:

@@ -49,11 +49,13 @@ from modelport.serving.app import create_app
 from modelport.serving.runtime import ServeSpec, load_models
 from modelport.serving.server import app_from_env
 create_app(load_models([ServeSpec("m", name="m")]))
-print(json.dumps({"modules": sorted({m.split(".")[0] for m in sys.modules}), "tried": tried, "cli": "modelport.cli" in sys.modules}))
+print(json.dumps({"modules": sorted({m.split(".")[0] for m in sys.modules}), "tried": tried, "cli": "modelport.cli" in sys.modules,
+                  "api": "modelport.api" in sys.modules}))
 """
-# The command line's libraries, the docker SDK, HTTP clients, templates: none of them is in a model image.
+# The command line's libraries, the docker SDK, HTTP clients, templates, the store's SQLAlchemy: none of them
+# is in a model image (it serves the version it holds, an unpacked bundle).
 NOT_SERVING = ["typer", "rich", "jinja2", "httpx", "httpcore", "docker", "swagger_ui_bundle", "yaml", "pygments",
-               "requests", "pydantic"]
+               "requests", "pydantic", "sqlalchemy"]
 
 
 def test_serving_imports_none_of_the_command_line_libraries(home, tmp_path) -> None:
@@ -61,14 +63,16 @@ def test_serving_imports_none_of_the_command_line_libraries(home, tmp_path) -> N
     from sklearn.linear_model import LinearRegression
 
     import modelport
+    from modelport.container.context import write_model_dir
 
-    modelport.save_model(LinearRegression().fit(np.eye(3), [1.0, 2.0, 3.0]), "m")
+    mv = modelport.save_model(LinearRegression().fit(np.eye(3), [1.0, 2.0, 3.0]), "m")
+    write_model_dir(mv, modelport.get_store(), tmp_path / "model")  # the model as an image holds it
     # Swagger UI's files, where a model image has them (not its package)
-    env = {**os.environ, SWAGGER_UI_ENV: str(tmp_path)}
+    env = {**os.environ, SWAGGER_UI_ENV: str(tmp_path), "MODELPORT_MODEL_DIR": str(tmp_path / "model")}
     out = subprocess.run([sys.executable, "-c", _SERVING_PROBE, json.dumps(NOT_SERVING)], capture_output=True, text=True,
                          timeout=120, check=True, env=env)
     *_, last = out.stdout.splitlines()
     probe = json.loads(last)
     assert {"modelport", "sklearn", "uvicorn", "starlette"} <= set(probe["modules"])
     assert [t for t in probe["tried"] if (t[1] or "").startswith("modelport")] == []
-    assert not probe["cli"] and not set(probe["modules"]) & set(NOT_SERVING)
+    assert not probe["cli"] and not probe["api"] and not set(probe["modules"]) & set(NOT_SERVING)

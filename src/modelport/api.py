@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from modelport.errors import ModelportError, UnsafeModelError
 from modelport.extras import require
-from modelport.frameworks import Packed, Predictor, adapter_for, adapter_for_file, get_adapter
+from modelport.frameworks import Packed, adapter_for, adapter_for_file, get_adapter
 from modelport.frameworks.base import example_rows
+from modelport.frameworks.loaded import Model, model_from_files
 from modelport.store import ModelStore, ModelVersion
 
 if TYPE_CHECKING:
@@ -24,20 +22,6 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 def get_store(store: ModelStore | None = None) -> ModelStore:
     return store or ModelStore()
-
-
-@dataclass
-class Model:
-    """A loaded, verified model version."""
-
-    info: ModelVersion
-    predictor: Predictor
-
-    def predict(self, x: Any) -> np.ndarray:
-        return self.predictor.predict(np.asarray(x, dtype=np.float64) if self.info.task != "tensor" else np.asarray(x))
-
-    def predict_proba(self, x: Any) -> np.ndarray:
-        return self.predictor.predict_proba(np.asarray(x, dtype=np.float64))
 
 
 def register(name: str, packed: Packed, *, framework: str, metrics: dict[str, Any] | None = None,
@@ -95,11 +79,6 @@ def load_model(ref: str, *, store: ModelStore | None = None) -> Model:
     store = get_store(store)
     info = store.resolve(ref)
     return model_from_files(info, store.read_files(info))
-
-
-def model_from_files(info: ModelVersion, files: dict[str, bytes]) -> Model:
-    """A model from its version's verified files (from the store, or a server's pinned copy)."""
-    return Model(info, get_adapter(info.framework).load(files, info.signature, info.extra))
 
 
 # -- provenance and offline delivery of built images (container/provenance.py, archive.py) --------

@@ -16,6 +16,12 @@ def db_url() -> str:
     return os.environ.get("MODELPORT_DB_URL") or f"sqlite:///{home() / 'registry.db'}"
 
 
+def model_dir() -> Path | None:
+    """A model image's own version, read in place of the store: ``MODELPORT_MODEL_DIR`` (store.bundle's
+    directory form), or none."""
+    return _path("MODELPORT_MODEL_DIR")
+
+
 def _path(variable: str) -> Path | None:
     value = os.environ.get(variable)
     return Path(value).expanduser() if value else None

@@ -76,10 +76,10 @@ def test_context_only_writes_a_lean_multistage_context(env: dict, tmp_path: Path
     lock = (ctx / "wheels" / "requirements.lock").read_text()
     assert "scikit-learn==" in lock and "modelport==" in lock and "torch" not in lock
     pinned = {line.split("==")[0] for line in lock.split()}
-    assert {"uvicorn", "starlette", "sqlalchemy"} <= pinned and not pinned & {"typer", "rich", "jinja2", "httpx", "swagger-ui-bundle"}
+    assert {"uvicorn", "starlette"} <= pinned and not pinned & {"typer", "rich", "jinja2", "httpx", "swagger-ui-bundle", "sqlalchemy"}
     assert 'ENTRYPOINT ["python3", "-m", "modelport.serving"]' in dockerfile and "--check" in dockerfile
     assert sorted(p.name for p in (ctx / "swagger-ui").iterdir()) == ["swagger-ui-bundle.js", "swagger-ui.css"]
-    assert {p.name for p in (ctx / "wheels").glob("*.whl")} and (ctx / "model" / "registry.db").is_file()
+    assert {p.name for p in (ctx / "wheels").glob("*.whl")} and (ctx / "model" / "modelport.json").is_file()
     assert (ctx / ".dockerignore").read_text().strip().endswith("!model")
 
 
@@ -217,7 +217,7 @@ def _broken_image(env: dict, tmp_path: Path) -> str:
 
     ctx = tmp_path / "broken"
     run_cli("build", f"{env['name']}:2", "--context-only", str(ctx), *BASE, env=env["env"], timeout=600)
-    blob = next(p for p in (ctx / "model" / "blobs").rglob("*") if p.is_file())
+    blob = next(p for p in (ctx / "model" / "files").rglob("*") if p.is_file())
     blob.write_bytes(blob.read_bytes()[:-10])
     tag = f"modelport/{env['name']}:broken"
     with pytest.raises(engine.BuildError, match="is corrupted"):

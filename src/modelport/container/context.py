@@ -1,12 +1,12 @@
-"""Build contexts: Dockerfile, the model as a read-only store, and a wheelhouse pinned exactly."""
+"""Build contexts: Dockerfile, the model version (an unpacked bundle), and a wheelhouse pinned exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -19,6 +19,7 @@ import jinja2
 import modelport
 from modelport import defaults
 from modelport.container.sbom import SBOM_FILE, SBOM_LABEL, write_sbom
+from modelport.container.strip import strip_wheels
 from modelport.container.wheelhouse import (
     DEFAULT_PLATFORM,
     PLATFORMS,
@@ -32,7 +33,10 @@ from modelport.frameworks.base import IMAGE_CLASSIFICATION, Packed
 from modelport.frameworks.onnx import OnnxAdapter
 from modelport.progress import Progress
 from modelport.serving.swagger import SWAGGER_UI_ENV, SWAGGER_UI_FILES, swagger_ui_dir
-from modelport.store import ModelStore, ModelVersion
+from modelport.store import FileEntry, ModelStore, ModelVersion
+from modelport.store.blobs import sha256_bytes
+from modelport.store.bundle import write_directory
+from modelport.store.version import manifest_digest
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("modelport.container", "templates"),
                                keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
@@ -194,29 +198,23 @@ def lock(wheels: Path) -> list[str]:
     return pins
 
 
-def write_model_store(mv: ModelVersion, store: ModelStore, dest: Path, converted: Packed | None = None) -> ModelVersion:
-    """A store holding just this version, with the same number, for the image to serve read-only; ``converted``:
-    the model converted to ONNX (frameworks.convert) in place of its files. → the version the image serves."""
-    copy = ModelStore(dest)
+def write_model_dir(mv: ModelVersion, store: ModelStore, dest: Path, converted: Packed | None = None) -> ModelVersion:
+    """The version for the image to serve, as an unpacked bundle (store.bundle: its manifest and files, read
+    without the registry's database); ``converted``: the model converted to ONNX (frameworks.convert) in place of
+    its files. → the version the image serves (its aliases stay in the store: the image serves NAME:VERSION)."""
     if converted is None:
         files, framework, libraries, extra = store.read_files(mv), mv.framework, mv.libraries, mv.extra
     else:
         files, framework, libraries, extra = converted.files, OnnxAdapter.name, converted.libraries, converted.extra
-    try:
-        served = copy.save(mv.name, files, framework=framework, task=mv.task, signature=mv.signature, metrics=mv.metrics,
-                           tags=mv.tags, libraries=libraries, extra=extra, description=mv.description,
-                           version=mv.version, created_at=mv.created_at)  # the same bytes every build: Docker's layer cache holds
-    finally:
-        copy.close()
-    # The image opens it immutable: no WAL, no journal files next to it.
-    with sqlite3.connect(dest / "registry.db") as db:
-        db.execute("PRAGMA journal_mode=DELETE")
-    for leftover in dest.glob("registry.db-*"):
-        leftover.unlink()
+    entries = {name: FileEntry(sha256_bytes(data), len(data)) for name, data in files.items()}
+    served = dataclasses.replace(mv, framework=framework, files=entries, digest=manifest_digest(entries),
+                                 libraries=libraries, extra=extra, aliases=())
+    write_directory(served, files, dest)  # the same bytes every build: Docker's layer cache holds
     return served
 
 
 SWAGGER_UI_DIR = "swagger-ui"  # in the context, and /opt/modelport-swagger-ui in the image
+STRIPPED_DIR = "stripped"  # the wheels' shared libraries stripped on the host (container.strip), by site-packages path
 
 
 def copy_swagger_ui(dest: Path) -> bool:
@@ -251,7 +249,7 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
         progress(conversion.summary())
         converted = conversion.packed
     progress(f"Writing {mv.ref} (sha256 {mv.digest[:12]}…) into the context" + (" as ONNX" if converted else ""))
-    served = write_model_store(mv, store, dest / "model", converted)
+    served = write_model_dir(mv, store, dest / "model", converted)
     wheels = dest / "wheels"
     wheels.mkdir()
     requirements = requirements_for(served, modelport_wheel(wheels, progress), extra_requirements or [])
@@ -259,6 +257,7 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     cached_wheelhouse(requirements, wheels, platform=machine, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
+    strip_wheels(wheels, dest / STRIPPED_DIR, machine, progress)
     progress(f"Writing the CycloneDX SBOM of those wheels ({SBOM_FILE}, beside the Dockerfile)")
     labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
     swagger_ui = copy_swagger_ui(dest / SWAGGER_UI_DIR)

@@ -357,10 +357,11 @@ def _clear(directory: Path, *, keep: bool) -> None:
 
 
 def _postgres_pins() -> list[str]:
-    """The PostgreSQL driver, pinned to the version installed here: the model servers write the log."""
+    """SQLAlchemy and the PostgreSQL driver, pinned to the versions installed here: the model servers write the
+    log (a plain model image has neither)."""
     from importlib.metadata import version
 
-    return [f"psycopg[binary]=={version('psycopg')}"]
+    return [f"SQLAlchemy=={version('sqlalchemy')}", f"psycopg[binary]=={version('psycopg')}"]
 
 
 def write_model_context(directory: Path, release: Release, ref: str, base_image: str, store: ModelStore | None,

@@ -68,14 +68,11 @@ def secret_command(stack: Stack, namespace: str | None = None) -> str:
 def _version(stack: Stack, name: str, version: int, store: ModelStore | None) -> ModelVersion:
     """The version as its image holds it: the build context's copy of the store, else the user's store."""
     from modelport.api import get_store
+    from modelport.store.bundle import MANIFEST, BundleDirectory
 
     context = stack.directory / "build" / stack.model(name).context / "model"
-    if (context / "registry.db").is_file():
-        copy = ModelStore(context)
-        try:
-            return copy.resolve(f"{name}:{version}")
-        finally:
-            copy.close()
+    if (context / MANIFEST).is_file():
+        return BundleDirectory(context).resolve(f"{name}:{version}")
     return get_store(store).resolve(f"{name}:{version}")
 
 

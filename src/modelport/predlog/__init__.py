@@ -12,12 +12,15 @@ spooled to disk while the database is down. No HTTP here: servers and proxies fe
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelport import config
 from modelport.predlog.record import PredictionRecord
-from modelport.predlog.writer import PredictionLog
 
-__all__ = ["PredictionLog", "PredictionRecord", "default_spool_dir", "open_log"]
+if TYPE_CHECKING:  # the writer imports SQLAlchemy: only a server that writes the log (serve --log-db) needs it
+    from modelport.predlog.writer import PredictionLog
+
+__all__ = ["PredictionRecord", "default_spool_dir", "open_log"]
 
 
 def default_spool_dir() -> Path:
@@ -27,4 +30,12 @@ def default_spool_dir() -> Path:
 def open_log(db_url: str, spool_dir: Path | None = None) -> PredictionLog:
     """The writer for ``db_url``: call ``submit(record)`` per prediction (it never waits for the
     database) and ``close()`` when the server stops, which writes what is still queued."""
+    from importlib.util import find_spec
+
+    from modelport.extras import MissingExtraError
+
+    if find_spec("sqlalchemy") is None:  # a plain model image (a stack's have it): one sentence, not an ImportError
+        raise MissingExtraError("store", "Writing the prediction log (serve --log-db)", ["SQLAlchemy"])
+    from modelport.predlog.writer import PredictionLog
+
     return PredictionLog(db_url, spool_dir or default_spool_dir())

@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING
 
 from modelport.config import home
 from modelport.errors import ModelportError
-from modelport.store import ModelStore, ModelVersion, parse_ref
+from modelport.store import ModelVersion, models_to_serve, parse_ref
 
 if TYPE_CHECKING:
-    from modelport.serving.runtime import ServeSpec
+    from modelport.serving.runtime import Models, ServeSpec
 
 _INFO = "info.pickle"  # written and read only by this server, in its own 0700 directory
 
 
-def pin(specs: Sequence[ServeSpec], directory: Path, store: ModelStore | None = None) -> list[ServeSpec]:
+def pin(specs: Sequence[ServeSpec], directory: Path, store: Models | None = None) -> list[ServeSpec]:
     """``specs`` with each reference resolved to an exact version whose files are copied to ``directory``."""
-    store = store or ModelStore()
+    store = store or models_to_serve()
     pinned = []
     for n, spec in enumerate(specs):
         info = store.resolve(spec.ref)

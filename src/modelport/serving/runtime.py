@@ -15,7 +15,6 @@ import numpy as np
 import orjson
 
 from modelport import extras
-from modelport.api import model_from_files
 from modelport.errors import (
     FrameworkError,
     InvalidInputError,
@@ -27,16 +26,21 @@ from modelport.errors import (
 from modelport.extras import MissingExtraError
 from modelport.frameworks import Predictor
 from modelport.frameworks.base import IMAGE_CLASSIFICATION
+from modelport.frameworks.loaded import model_from_files
 from modelport.serving.batching import BatchConfig, Batcher
 from modelport.serving.limits import ImageLimits
 from modelport.serving.metrics import ModelMetrics
 from modelport.serving.pinning import read_pinned
 from modelport.serving.repository import Availability
 from modelport.serving.tabular import TabularSchema
-from modelport.store import ModelStore, ModelVersion, parse_ref
+from modelport.store import ModelVersion, models_to_serve, parse_ref
 
 if TYPE_CHECKING:
     from modelport.images.classifier import Classifier
+    from modelport.store import ModelStore
+    from modelport.store.bundle import BundleDirectory
+
+    Models = ModelStore | BundleDirectory  # where models are read from: store.models_to_serve
 
 
 @dataclass
@@ -337,7 +341,7 @@ class ModelSet:
         return model
 
 
-def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> ModelSet:
+def load_models(specs: list[ServeSpec], store: Models | None = None) -> ModelSet:
     """Load every model or fail with a message naming the one that could not load."""
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="modelport-model")
     pools: list[Executor] = [executor]
@@ -347,7 +351,7 @@ def load_models(specs: list[ServeSpec], store: ModelStore | None = None) -> Mode
             if spec.pinned:  # a worker's: no store to open
                 info, files = read_pinned(Path(spec.pinned))
             else:
-                store = store or ModelStore()
+                store = store or models_to_serve()
                 info, files = _from_store(spec.ref, store)
             model = model_from_files(info, files)
         except ModelportError as e:
@@ -373,19 +377,19 @@ def _classifier(info: ModelVersion, files: dict[str, bytes], pools: list[Executo
     return classifier.Classifier(info, labels, pools[1])
 
 
-def _from_store(ref: str, store: ModelStore) -> tuple[ModelVersion, dict[str, bytes]]:
+def _from_store(ref: str, store: Models) -> tuple[ModelVersion, dict[str, bytes]]:
     info = store.resolve(ref)
     return info, store.read_files(info)
 
 
-def check_models(specs: list[ServeSpec], store: ModelStore | None = None) -> list[ModelVersion]:
+def check_models(specs: list[ServeSpec], store: Models | None = None) -> list[ModelVersion]:
     """What can be checked without importing any framework: each reference resolves, its artifact
     files match their sha256, and its framework's library is installed."""
     import importlib.util
 
     from modelport.frameworks import get_adapter
 
-    store = store or ModelStore()
+    store = store or models_to_serve()
     versions = []
     for spec in specs:
         try:

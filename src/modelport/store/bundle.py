@@ -1,4 +1,6 @@
-"""Moving a version between stores: a tar.gz holding ``modelport.json`` and the artifact files."""
+"""Moving a version between stores: a tar.gz holding ``modelport.json`` and the artifact files; and the
+same, unpacked, as the version a model image serves (``write_directory``, ``BundleDirectory``: read without
+the registry's database, so an image needs no SQLAlchemy)."""
 
 from __future__ import annotations
 
@@ -9,27 +11,36 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from modelport.errors import IntegrityError, ModelportError
+from modelport.errors import IntegrityError, ModelportError, NotFoundError
 from modelport.store.blobs import sha256_bytes
-from modelport.store.registry import FileEntry, ModelStore, ModelVersion, manifest_digest
+from modelport.store.refs import Ref, parse_ref
+from modelport.store.version import FileEntry, ModelVersion, manifest_digest
+
+if TYPE_CHECKING:
+    from modelport.store.registry import ModelStore
 
 MANIFEST = "modelport.json"
+FILES = "files"  # the artifact files, by name, beside the manifest
 FORMAT = "modelport-bundle/1"
+
+
+def manifest(mv: ModelVersion) -> bytes:
+    return json.dumps({"format": FORMAT, **mv.to_dict()}, indent=2).encode()
 
 
 def export_version(store: ModelStore, ref: str, dest: str | Path) -> ModelVersion:
     mv = store.resolve(ref)
     files = store.read_files(mv)
     dest = Path(dest)
-    manifest = {"format": FORMAT, **mv.to_dict()}
     fd, tmp = tempfile.mkstemp(dir=dest.parent if str(dest.parent) else ".", prefix=".export-")
     try:
         os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 is for temporary files; an export is the user's file
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            _add(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
+            _add(tar, MANIFEST, manifest(mv))
             for name, data in files.items():
-                _add(tar, f"files/{name}", data)
+                _add(tar, f"{FILES}/{name}", data)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -69,19 +80,16 @@ def import_bundle(store: ModelStore, path: str | Path, *, name: str | None = Non
             members = {m.name: m for m in tar.getmembers() if m.isfile()}
             if MANIFEST not in members:
                 raise ModelportError(f"{path.name} is not a modelport bundle (no {MANIFEST} inside)")
-            manifest = json.loads(tar.extractfile(members[MANIFEST]).read())  # type: ignore[union-attr]
+            meta = json.loads(tar.extractfile(members[MANIFEST]).read())  # type: ignore[union-attr]
             files = {}
-            for fname, entry in manifest["files"].items():
-                member = members.get(f"files/{fname}")
+            for fname, entry in meta["files"].items():
+                member = members.get(f"{FILES}/{fname}")
                 if member is None:
                     raise IntegrityError(f"{path.name} is incomplete: file {fname!r} is missing")
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                if sha256_bytes(data) != entry["sha256"]:
-                    raise IntegrityError(f"{path.name}: file {fname!r} does not match its recorded sha256")
-                files[fname] = data
+                files[fname] = _checked(tar.extractfile(member).read(), entry["sha256"], f"{path.name}: file {fname!r}")  # type: ignore[union-attr]
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError, KeyError) as e:
         raise ModelportError(f"Cannot read bundle {path}: {e}") from None
-    name = name or manifest["name"]
+    name = name or meta["name"]
     repaired = tuple(fname for fname, data in files.items() if store.blobs.write(data)[1])
     if reuse_existing:
         entries = {fname: FileEntry(sha256_bytes(data), len(data)) for fname, data in files.items()}
@@ -89,9 +97,65 @@ def import_bundle(store: ModelStore, path: str | Path, *, name: str | None = Non
         if existing is not None:
             return Imported(existing, created=False, repaired=repaired)
     mv = store.save(
-        name, files, framework=manifest["framework"], task=manifest["task"],
-        signature=manifest["signature"], metrics=manifest.get("metrics"),
-        tags={**manifest.get("tags", {}), "imported_from": f"{manifest['name']}:{manifest['version']}"},
-        libraries=manifest.get("libraries"), extra=manifest.get("extra"), description=manifest.get("description", ""),
+        name, files, framework=meta["framework"], task=meta["task"],
+        signature=meta["signature"], metrics=meta.get("metrics"),
+        tags={**meta.get("tags", {}), "imported_from": f"{meta['name']}:{meta['version']}"},
+        libraries=meta.get("libraries"), extra=meta.get("extra"), description=meta.get("description", ""),
     )
     return Imported(mv, created=True, repaired=repaired)
+
+
+def _checked(data: bytes, sha256: str, what: str) -> bytes:
+    if sha256_bytes(data) != sha256:
+        raise IntegrityError(f"{what} does not match its recorded sha256")
+    return data
+
+
+# -- a version unpacked: what a model image holds and serves --------------------------------------
+
+def write_directory(mv: ModelVersion, files: dict[str, bytes], dest: Path) -> None:
+    """``dest/modelport.json`` (the bundle's manifest) and ``dest/files/NAME``: ``mv`` must record these files."""
+    if {name: FileEntry(sha256_bytes(data), len(data)) for name, data in files.items()} != mv.files:
+        raise IntegrityError(f"The files given for {mv.ref} are not the ones it records")
+    (dest / FILES).mkdir(parents=True)
+    for name, data in files.items():
+        (dest / FILES / name).write_bytes(data)
+    (dest / MANIFEST).write_bytes(manifest(mv))
+
+
+class BundleDirectory:
+    """The version ``write_directory`` wrote, read as a store of that one version (``resolve`` and ``read_files``
+    as ModelStore's), each file checked against its recorded sha256 on every read."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        try:
+            self.version = ModelVersion.from_dict(json.loads((root / MANIFEST).read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelportError(f"Cannot read the model version in {root}: {type(e).__name__}: {e}") from None
+        if manifest_digest(self.version.files) != self.version.digest:
+            raise IntegrityError(f"{root / MANIFEST}: the files it lists are not those of {self.version.ref}'s sha256")
+
+    def resolve(self, ref: str | Ref) -> ModelVersion:
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        mv = self.version
+        if ref.name != mv.name or ref.version not in (None, mv.version) or (ref.alias is not None and ref.alias not in mv.aliases):
+            raise NotFoundError(f"No {ref} here: this image serves {mv.ref}")
+        return mv
+
+    def read_files(self, mv: ModelVersion) -> dict[str, bytes]:
+        files = {}
+        for name, entry in mv.files.items():
+            path = self.root / FILES / name
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise IntegrityError(f"The artifact file {name!r} of {mv.ref} cannot be read: {path}: {e.strerror}") from None
+            if (actual := sha256_bytes(data)) != entry.sha256:
+                raise IntegrityError(f"The artifact file {name!r} of {mv.ref} is corrupted: its sha256 is {actual[:12]}… "
+                                     f"but {entry.sha256[:12]}… was recorded ({path})")
+            files[name] = data
+        return files
+
+    def close(self) -> None:
+        pass

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -23,59 +21,7 @@ from modelport.errors import ModelportError, NotFoundError, RegistryDamagedError
 from modelport.store.blobs import BlobStore
 from modelport.store.refs import Ref, check_alias, check_name, parse_ref
 from modelport.store.schema import AliasRow, Base, MetaRow, ModelRow, VersionRow, create_tables, make_engine
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One immutable registered version and everything recorded about it."""
-
-    name: str
-    version: int
-    framework: str
-    task: str
-    digest: str  # sha256 over the file manifest: identifies the artifact as a whole
-    files: dict[str, FileEntry]
-    signature: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    libraries: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    created_at: datetime | None = None
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "framework": self.framework,
-            "task": self.task,
-            "sha256": self.digest,
-            "files": {k: {"sha256": v.sha256, "size": v.size} for k, v in self.files.items()},
-            "signature": self.signature,
-            "metrics": self.metrics,
-            "tags": self.tags,
-            "libraries": self.libraries,
-            "extra": self.extra,
-            "description": self.description,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "aliases": list(self.aliases),
-        }
-
-
-def manifest_digest(files: Mapping[str, FileEntry]) -> str:
-    lines = "".join(f"{name}\0{entry.sha256}\n" for name, entry in sorted(files.items()))
-    return hashlib.sha256(lines.encode()).hexdigest()
+from modelport.store.version import FileEntry, ModelVersion, manifest_digest
 
 
 class ModelStore:
