@@ -9,8 +9,6 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -54,43 +52,6 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
-def _probe_address(host: str, port: int) -> str:
-    """Where this machine reaches a server listening on ``host``."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-@contextlib.contextmanager
-def announce_when_ready(host: str, port: int, message: str | None) -> Iterator[None]:
-    """Print ``message`` once the server answers its readiness endpoint, not when it is merely
-    starting: with several workers the port accepts connections long before a worker takes them."""
-    if not message:
-        yield
-        return
-    stop = threading.Event()
-
-    def watch() -> None:
-        url = _probe_address(host, port) + "/v2/health/ready"
-        # The standard library's client (serving needs no other), without the environment's proxies.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while not stop.is_set():
-            try:
-                with opener.open(url, timeout=2) as answer:
-                    if answer.status == 200:
-                        print(message, flush=True)
-                        return
-            except OSError:  # refused, not ready yet (HTTPError), timed out
-                pass
-            stop.wait(0.05)
-
-    watcher = threading.Thread(target=watch, name="modelport-ready", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-
-
 def preload(frameworks: Iterable[str]) -> None:
     """Import what serving models of ``frameworks`` imports: the app, and what each framework's loading
     imports (an adapter's ``preload``, else its module). Before forking workers; and at image build, so
@@ -118,6 +79,8 @@ def forked_workers(versions: Sequence[ModelVersion]) -> Iterator[None]:
     framework session exists before the fork)."""
     import multiprocessing
 
+    # uvicorn's private API, the only place modelport uses it: its subprocess module makes every worker
+    # with `spawn.Process` (tests/serving/test_server.py fails when that is no longer so).
     import uvicorn._subprocess
 
     preload({v.framework for v in versions})
@@ -178,10 +141,10 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
                 server.should_exit = True
 
             server = uvicorn.Server(uvicorn.Config(Starting(build, Timings(process_start()), warmup=given,
-                                                            on_failure=fail), **options))
+                                                            on_failure=fail, on_serving=announcer(on_ready)), **options))
             check_port(host, port)
             progress(starting)
-            with announce_when_ready(host, port, on_ready), contextlib.suppress(KeyboardInterrupt):
+            with contextlib.suppress(KeyboardInterrupt):
                 server.run()  # uvicorn.run's one-process path, with a handle to stop it
             if failure:
                 raise ModelportError(failure[0])
@@ -195,7 +158,8 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             config = {"specs": [dataclasses.asdict(s) for s in pin(specs, state / "models")], "max_body": max_body,
                       "max_buffered": limits.max_buffered, "log_db": log_db, "spool_dir": spool_dir, "trust_proxy_headers": trust_proxy_headers,
                       "error_file": str(state / "startup-error"), "repository_state": str(state / "unloaded"),
-                      "ready_dir": str(state / "ready"), "workers": workers, "warmup": warmup or {}}
+                      "ready_dir": str(state / "ready"), "workers": workers, "warmup": warmup or {},
+                      "on_ready": on_ready, "announced": str(state / "announced")}
             (state / "unloaded").mkdir()
             (state / "ready").mkdir()  # each worker's mark once it has warmed up (startup.ReadyMarks)  # the workers agree on which models are unloaded through this
             os.environ[_CONFIG_ENV] = json.dumps(config)
@@ -203,7 +167,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
             (state / "metrics").mkdir()
             progress(starting)
-            with announce_when_ready(host, port, on_ready), forked_workers(versions):
+            with forked_workers(versions):
                 uvicorn.run("modelport.serving.server:app_from_env", factory=True, workers=workers, **options)
             if (state / "startup-error").exists():
                 raise ModelportError((state / "startup-error").read_text())
@@ -238,4 +202,20 @@ def app_from_env() -> ASGIApp:
     metrics.shared_across_workers()  # forked after the server imported prometheus-client
     # A replacement worker (the server was ready) loads before it listens: the other workers serve meanwhile.
     return Starting(build, timings, warmup=warmup, ready=marks, on_ready=marks.mark, on_failure=fail,
-                    before_listening=marks())
+                    on_serving=announcer(config["on_ready"], once=Path(config["announced"])), before_listening=marks())
+
+
+def announcer(message: str | None, once: Path | None = None) -> Callable[[], None]:
+    """What a server (a worker) does once it serves: print ``message``. ``once``: a file the workers
+    share, so that only the first of them to serve prints it (every worker is ready by then)."""
+    def announce() -> None:
+        if not message:
+            return
+        if once is not None:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:  # another worker did, or this is a replacement worker
+                return
+        print(message, flush=True)
+
+    return announce
