@@ -20,18 +20,18 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelport import config, defaults
-from modelport.api import get_store
 from modelport.container import engine
-from modelport.container.build import build_image, default_tag, stale_image
 from modelport.deploy import coldstart, proxy, rollout
 from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.ports import check_port
 from modelport.progress import Progress
-from modelport.store import ModelStore, parse_ref
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) and the image build are imported when used: `run IMAGE` needs neither
+    from modelport.store import ModelStore
 
 MANAGED = "io.modelport.managed"
 SERVICE = "io.modelport.service"
@@ -197,9 +197,10 @@ def check_publishable(host_ip: str, port: int, *, option: str = "--port",
 
 # -- images ----------------------------------------------------------------------------------
 
-def resolve_image(target: str, *, base_image: str, store: ModelStore, progress: Progress,
+def resolve_image(target: str, *, base_image: str, store: ModelStore | None, progress: Progress,
                   verify_key: Path | None = None) -> tuple[str, str, str]:
-    """``target`` is a model reference (its image built when missing or stale) or a local image.
+    """``target`` is a model reference (its image built when missing or stale) or a local image
+    (``store``: default the configured one, opened only for a target that can be a model reference).
     With a public key (``verify_key``, else MODELPORT_VERIFY_KEY) the image must be the one signed with
     it, its SBOM unchanged. → (image tag, model name, model version)."""
     tag, model, version = _resolve_image(target, base_image=base_image, store=store, progress=progress)
@@ -211,12 +212,18 @@ def resolve_image(target: str, *, base_image: str, store: ModelStore, progress: 
     return tag, model, version
 
 
-def _resolve_image(target: str, *, base_image: str, store: ModelStore, progress: Progress) -> tuple[str, str, str]:
-    try:
-        mv = store.resolve(parse_ref(target))
-    except (NotFoundError, ModelportError):
-        mv = None
+def _resolve_image(target: str, *, base_image: str, store: ModelStore | None, progress: Progress) -> tuple[str, str, str]:
+    mv = None
+    if "/" not in target:  # a repository path (modelport/NAME:VERSION) is an image tag, never a model reference
+        from modelport.api import get_store
+        from modelport.store import parse_ref
+
+        store = get_store(store)
+        with contextlib.suppress(NotFoundError, ModelportError):
+            mv = store.resolve(parse_ref(target))
     if mv is not None:
+        from modelport.container.build import build_image, default_tag, stale_image
+
         tag = default_tag(mv)
         why = stale_image(tag, mv.digest)
         if why is not None:
@@ -311,6 +318,19 @@ class ContainerReplicas:
 
     def explain(self, replicas: list[str]) -> str:
         return "\n".join(f"{c.name}: {self.why(c)}" for c in map(engine.client().containers.get, replicas))
+
+    def reported_ready(self, replicas: list[str]) -> set[str]:
+        """Those whose server logged its ``Startup:`` line (serving.startup: once it is ready) since the
+        container's current start: a restarted container's log still holds its previous start's."""
+        import docker.errors
+
+        found = set()
+        for replica in replicas:
+            with contextlib.suppress(docker.errors.APIError):  # gone: failure() says why
+                c = engine.client().containers.get(replica)
+                if coldstart.reported_ready(c.logs(since=coldstart.engine_time(c.attrs["State"]["StartedAt"]))):
+                    found.add(replica)
+        return found
 
     def why(self, container: Any) -> str:
         """Why a replica is not serving, for a person."""
@@ -412,7 +432,7 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
     settings = settings or RunSettings()
     check_replicas(replicas)
     check_publishable(host_ip, port)
-    image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress,
+    image, model, version = resolve_image(target, base_image=base_image, store=store, progress=progress,
                                           verify_key=verify_key)
     service = name or model
     if service in map(proxy.alias, proxy.SLOTS):
@@ -471,7 +491,7 @@ def deploy(target: str, *, replace: str, canary: int | None = None, base_image: 
                              f"`modelport rollback {replace}` first")
     runtime = _runtime(replace)
     current = _serving(replace, serving)
-    image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress,
+    image, model, version = resolve_image(target, base_image=base_image, store=store, progress=progress,
                                           verify_key=verify_key)
     if model != current.labels["io.modelport.model"]:
         raise ModelportError(f"Service {replace!r} serves {current.labels['io.modelport.model']!r}, not {model!r}: "
@@ -512,6 +532,8 @@ def rollback(service: str, *, to: int | None = None, base_image: str = defaults.
     model, version = current.labels["io.modelport.model"], int(current.labels["io.modelport.version"])
     if to is None:
         previous = current.labels.get(PREVIOUS)
+        from modelport.api import get_store
+
         older = [v.version for v in get_store(store).list_versions(model) if v.version < version]
         if previous is None and not older:
             raise ModelportError(f"{model}:{version} has no earlier version to roll back to")
