@@ -22,7 +22,7 @@ from modelport.serving.http import DEFAULT_MAX_BODY
 from modelport.serving.limits import ImageLimits, ReadLimits
 from modelport.serving.logs import log_config
 from modelport.serving.pinning import announced, pin
-from modelport.serving.runtime import ModelSet, ServeSpec, check_models, load_models
+from modelport.serving.runtime import ModelSet, ServeSpec, TensorRequest, check_models, load_models
 from modelport.serving.startup import ReadyMarks, Starting, read_warmup
 from modelport.serving.timings import Timings, process_start
 from modelport.store import ModelVersion, parse_ref
@@ -119,10 +119,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
     os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
     versions = check_models(list(specs))
     specs = [dataclasses.replace(s, ref=v.ref, name=s.name or parse_ref(s.ref).name) for s, v in zip(specs, versions, strict=True)]
-    if unknown := sorted(set(warmup or {}) - {s.name for s in specs}):
-        raise ModelportError(f"--warmup names {', '.join(map(repr, unknown))}, which is not served here "
-                             f"(served: {', '.join(s.name or '' for s in specs)})")
-    given = {name: read_warmup(Path(path)) for name, path in (warmup or {}).items()}  # a bad file fails now
+    given = given_warmups(specs, warmup)  # a bad file fails now
     starting = f"Starting {workers} worker{'s' if workers > 1 else ''} on {host}:{port}…"
     with announced([v.ref for v in versions]):
         if workers == 1:
@@ -173,6 +170,15 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
                 raise ModelportError((state / "startup-error").read_text())
         finally:
             shutil.rmtree(state, ignore_errors=True)
+
+
+def given_warmups(specs: Sequence[ServeSpec], warmup: dict[str, str] | None) -> dict[str, TensorRequest]:
+    """``--warmup``'s files (served name → file) read as v2 requests; a name not served is refused."""
+    names = [s.name or parse_ref(s.ref).name for s in specs]
+    if unknown := sorted(set(warmup or {}) - set(names)):
+        raise ModelportError(f"--warmup names {', '.join(map(repr, unknown))}, which is not served here "
+                             f"(served: {', '.join(names)})")
+    return {name: read_warmup(Path(path)) for name, path in (warmup or {}).items()}
 
 
 def app_from_env() -> ASGIApp:
