@@ -55,8 +55,18 @@ def wait_ready(replicas: Replicas, runtime: Runtime, slot: str, started: list[st
     deadline = time.monotonic() + timeout
     reported = getattr(replicas, "reported_ready", None)
     problem, next_look, seen = "", 0.0, set()
+    known: dict[str, Server] = {}  # replica → its server in the proxy, as last looked at
     while True:
         ready = reported(started) if reported is not None else set()
+        try:  # a server the proxy showed already: told without another look (a failure: look again)
+            for replica in ready:
+                if (server := known.get(replica)) is not None and server.status != "UP":
+                    runtime.set_health(server, "up")
+                    server.status = "UP"
+        except ModelportError:
+            known.clear()
+        if all(r in known and known[r].status == "UP" for r in started):
+            return
         if time.monotonic() < next_look and ready <= seen:
             time.sleep(0.05)  # a report is a log read, cheap: looked for often
             continue
@@ -70,17 +80,17 @@ def wait_ready(replicas: Replicas, runtime: Runtime, slot: str, started: list[st
                 if s.status != "UP" and addresses[s.address] in ready:
                     runtime.set_health(s, "up")
                     s.status = "UP"
-            up = {s.address for s in servers if s.status == "UP"}
+            known = {addresses[s.address]: s for s in servers}
             rising = any("/" in s.status for s in servers)  # "DOWN 1/2": a check passed, UP at the next one
             problem = ""
         except ModelportError as e:  # the proxy is still starting
-            up, rising, problem = set(), False, str(e)
-        if None not in addresses and set(addresses) <= up:
+            known, rising, problem = {}, False, str(e)
+        if None not in addresses and all(r in known and known[r].status == "UP" for r in started):
             return
         if time.monotonic() > deadline:
-            raise ModelportError(f"{len(set(addresses) & up)} of {len(started)} replica(s) were not checked healthy by "
-                                 f"the proxy after {timeout:.0f}s{': ' + problem if problem else ''}\n"
-                                 f"{replicas.explain(started)}")
+            up = sum(1 for r in started if r in known and known[r].status == "UP")
+            raise ModelportError(f"{up} of {len(started)} replica(s) were not checked healthy by the proxy after "
+                                 f"{timeout:.0f}s{': ' + problem if problem else ''}\n{replicas.explain(started)}")
         # Often once a replica is about to be UP (the proxy checks a starting one every 100 ms) or said it is
         # ready (its address may not be in the proxy yet); else seldom, more so while reports are awaited.
         wait = 0.05 if rising or ready else 1.0 if reported is not None else 0.25
