@@ -440,16 +440,18 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
     if containers(service):
         raise ModelportError(f"A service named {service!r} exists already (modelport ps --all): "
                              f"use `modelport deploy {target} --replace {service}` or `modelport rm {service}`")
-    gateway_image = proxy.gateway_image(proxy_image, progress)
     client = engine.client()
     client.networks.create(network_name(service), driver="bridge", labels={MANAGED: "true", SERVICE: service})
     try:
         progress(f"Starting {replicas} replica(s) of {model}:{version} from {image}, and the gateway on {host_ip}:{port}")
         backend = EngineReplicas(service)
-        # The replicas and the gateway at once: a replica's start is the long one, the gateway's need not add to it.
+        # The replicas and the gateway at once: a replica's start is the long one, the gateway's (its image
+        # found or built first) need not add to it. Leaving the block waits for the replicas' start: a failure
+        # here removes them with the service.
         with ThreadPoolExecutor(1) as pool:
             starting = pool.submit(backend.start, proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())),
                                    replicas)
+            gateway_image = proxy.gateway_image(proxy_image, progress)
             try:
                 # dns: the proxy only looks up replicas; names Docker does not know stay on this host.
                 gw = client.containers.run(
