@@ -156,7 +156,8 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
                       "max_buffered": limits.max_buffered, "log_db": log_db, "spool_dir": spool_dir, "trust_proxy_headers": trust_proxy_headers,
                       "error_file": str(state / "startup-error"), "repository_state": str(state / "unloaded"),
                       "ready_dir": str(state / "ready"), "workers": workers, "warmup": warmup or {},
-                      "on_ready": on_ready, "announced": str(state / "announced")}
+                      "on_ready": on_ready, "announced": str(state / "announced"), "serving_dir": str(state / "serving")}
+            (state / "serving").mkdir()  # each worker's mark once requests reach its app: the last one announces
             (state / "unloaded").mkdir()
             (state / "ready").mkdir()  # each worker's mark once it has warmed up (startup.ReadyMarks)  # the workers agree on which models are unloaded through this
             os.environ[_CONFIG_ENV] = json.dumps(config)
@@ -208,13 +209,20 @@ def app_from_env() -> ASGIApp:
     metrics.shared_across_workers()  # forked after the server imported prometheus-client
     # A replacement worker (the server was ready) loads before it listens: the other workers serve meanwhile.
     return Starting(build, timings, warmup=warmup, ready=marks, on_ready=marks.mark, on_failure=fail,
-                    on_serving=announcer(config["on_ready"], once=Path(config["announced"])), before_listening=marks())
+                    on_serving=announcer(config["on_ready"], once=Path(config["announced"]),
+                                         serving=ReadyMarks(Path(config["serving_dir"]), config["workers"])),
+                    before_listening=marks())
 
 
-def announcer(message: str | None, once: Path | None = None) -> Callable[[], None]:
-    """What a server (a worker) does once it serves: print ``message``. ``once``: a file the workers
-    share, so that only the first of them to serve prints it (every worker is ready by then)."""
+def announcer(message: str | None, once: Path | None = None, serving: ReadyMarks | None = None) -> Callable[[], None]:
+    """What a server (a worker) does once requests reach its app: print ``message``. With several workers,
+    ``serving``: their marks, so that the line comes once every one of them serves (whichever connection a
+    request lands on is answered); ``once``: a file they share, so that one of them prints it, once."""
     def announce() -> None:
+        if serving is not None:
+            serving.mark()
+            if not serving():
+                return
         if not message:
             return
         if once is not None:
