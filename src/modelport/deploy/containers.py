@@ -10,6 +10,7 @@ found by labels, never by name patterns.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import queue
 import re
@@ -298,6 +299,11 @@ class ContainerReplicas:
 
     network: str
 
+    @functools.cached_property
+    def _started(self) -> dict[str, float]:
+        """Replica → when its container started, seconds since the epoch (reported_ready)."""
+        return {}
+
     def of(self, slot: str) -> list[Any]:
         """The slot's containers, oldest first."""
         raise NotImplementedError
@@ -324,11 +330,12 @@ class ContainerReplicas:
         container's current start: a restarted container's log still holds its previous start's."""
         import docker.errors
 
-        found = set()
+        api, found = engine.client().api, set()
         for replica in replicas:
             with contextlib.suppress(docker.errors.APIError):  # gone: failure() says why
-                c = engine.client().containers.get(replica)
-                if coldstart.reported_ready(c.logs(since=coldstart.engine_time(c.attrs["State"]["StartedAt"]))):
+                if replica not in self._started:  # a start's time stays until a restart, which failure() reports
+                    self._started[replica] = coldstart.engine_time(api.inspect_container(replica)["State"]["StartedAt"])
+                if self._started[replica] > 0 and coldstart.reported_ready(api.logs(replica, since=self._started[replica])):
                     found.add(replica)
         return found
 
