@@ -3,11 +3,13 @@
     python -m bench.coldstart                       # 5 runs of the bench's linear model
     python -m bench.coldstart --runs 9 --image modelport/bench-linear:1 --output bench/RESULTS-coldstart.md
     python -m bench.coldstart --against /work/main/src:modelport/bench-linear:old   # before/after, interleaved
+    python -m bench.coldstart --runtime onnx        # the same model's onnxruntime image (modelport/bench-linear:1-onnx)
 
 The model is the tabular table's (``LinearRegression`` on ``make_regression(1000, 8)``), saved to a store under
 ``bench/.work/coldstart/`` and built once on ``MODELPORT_BENCH_BASE_IMAGE`` (default ``python:3.11-slim``); the
 gateway uses ``MODELPORT_PROXY_IMAGE`` (default ``haproxy:2.6``). ``--image`` times an image built elsewhere
-(e.g. by another modelport), with the modelport on this PYTHONPATH running the command. Each run starts
+(e.g. by another modelport), with the modelport on this PYTHONPATH running the command; ``--tag`` builds the
+bench model's image under another tag (beside another tree's); ``--runtime onnx`` times its onnxruntime image. Each run starts
 ``python -m modelport run IMAGE`` as a user would, and times from its launch until a prediction this harness
 sends right after the command returns is answered; the service is removed between runs (not timed). The
 breakdown is the one ``run`` prints (its stages since the command's start), kept from each run.
@@ -35,11 +37,11 @@ WORK = Path(__file__).resolve().parent / ".work" / "coldstart"
 MODEL = "bench-linear"
 
 
-def prepare(base_image: str) -> str:
-    """The bench model's image, built when missing or stale → its tag."""
+def prepare(base_image: str, runtime: str = "native", tag: str | None = None) -> str:
+    """The bench model's image (``runtime``'s; as ``tag``, default modelport's), built when missing or stale → its tag."""
     import modelport
     from bench.tabular import train_linear
-    from modelport.deploy import containers
+    from modelport.container.build import build_image, default_tag, stale_image
     from modelport.errors import NotFoundError
 
     os.environ["MODELPORT_HOME"] = str(WORK / "home")
@@ -51,7 +53,11 @@ def prepare(base_image: str) -> str:
 
         with train_linear(WORK / "tabular").model_path.open("rb") as f:
             modelport.save_model(pickle.load(f), MODEL, store=store)
-    image, _, _ = containers.resolve_image(f"{MODEL}:1", base_image=base_image, store=store, progress=print)
+    mv = store.resolve(f"{MODEL}:1")
+    image = tag or default_tag(mv, runtime)
+    if why := stale_image(image, mv.digest, runtime):
+        print(f"Building {image}: {why}")
+        build_image(mv.ref, tag=image, base_image=base_image, store=store, runtime=runtime, progress=print)
     return image
 
 
@@ -78,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--image", help="time this image (default: the bench model's, built when missing)")
+    p.add_argument("--runtime", choices=("native", "onnx"), default="native", help="the bench model's image with this runtime")
+    p.add_argument("--tag", help="build the bench model's image under this tag (default modelport/bench-linear:1[-onnx])")
     p.add_argument("--output", type=Path, help="also write the results (markdown) to this file")
     p.add_argument("--against", metavar="SRC:IMAGE", help="also time IMAGE run by the modelport in source tree SRC, alternating")
     args = p.parse_args(argv)
     base = os.environ.get("MODELPORT_BENCH_BASE_IMAGE", "python:3.11-slim")
-    image = args.image or prepare(base)
+    image = args.image or prepare(base, args.runtime, args.tag)
     env = {**os.environ, "MODELPORT_HOME": str(WORK / "home"),
            "MODELPORT_PROXY_IMAGE": os.environ.get("MODELPORT_PROXY_IMAGE", "haproxy:2.6")}
     configs = [("this", image, env)]

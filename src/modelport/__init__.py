@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from modelport import errors  # noqa: F401 (modelport.errors.ModelportError after a bare `import modelport`; no imports of its own)
@@ -11,11 +10,6 @@ from modelport import errors  # noqa: F401 (modelport.errors.ModelportError afte
 if TYPE_CHECKING:
     from modelport.api import Model, get_store, import_model, load_model, save_model
     from modelport.store import ModelStore, ModelVersion
-
-try:
-    __version__ = version("modelport")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
 
 # The public API, imported on first use (PEP 562): `import modelport` (which every `modelport` command and
 # server worker does) would otherwise load SQLAlchemy and every framework adapter (half a second) for
@@ -28,6 +22,15 @@ __all__ = ["Model", "ModelStore", "ModelVersion", "__version__", "get_store", "i
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # looked up when asked: importlib.metadata is a model server's start's too
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("modelport")
+        except PackageNotFoundError:  # running from a source tree
+            value = "0.0.0"
+        globals()[name] = value
+        return value
     if name not in _LAZY:
         raise AttributeError(f"module 'modelport' has no attribute {name!r}")
     value = getattr(import_module(_LAZY[name]), name)
@@ -36,4 +39,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, "__version__"})

@@ -97,7 +97,7 @@ def test_autoscale() -> None:
 
 
 def test_the_cold_start_breakdown_reads_the_engine_and_the_server_on_one_clock() -> None:
-    from modelport.deploy.coldstart import ColdStart, engine_time
+    from modelport.deploy.coldstart import ColdStart, engine_time, reported_ready
     from modelport.serving.timings import Timings, parse_line
 
     assert engine_time("2026-12-07T14:09:44.123456789Z") == pytest.approx(1796652584.123456789, abs=1e-6)
@@ -110,6 +110,10 @@ def test_the_cold_start_breakdown_reads_the_engine_and_the_server_on_one_clock()
     assert stages == pytest.approx({"process": 1000.0, "worker": 1000.5, "imports": 1000.6, "loaded": 1001.2,
                                     "warmup": 1001.25, "ready": 1001.3})
     assert parse_line('{"message": "Startup: process=1000.000 imports=+0.600s"}') == {"process": 1000.0, "imports": 1000.6}
+    # A replica has said it is ready (deploy/rollout.wait_ready tells the proxy) only with its line's "ready".
+    assert reported_ready(f"  Loading lin\n2026-12-07 14:09:44,123 INFO modelport.server: {line}\n".encode())
+    assert not reported_ready(b"  Loading lin\nStartup: process=1000.000 imports=+0.600s loaded=+1.200s\n")
+    assert not reported_ready(b"")
     cold = ColdStart(999.0, {"created": 999.5, **stages, "proxy": 1001.5, "answered": 1001.6})
     assert cold.line() == ("Cold start: first prediction at 2.60s (created 0.50s, process 1.00s, worker 1.50s, imports 1.60s, "
                            "loaded 2.20s, warm-up 2.25s, ready 2.30s, in the gateway 2.50s, first prediction 2.60s)")

@@ -116,3 +116,100 @@ def test_the_service_gateway_runs_with_the_generalised_runtime(service_gateway: 
     assert (Path(gw.layout.config_dir) / "traffic.map").read_text() == "green 30\n"
     runtime.set_share("blue", 100)
     assert (Path(gw.layout.config_dir) / "traffic.map").read_text() == "green 0\n"
+
+
+class _StartingReplica:
+    """A stand-in replica as a real server starts (serving.startup.Starting): live at once, its readiness
+    check and every other request 503 until ``ready`` is set, then 200; its report (``reported_ready``, a replica's ``Startup:`` line) says so from then on."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import http.server
+        import threading
+
+        from tests.haproxy.host import _Background
+
+        self.ready, self.host = threading.Event(), host
+        ready = self.ready
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                status = 200 if ready.is_set() or self.path == "/v2/health/live" else 503
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = _Background(host, port, Handler, name=f"starting-{host}")
+
+    # rollout.Replicas, for the one replica "r"
+    def address(self, replica: str) -> str:
+        return self.host
+
+    def failure(self, replicas: list[str]) -> None:
+        return None
+
+    def explain(self, replicas: list[str]) -> str:
+        return "still starting"
+
+    def reported_ready(self, replicas: list[str]) -> set[str]:
+        return set(replicas) if self.ready.is_set() else set()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def test_wait_ready_tells_the_proxy_of_a_replica_once_it_reports_ready_and_not_before(tmp_path: Path) -> None:
+    """deploy/rollout.wait_ready: while the replica is starting the proxy keeps it out; once the replica says
+    it is ready, the proxy is told at once (``set server ... health up``, not two more checks) and the
+    wait ends with the server UP and answering."""
+    import threading
+
+    from modelport.deploy.proxy import Transport
+    from modelport.deploy.rollout import wait_ready
+
+    haproxy_binary()
+    port = free_port()
+    dns = FakeDNS({"replicas-blue": ["127.0.0.8"]})
+    replica = _StartingReplica("127.0.0.8", port)
+    try:
+        layout = host_layout(tmp_path, port, dns.address)
+        gw = HostProxy(proxy.service_files("haproxy:2.6", layout), layout)
+        sent: list[str] = []
+
+        def send(line: str) -> str:
+            sent.append(line)
+            return gw.transport.send(line)
+
+        runtime = Runtime(Transport(send, gw.transport.write, gw.transport.config_dir))
+        try:
+            wait_until(lambda: [s.status for s in runtime.servers("blue") if s.address], lambda s: s == ["DOWN"],
+                       timeout=20, interval=0.05)
+            outcome: list[BaseException | None] = []
+
+            def wait() -> None:
+                try:
+                    wait_ready(replica, runtime, "blue", ["r"], timeout=60)
+                    outcome.append(None)
+                except BaseException as e:  # noqa: BLE001 (reported by the test's thread)
+                    outcome.append(e)
+
+            sent.clear()
+            waiter = threading.Thread(target=wait, daemon=True)
+            waiter.start()
+            wait_until(lambda: sent, bool, timeout=10, interval=0.02)  # it looked at the proxy: DOWN
+            assert waiter.is_alive() and not any("health" in line for line in sent), sent
+            replica.ready.set()
+            waiter.join(30)
+            assert outcome == [None], outcome
+            assert any(line.startswith("set server blue/") and line.endswith(" health up") for line in sent), sent
+            assert [s.status for s in runtime.servers("blue") if s.address] == ["UP"]
+            assert httpx.get(f"{gw.url}/v2/health/ready", timeout=5).status_code == 200
+        finally:
+            gw.stop()
+    finally:
+        replica.stop()
+        dns.stop()

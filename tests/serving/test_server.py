@@ -448,23 +448,46 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def test_serve_announces_itself_only_once_it_answers(home: Path, regression_csv, tmp_path: Path) -> None:
-    """One worker, served from this process; with several (the port open before a worker takes it) the
-    quickstart's test below runs the printed curl at once."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_announces_itself_only_once_it_answers(home: Path, regression_csv, tmp_path: Path, workers: int) -> None:
+    """The server prints its line from its own ready transition (startup.Starting), once, whatever the
+    number of workers: the very next request is answered."""
     path, x, _ = regression_csv
-    workers = 1
     run_in_process("train", "--data", str(path), "--target", "target", "--name", "house")
     port = free_port()
     proc = _started(["serve", "house", "--port", str(port), "--workers", str(workers)], tmp_path)
     try:
         lines = _lines_until(proc, "Serving house on")
-        # the very next request is answered: no retry, no waiting for a worker to come up
-        r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": x[0].tolist()}, timeout=0.5)
-        assert r.status_code == 200, r.text
+        # the very next requests are answered: no retry, no waiting for a worker to come up
+        for _ in range(4):
+            r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": x[0].tolist()}, timeout=0.5)
+            assert r.status_code == 200, r.text
         assert lines[-1] == f"Serving house on http://127.0.0.1:{port}  (docs: http://127.0.0.1:{port}/docs)"
         assert any(line.strip().startswith("Starting") for line in lines[:-1]), lines  # progress until then
     finally:
         _stop(proc)
+    assert "Serving house on" not in proc.stdout.read(), "announced more than once"  # type: ignore[union-attr]
+
+
+def test_workers_are_forked_through_uvicorns_private_subprocess_api() -> None:
+    """serving.server.forked_workers swaps uvicorn._subprocess.spawn (a private API, uvicorn pinned) for the
+    fork context. A uvicorn that makes its workers another way would silently spawn them again (each
+    importing the frameworks anew, about 1.5 s of a cold start): this fails first."""
+    import multiprocessing.context
+
+    import uvicorn
+    import uvicorn._subprocess
+    import uvicorn.supervisors.multiprocess
+
+    from modelport.serving.server import forked_workers
+
+    assert uvicorn.supervisors.multiprocess.get_subprocess is uvicorn._subprocess.get_subprocess
+    config = uvicorn.Config("modelport.serving.server:app_from_env", factory=True)
+    with forked_workers([]):
+        forked = uvicorn._subprocess.get_subprocess(config, target=lambda sockets: None, sockets=[])
+    assert isinstance(forked, multiprocessing.context.ForkProcess)
+    spawned = uvicorn._subprocess.get_subprocess(config, target=lambda sockets: None, sockets=[])
+    assert isinstance(spawned, multiprocessing.context.SpawnProcess)  # put back
 
 
 def test_quickstart_trains_serves_and_prints_a_working_curl_once_the_server_answers(home: Path, tmp_path: Path) -> None:

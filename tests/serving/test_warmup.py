@@ -146,3 +146,20 @@ def test_serve_stops_with_the_reason_when_its_warm_up_fails(store: ModelStore, t
                   str(tmp_path / "warmup.json"), env={"MODELPORT_HOME": str(store.home)}, check=False, timeout=120)
     assert out.returncode == 1, out.stderr
     assert "The warm-up prediction of 'lin' (--warmup) failed: Input 'input' has shape [1, 3]" in " ".join(out.stderr.split())
+
+
+def test_the_check_an_image_build_runs_answers_the_given_warm_up_or_fails(store: ModelStore, tmp_path: Path) -> None:
+    """``serve --check --warmup FILE`` (a ``build --warmup`` image's build step): the model loads and answers
+    that request, or the check fails with the reason; MODELPORT_WARMUP (the image's ENV) is the same."""
+    env = {"MODELPORT_HOME": str(store.home)}
+    good = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    out = run_cli("serve", "lin", "--check", "--warmup", str(tmp_path / "good.json"), env=env, timeout=120)
+    assert "lin: loaded, warm-up answered" in out.stdout
+    bad = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    out = run_cli("serve", "lin", "--check", env={**env, "MODELPORT_WARMUP": str(tmp_path / "bad.json")}, check=False,
+                  timeout=120)
+    assert out.returncode == 1 and "The warm-up prediction of 'lin' (--warmup) failed" in " ".join(out.stderr.split())
+    out = run_cli("serve", "lin", "--check", "--warmup", f"other={tmp_path / 'good.json'}", env=env, check=False, timeout=120)
+    assert out.returncode == 1 and "--warmup names 'other', which is not served here (served: lin)" in out.stderr

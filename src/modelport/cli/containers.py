@@ -29,6 +29,8 @@ def build(
                                 "(tag modelport/NAME:VERSION-onnx; no scikit-learn or SciPy in the image)."),
     sign_key: Path = typer.Option(None, "--sign-key", help=SIGN_KEY_HELP),
     platform: str = typer.Option(None, "--platform", help="Build for linux/arm64 or linux/amd64: wheels for it, steps emulated on another host (default tag NAME:VERSION-arm64)."),
+    warmup: Path = typer.Option(None, "--warmup", help="A v2 inference request (JSON) the image's server predicts before "
+                                "it is ready, checked at build time (default: inputs generated from the model's signature)."),
 ) -> None:
     """Build a lean, offline-reproducible image serving a model (and push it to a registry)."""
     from modelport.container import engine
@@ -37,12 +39,12 @@ def build(
     with LoggedProgress("build") as log:
         if context_only:
             write_build_context(ref, context_only, base_image=base_image, requirements=requirements, runtime=runtime,
-                                platform=platform, progress=log)
+                                platform=platform, warmup=warmup, progress=log)
             success(f"Build context written to {context_only}",
                     f"  (docker build{f' --platform {platform}' if platform else ''} -t IMAGE {context_only})")
             return
         image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache,
-                            runtime=runtime, platform=platform, sign_key=sign_key, progress=log)
+                            runtime=runtime, platform=platform, sign_key=sign_key, warmup=warmup, progress=log)
         if push:
             engine.push(image.tag, pushed := push_reference(push, image.model, runtime, platform), progress=log)
     success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}"

@@ -92,11 +92,12 @@ def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
 def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.BASE_IMAGE,
                 requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
                 runtime: str = NATIVE, platform: str | None = None, sign_key: Path | None = None,
-                progress: Progress = lambda _: None) -> BuiltImage:
+                warmup: Path | None = None, progress: Progress = lambda _: None) -> BuiltImage:
     """``runtime="onnx"``: the model converted to ONNX and served by onnxruntime (frameworks.convert).
     ``platform`` (``linux/arm64``): build for it, wheels and all; None: the engine's own, with linux/amd64 wheels.
     The SBOM and statement go to the image's provenance record, signed with ``sign_key`` (default: the
-    configured MODELPORT_SIGNING_KEY, if any)."""
+    configured MODELPORT_SIGNING_KEY, if any). ``warmup``: the v2 request the image's server warms up with
+    (its first prediction, before it is ready; default: inputs generated from the model's signature)."""
     require("docker", "Building an image")
     check_runtime(runtime)
     platform = target_platform(platform) if platform else None
@@ -113,7 +114,7 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
     ctx = Path(tempfile.mkdtemp(prefix="modelport-build-"))
     try:
         write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra,
-                      runtime=runtime, platform=platform, progress=progress)
+                      runtime=runtime, platform=platform, warmup=warmup, progress=progress)
         progress(f"Building {tag} from {base_image}" + (f" for {platform}" if platform else ""))
         image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, platform=platform,
                                 progress=progress)
@@ -136,11 +137,12 @@ def check_base_platform(base_image: str, platform: str) -> None:
 
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
                         extra_requirements: list[str] | None = None, store: ModelStore | None = None,
-                        runtime: str = NATIVE, platform: str | None = None, progress: Progress = lambda _: None) -> Path:
+                        runtime: str = NATIVE, platform: str | None = None, warmup: Path | None = None,
+                        progress: Progress = lambda _: None) -> Path:
     """The same context ``build`` uses, left on disk for a user's own pipeline. ``extra_requirements``:
     pinned lines beside the file's (a stack's model servers add the PostgreSQL driver)."""
     require("docker", "Writing a build context")  # packaging pins the image's requirements
     store = get_store(store)
     extra = [*(read_requirements_file(requirements) if requirements else []), *(extra_requirements or [])]
     return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra,
-                         runtime=runtime, platform=platform, progress=progress)
+                         runtime=runtime, platform=platform, warmup=warmup, progress=progress)

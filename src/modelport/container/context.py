@@ -215,6 +215,7 @@ def write_model_dir(mv: ModelVersion, store: ModelStore, dest: Path, converted: 
 
 SWAGGER_UI_DIR = "swagger-ui"  # in the context, and /opt/modelport-swagger-ui in the image
 STRIPPED_DIR = "stripped"  # the wheels' shared libraries stripped on the host (container.strip), by site-packages path
+WARMUP_DIR, IMAGE_WARMUP_DIR, WARMUP_FILE = "warmup", "/opt/modelport-warmup", "warmup.json"  # build --warmup
 
 
 def copy_swagger_ui(dest: Path) -> bool:
@@ -231,10 +232,15 @@ def copy_swagger_ui(dest: Path) -> bool:
 
 def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
                   extra_requirements: list[str] | None = None, runtime: str = NATIVE, platform: str | None = None,
-                  progress: Progress = lambda _: None) -> Path:
+                  warmup: Path | None = None, progress: Progress = lambda _: None) -> Path:
     """``platform`` (``linux/arm64``): the image's, whose wheels the context holds; None: linux/amd64
-    wheels for an image of the engine's own platform."""
+    wheels for an image of the engine's own platform. ``warmup``: a v2 inference request (JSON) the
+    image's server predicts before it is ready (``serve --warmup``), instead of inputs from the signature."""
     check_runtime(runtime)
+    if warmup is not None:
+        from modelport.serving.startup import read_warmup
+
+        read_warmup(warmup)  # not a v2 request: refused before anything is downloaded
     target = target_platform(platform or DEFAULT_PLATFORM)
     machine = PLATFORMS[target]
     dest.mkdir(parents=True, exist_ok=True)
@@ -261,10 +267,14 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     progress(f"Writing the CycloneDX SBOM of those wheels ({SBOM_FILE}, beside the Dockerfile)")
     labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
     swagger_ui = copy_swagger_ui(dest / SWAGGER_UI_DIR)
+    if warmup is not None:
+        (dest / WARMUP_DIR).mkdir()
+        shutil.copyfile(warmup, dest / WARMUP_DIR / WARMUP_FILE)
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
         model=served, base_image=base_image, labels=labels, modelport_version=modelport.__version__,
         port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH, swagger_ui=swagger_ui,
-        swagger_ui_env=SWAGGER_UI_ENV)
+        swagger_ui_env=SWAGGER_UI_ENV, warmup=f"{IMAGE_WARMUP_DIR}/{WARMUP_FILE}" if warmup is not None else None,
+        warmup_dir=WARMUP_DIR, image_warmup_dir=IMAGE_WARMUP_DIR)
     (dest / "Dockerfile").write_text(dockerfile)
     (dest / ".dockerignore").write_text(TEMPLATES.get_template("dockerignore.j2").render())
     return dest

@@ -40,6 +40,12 @@ def engine_time(text: str) -> float:
     return datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{frac or 0}")
 
 
+def reported_ready(log: bytes) -> bool:
+    """Whether a replica's log holds its server's ``Startup:`` line, logged once it is ready."""
+    return any("ready" in (parse_line(line) or {}) for line in log.decode(errors="replace").splitlines()
+               if "Startup:" in line)
+
+
 def server_stages(container: Any, timeout: float = 2.0) -> dict[str, float] | None:
     """The replica's own ``Startup:`` stages (with several workers, the last one ready), waiting briefly
     for the line to reach the engine's log."""

@@ -10,6 +10,7 @@ found by labels, never by name patterns.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import queue
 import re
@@ -20,18 +21,18 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelport import config, defaults
-from modelport.api import get_store
 from modelport.container import engine
-from modelport.container.build import build_image, default_tag, stale_image
 from modelport.deploy import coldstart, proxy, rollout
 from modelport.deploy.proxy import Runtime
 from modelport.errors import ModelportError, NotFoundError
 from modelport.ports import check_port
 from modelport.progress import Progress
-from modelport.store import ModelStore, parse_ref
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) and the image build are imported when used: `run IMAGE` needs neither
+    from modelport.store import ModelStore
 
 MANAGED = "io.modelport.managed"
 SERVICE = "io.modelport.service"
@@ -196,9 +197,10 @@ def check_publishable(host_ip: str, port: int, *, option: str = "--port",
 
 # -- images ----------------------------------------------------------------------------------
 
-def resolve_image(target: str, *, base_image: str, store: ModelStore, progress: Progress,
+def resolve_image(target: str, *, base_image: str, store: ModelStore | None, progress: Progress,
                   verify_key: Path | None = None) -> tuple[str, str, str]:
-    """``target`` is a model reference (its image built when missing or stale) or a local image.
+    """``target`` is a model reference (its image built when missing or stale) or a local image
+    (``store``: default the configured one, opened only for a target that can be a model reference).
     With a public key (``verify_key``, else MODELPORT_VERIFY_KEY) the image must be the one signed with
     it, its SBOM unchanged. → (image tag, model name, model version)."""
     tag, model, version = _resolve_image(target, base_image=base_image, store=store, progress=progress)
@@ -210,12 +212,18 @@ def resolve_image(target: str, *, base_image: str, store: ModelStore, progress: 
     return tag, model, version
 
 
-def _resolve_image(target: str, *, base_image: str, store: ModelStore, progress: Progress) -> tuple[str, str, str]:
-    try:
-        mv = store.resolve(parse_ref(target))
-    except (NotFoundError, ModelportError):
-        mv = None
+def _resolve_image(target: str, *, base_image: str, store: ModelStore | None, progress: Progress) -> tuple[str, str, str]:
+    mv = None
+    if "/" not in target:  # a repository path (modelport/NAME:VERSION) is an image tag, never a model reference
+        from modelport.api import get_store
+        from modelport.store import parse_ref
+
+        store = get_store(store)
+        with contextlib.suppress(NotFoundError, ModelportError):
+            mv = store.resolve(parse_ref(target))
     if mv is not None:
+        from modelport.container.build import build_image, default_tag, stale_image
+
         tag = default_tag(mv)
         why = stale_image(tag, mv.digest)
         if why is not None:
@@ -290,6 +298,11 @@ class ContainerReplicas:
 
     network: str
 
+    @functools.cached_property
+    def _started(self) -> dict[str, float]:
+        """Replica → when its container started, seconds since the epoch (reported_ready)."""
+        return {}
+
     def of(self, slot: str) -> list[Any]:
         """The slot's containers, oldest first."""
         raise NotImplementedError
@@ -309,6 +322,20 @@ class ContainerReplicas:
 
     def explain(self, replicas: list[str]) -> str:
         return "\n".join(f"{c.name}: {self.why(c)}" for c in map(engine.client().containers.get, replicas))
+
+    def reported_ready(self, replicas: list[str]) -> set[str]:
+        """Those whose server logged its ``Startup:`` line (serving.startup: once it is ready) since the
+        container's current start: a restarted container's log still holds its previous start's."""
+        import docker.errors
+
+        api, found = engine.client().api, set()
+        for replica in replicas:
+            with contextlib.suppress(docker.errors.APIError):  # gone: failure() says why
+                if replica not in self._started:  # a start's time stays until a restart, which failure() reports
+                    self._started[replica] = coldstart.engine_time(api.inspect_container(replica)["State"]["StartedAt"])
+                if self._started[replica] > 0 and coldstart.reported_ready(api.logs(replica, since=self._started[replica])):
+                    found.add(replica)
+        return found
 
     def why(self, container: Any) -> str:
         """Why a replica is not serving, for a person."""
@@ -410,7 +437,7 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
     settings = settings or RunSettings()
     check_replicas(replicas)
     check_publishable(host_ip, port)
-    image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress,
+    image, model, version = resolve_image(target, base_image=base_image, store=store, progress=progress,
                                           verify_key=verify_key)
     service = name or model
     if service in map(proxy.alias, proxy.SLOTS):
@@ -418,16 +445,18 @@ def run(target: str, *, port: int = defaults.PORT, name: str | None = None, host
     if containers(service):
         raise ModelportError(f"A service named {service!r} exists already (modelport ps --all): "
                              f"use `modelport deploy {target} --replace {service}` or `modelport rm {service}`")
-    gateway_image = proxy.gateway_image(proxy_image, progress)
     client = engine.client()
     client.networks.create(network_name(service), driver="bridge", labels={MANAGED: "true", SERVICE: service})
     try:
         progress(f"Starting {replicas} replica(s) of {model}:{version} from {image}, and the gateway on {host_ip}:{port}")
         backend = EngineReplicas(service)
-        # The replicas and the gateway at once: a replica's start is the long one, the gateway's need not add to it.
+        # The replicas and the gateway at once: a replica's start is the long one, the gateway's (its image
+        # found or built first) need not add to it. Leaving the block waits for the replicas' start: a failure
+        # here removes them with the service.
         with ThreadPoolExecutor(1) as pool:
             starting = pool.submit(backend.start, proxy.SLOTS[0], Spec(image, version, settings, None, str(time.time_ns())),
                                    replicas)
+            gateway_image = proxy.gateway_image(proxy_image, progress)
             try:
                 # dns: the proxy only looks up replicas; names Docker does not know stay on this host.
                 gw = client.containers.run(
@@ -469,7 +498,7 @@ def deploy(target: str, *, replace: str, canary: int | None = None, base_image: 
                              f"`modelport rollback {replace}` first")
     runtime = _runtime(replace)
     current = _serving(replace, serving)
-    image, model, version = resolve_image(target, base_image=base_image, store=get_store(store), progress=progress,
+    image, model, version = resolve_image(target, base_image=base_image, store=store, progress=progress,
                                           verify_key=verify_key)
     if model != current.labels["io.modelport.model"]:
         raise ModelportError(f"Service {replace!r} serves {current.labels['io.modelport.model']!r}, not {model!r}: "
@@ -510,6 +539,8 @@ def rollback(service: str, *, to: int | None = None, base_image: str = defaults.
     model, version = current.labels["io.modelport.model"], int(current.labels["io.modelport.version"])
     if to is None:
         previous = current.labels.get(PREVIOUS)
+        from modelport.api import get_store
+
         older = [v.version for v in get_store(store).list_versions(model) if v.version < version]
         if previous is None and not older:
             raise ModelportError(f"{model}:{version} has no earlier version to roll back to")

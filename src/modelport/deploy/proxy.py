@@ -32,7 +32,6 @@ import modelport
 from modelport import defaults
 from modelport.container import engine
 from modelport.errors import ModelportError
-from modelport.serving.http import DEFAULT_MAX_BODY
 
 SLOTS = ("blue", "green")
 ALIAS_PREFIX = "replicas-"
@@ -124,7 +123,7 @@ def stack_files(proxy_image: str, models: list[str], default: str | None = None,
         if not MODEL_NAME.fullmatch(name):
             raise ModelportError(f"Model name {name!r} cannot name a proxy backend: letters, digits, '.', '_' and '-' only")
     config = TEMPLATES.get_template("haproxy-stack.cfg.j2").render(
-        **layout.context(), models=models, default=default, syslog=syslog, max_body=DEFAULT_MAX_BODY)
+        **layout.context(), models=models, default=default, syslog=syslog, max_body=defaults.MAX_BODY)
     maps = {TRAFFIC: map_text({f"{m}-green": 0 for m in models}), VERSIONS: "", KEYS: ""}
     return {"Dockerfile": _dockerfile(proxy_image, ["haproxy.cfg", *maps]), "haproxy.cfg": config, **maps}
 
@@ -338,6 +337,13 @@ class Runtime:
         answer = self.send(f"set server {backend}/{server.name} state {state}")
         if answer.strip():
             raise ModelportError(f"The proxy refused to set {backend}/{server.name} {state}: {answer.strip()}")
+
+    def set_health(self, server: Server, health: str) -> None:
+        """What the next checks would find (``up``: the replica said it is ready), at once; the checks go on."""
+        backend = self.prefix + server.slot
+        answer = self.send(f"set server {backend}/{server.name} health {health}")
+        if answer.strip():
+            raise ModelportError(f"The proxy refused to set {backend}/{server.name}'s health {health}: {answer.strip()}")
 
     def _path(self, name: str) -> str:
         return f"{self.transport.config_dir}/{name}"

@@ -41,31 +41,60 @@ class Replicas(Protocol):
     def remove(self, replicas: list[str]) -> None:
         """Stop and remove these replicas."""
 
+    # Optional: ``reported_ready(replicas) -> set[str]``, those of ``replicas`` whose server said it is
+    # ready (wait_ready then tells the proxy at once).
+
 
 def wait_ready(replicas: Replicas, runtime: Runtime, slot: str, started: list[str], timeout: float) -> None:
-    """Return once the proxy checks every one of ``started`` UP in ``slot``; fail as soon as one fails."""
+    """Return once the proxy checks every one of ``started`` UP in ``slot``; fail as soon as one fails.
+
+    An orchestrator that can tell when a replica's server said it is ready (``reported_ready``: its
+    ``Startup:`` line, logged once its models answered the warm-up prediction) gets it into the proxy at
+    once (``Runtime.set_health``) rather than at the proxy's next two checks; until a report, the proxy
+    is looked at seldom: each look is a ``docker exec`` into it, CPU the replicas' start needs."""
     deadline = time.monotonic() + timeout
-    problem = ""
+    reported = getattr(replicas, "reported_ready", None)
+    problem, next_look, seen = "", 0.0, set()
+    known: dict[str, Server] = {}  # replica → its server in the proxy, as last looked at
     while True:
+        ready = reported(started) if reported is not None else set()
+        try:  # a server the proxy showed already: told without another look (a failure: look again)
+            for replica in ready:
+                if (server := known.get(replica)) is not None and server.status != "UP":
+                    runtime.set_health(server, "up")
+                    server.status = "UP"
+        except ModelportError:
+            known.clear()
+        if all(r in known and known[r].status == "UP" for r in started):
+            return
+        if time.monotonic() < next_look and ready <= seen:
+            time.sleep(0.05)  # a report is a log read, cheap: looked for often
+            continue
+        seen = ready
         if why := replicas.failure(started):
             raise ModelportError(why)
-        addresses = {replicas.address(r) for r in started}
+        addresses = {replicas.address(r): r for r in started}
         try:
             servers = [s for s in runtime.servers(slot) if s.address in addresses]
-            up = {s.address for s in servers if s.status == "UP"}
+            for s in servers:  # it answers its readiness endpoint: the check the proxy would make next
+                if s.status != "UP" and addresses[s.address] in ready:
+                    runtime.set_health(s, "up")
+                    s.status = "UP"
+            known = {addresses[s.address]: s for s in servers}
             rising = any("/" in s.status for s in servers)  # "DOWN 1/2": a check passed, UP at the next one
             problem = ""
         except ModelportError as e:  # the proxy is still starting
-            up, rising, problem = set(), False, str(e)
-        if None not in addresses and addresses <= up:
+            known, rising, problem = {}, False, str(e)
+        if None not in addresses and all(r in known and known[r].status == "UP" for r in started):
             return
         if time.monotonic() > deadline:
-            raise ModelportError(f"{len(addresses & up)} of {len(started)} replica(s) were not checked healthy by the "
-                                 f"proxy after {timeout:.0f}s{': ' + problem if problem else ''}\n"
-                                 f"{replicas.explain(started)}")
-        # Each look is a `docker exec` into the proxy: often only once a replica is about to be UP (the proxy
-        # checks a starting one every 100 ms), so the looks do not slow the replicas' start on a small host.
-        time.sleep(0.05 if rising else 0.25)
+            up = sum(1 for r in started if r in known and known[r].status == "UP")
+            raise ModelportError(f"{up} of {len(started)} replica(s) were not checked healthy by the proxy after "
+                                 f"{timeout:.0f}s{': ' + problem if problem else ''}\n{replicas.explain(started)}")
+        # Often once a replica is about to be UP (the proxy checks a starting one every 100 ms) or said it is
+        # ready (its address may not be in the proxy yet); else seldom, more so while reports are awaited.
+        wait = 0.05 if rising or ready else 1.0 if reported is not None else 0.25
+        next_look = time.monotonic() + wait
 
 
 def drain(servers: Callable[[], list[Server]], timeout: float = DRAIN_TIMEOUT) -> None:

@@ -8,9 +8,13 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from modelport import defaults
 from modelport.errors import ModelportError
+
+if TYPE_CHECKING:
+    from modelport.serving.runtime import ServeSpec
 
 
 def _positive(kind: type) -> Callable[[str], int | float]:
@@ -66,20 +70,36 @@ def serve(argv: Sequence[str], *, prog: str = "modelport serve", progress: Calla
     batch = BatchConfig(max_batch_size=a.max_batch_size, max_latency_ms=a.max_latency_ms)
     images = ImageLimits(max_images=a.max_images, max_request_pixels=a.max_request_pixels)
     specs = [ServeSpec.parse(r, batch, images) for r in a.refs]
-    if a.check:
-        from modelport.serving.runtime import check_models, load_models
-
-        check_models(specs)
-        load_models(specs)
-        print(f"{', '.join(a.refs)}: loaded", flush=True)
-        return
     warmup = _warmup_files(a.warmup or os.environ.get("MODELPORT_WARMUP", "").split(),
                            specs[0].name or parse_ref(specs[0].ref).name)
+    if a.check:
+        check(specs, warmup)
+        print(f"{', '.join(a.refs)}: loaded" + (", warm-up answered" if warmup else ""), flush=True)
+        return
     run_server(specs, host=a.host, port=a.port, workers=a.workers, max_body=int(a.max_body_mb * 1024 * 1024),
                log_format=a.log_format, access_log=a.access_log, log_db=a.log_db, trust_proxy_headers=a.trust_proxy_headers,
                spool_dir=a.spool_dir, limits=ReadLimits(a.header_timeout, a.body_timeout, a.keep_alive, a.max_buffered_bytes),
                warmup=warmup, on_ready=f"Serving {', '.join(a.refs)} on http://{a.host}:{a.port}  (docs: http://{a.host}:{a.port}/docs)",
                progress=progress)
+
+
+def check(specs: list[ServeSpec], warmup: dict[str, str]) -> None:
+    """``--check``: the models load, and answer the given warm-up inputs (an image's build runs this: a
+    warm-up baked into the image that fails stops the build, not the image's start)."""
+    import asyncio
+
+    from modelport.serving.runtime import check_models, load_models
+    from modelport.serving.server import given_warmups
+    from modelport.serving.startup import warm_up
+
+    given = given_warmups(specs, warmup)
+    check_models(specs)
+    models = load_models(specs)
+    try:
+        if given:
+            asyncio.run(warm_up(models, given))
+    finally:
+        models.close()
 
 
 def _warmup_files(items: list[str], default: str) -> dict[str, str]:

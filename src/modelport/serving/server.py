@@ -9,8 +9,6 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from modelport.serving.http import DEFAULT_MAX_BODY
 from modelport.serving.limits import ImageLimits, ReadLimits
 from modelport.serving.logs import log_config
 from modelport.serving.pinning import announced, pin
-from modelport.serving.runtime import ModelSet, ServeSpec, check_models, load_models
+from modelport.serving.runtime import ModelSet, ServeSpec, TensorRequest, check_models, load_models
 from modelport.serving.startup import ReadyMarks, Starting, read_warmup
 from modelport.serving.timings import Timings, process_start
 from modelport.store import ModelVersion, parse_ref
@@ -54,43 +52,6 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
-def _probe_address(host: str, port: int) -> str:
-    """Where this machine reaches a server listening on ``host``."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-@contextlib.contextmanager
-def announce_when_ready(host: str, port: int, message: str | None) -> Iterator[None]:
-    """Print ``message`` once the server answers its readiness endpoint, not when it is merely
-    starting: with several workers the port accepts connections long before a worker takes them."""
-    if not message:
-        yield
-        return
-    stop = threading.Event()
-
-    def watch() -> None:
-        url = _probe_address(host, port) + "/v2/health/ready"
-        # The standard library's client (serving needs no other), without the environment's proxies.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while not stop.is_set():
-            try:
-                with opener.open(url, timeout=2) as answer:
-                    if answer.status == 200:
-                        print(message, flush=True)
-                        return
-            except OSError:  # refused, not ready yet (HTTPError), timed out
-                pass
-            stop.wait(0.05)
-
-    watcher = threading.Thread(target=watch, name="modelport-ready", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-
-
 def preload(frameworks: Iterable[str]) -> None:
     """Import what serving models of ``frameworks`` imports: the app, and what each framework's loading
     imports (an adapter's ``preload``, else its module). Before forking workers; and at image build, so
@@ -118,6 +79,8 @@ def forked_workers(versions: Sequence[ModelVersion]) -> Iterator[None]:
     framework session exists before the fork)."""
     import multiprocessing
 
+    # uvicorn's private API, the only place modelport uses it: its subprocess module makes every worker
+    # with `spawn.Process` (tests/serving/test_server.py fails when that is no longer so).
     import uvicorn._subprocess
 
     preload({v.framework for v in versions})
@@ -156,10 +119,7 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
     os.environ.setdefault("MODELPORT_THREADS_PER_WORKER", str(max(1, default_workers() // workers)))
     versions = check_models(list(specs))
     specs = [dataclasses.replace(s, ref=v.ref, name=s.name or parse_ref(s.ref).name) for s, v in zip(specs, versions, strict=True)]
-    if unknown := sorted(set(warmup or {}) - {s.name for s in specs}):
-        raise ModelportError(f"--warmup names {', '.join(map(repr, unknown))}, which is not served here "
-                             f"(served: {', '.join(s.name or '' for s in specs)})")
-    given = {name: read_warmup(Path(path)) for name, path in (warmup or {}).items()}  # a bad file fails now
+    given = given_warmups(specs, warmup)  # a bad file fails now
     starting = f"Starting {workers} worker{'s' if workers > 1 else ''} on {host}:{port}…"
     with announced([v.ref for v in versions]):
         if workers == 1:
@@ -178,10 +138,10 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
                 server.should_exit = True
 
             server = uvicorn.Server(uvicorn.Config(Starting(build, Timings(process_start()), warmup=given,
-                                                            on_failure=fail), **options))
+                                                            on_failure=fail, on_serving=announcer(on_ready)), **options))
             check_port(host, port)
             progress(starting)
-            with announce_when_ready(host, port, on_ready), contextlib.suppress(KeyboardInterrupt):
+            with contextlib.suppress(KeyboardInterrupt):
                 server.run()  # uvicorn.run's one-process path, with a handle to stop it
             if failure:
                 raise ModelportError(failure[0])
@@ -195,7 +155,9 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             config = {"specs": [dataclasses.asdict(s) for s in pin(specs, state / "models")], "max_body": max_body,
                       "max_buffered": limits.max_buffered, "log_db": log_db, "spool_dir": spool_dir, "trust_proxy_headers": trust_proxy_headers,
                       "error_file": str(state / "startup-error"), "repository_state": str(state / "unloaded"),
-                      "ready_dir": str(state / "ready"), "workers": workers, "warmup": warmup or {}}
+                      "ready_dir": str(state / "ready"), "workers": workers, "warmup": warmup or {},
+                      "on_ready": on_ready, "announced": str(state / "announced"), "serving_dir": str(state / "serving")}
+            (state / "serving").mkdir()  # each worker's mark once requests reach its app: the last one announces
             (state / "unloaded").mkdir()
             (state / "ready").mkdir()  # each worker's mark once it has warmed up (startup.ReadyMarks)  # the workers agree on which models are unloaded through this
             os.environ[_CONFIG_ENV] = json.dumps(config)
@@ -203,12 +165,21 @@ def serve(specs: Sequence[ServeSpec], *, host: str = "127.0.0.1", port: int = 80
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
             (state / "metrics").mkdir()
             progress(starting)
-            with announce_when_ready(host, port, on_ready), forked_workers(versions):
+            with forked_workers(versions):
                 uvicorn.run("modelport.serving.server:app_from_env", factory=True, workers=workers, **options)
             if (state / "startup-error").exists():
                 raise ModelportError((state / "startup-error").read_text())
         finally:
             shutil.rmtree(state, ignore_errors=True)
+
+
+def given_warmups(specs: Sequence[ServeSpec], warmup: dict[str, str] | None) -> dict[str, TensorRequest]:
+    """``--warmup``'s files (served name → file) read as v2 requests; a name not served is refused."""
+    names = [s.name or parse_ref(s.ref).name for s in specs]
+    if unknown := sorted(set(warmup or {}) - set(names)):
+        raise ModelportError(f"--warmup names {', '.join(map(repr, unknown))}, which is not served here "
+                             f"(served: {', '.join(names)})")
+    return {name: read_warmup(Path(path)) for name, path in (warmup or {}).items()}
 
 
 def app_from_env() -> ASGIApp:
@@ -238,4 +209,27 @@ def app_from_env() -> ASGIApp:
     metrics.shared_across_workers()  # forked after the server imported prometheus-client
     # A replacement worker (the server was ready) loads before it listens: the other workers serve meanwhile.
     return Starting(build, timings, warmup=warmup, ready=marks, on_ready=marks.mark, on_failure=fail,
+                    on_serving=announcer(config["on_ready"], once=Path(config["announced"]),
+                                         serving=ReadyMarks(Path(config["serving_dir"]), config["workers"])),
                     before_listening=marks())
+
+
+def announcer(message: str | None, once: Path | None = None, serving: ReadyMarks | None = None) -> Callable[[], None]:
+    """What a server (a worker) does once requests reach its app: print ``message``. With several workers,
+    ``serving``: their marks, so that the line comes once every one of them serves (whichever connection a
+    request lands on is answered); ``once``: a file they share, so that one of them prints it, once."""
+    def announce() -> None:
+        if serving is not None:
+            serving.mark()
+            if not serving():
+                return
+        if not message:
+            return
+        if once is not None:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:  # another worker did, or this is a replacement worker
+                return
+        print(message, flush=True)
+
+    return announce

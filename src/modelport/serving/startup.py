@@ -89,16 +89,17 @@ class Starting:
     ``build`` (in a thread) loads the models and makes the app; the models then answer a warm-up
     prediction on this loop, the app's own lifespan starts, and ``ready()`` must hold (with several
     workers: every worker has warmed up) before any request reaches it. ``on_failure`` is told why a
-    start failed (it stops the server). ``before_listening``: all that before the server listens (a
-    replacement worker of a server that is ready: its siblings take the requests meanwhile)."""
+    start failed (it stops the server); ``on_serving`` once requests reach the app (the server says it
+    serves). ``before_listening``: all that before the server listens (a replacement worker of a server
+    that is ready: its siblings take the requests meanwhile)."""
 
     def __init__(self, build: Callable[[], tuple[ModelSet, ASGIApp]], timings: Timings, *,
                  warmup: dict[str, TensorRequest] | None = None, ready: Callable[[], bool] = lambda: True,
                  on_ready: Callable[[], None] = lambda: None, on_failure: Callable[[str], None],
-                 before_listening: bool = False) -> None:
+                 on_serving: Callable[[], None] = lambda: None, before_listening: bool = False) -> None:
         self.build, self.timings, self.warmup = build, timings, warmup or {}
         self.before_listening = before_listening
-        self.ready, self.on_ready, self.on_failure = ready, on_ready, on_failure
+        self.ready, self.on_ready, self.on_failure, self.on_serving = ready, on_ready, on_failure, on_serving
         self.app: ASGIApp | None = None
         self._inner: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._lifespan: asyncio.Task[None] | None = None
@@ -148,6 +149,7 @@ class Starting:
             self.app = app
             self.timings.mark("ready")
             log.info("%s", self.timings.line())
+            self.on_serving()
         except ModelportError as e:
             self.on_failure(str(e))
         except Exception as e:  # noqa: BLE001 (whatever stops a start is reported, not lost in a task)
