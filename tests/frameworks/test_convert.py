@@ -157,16 +157,12 @@ def test_build_context_with_the_onnx_runtime_has_no_scikit_learn(home: Path, tmp
     dockerfile = (tmp_path / "ctx" / "Dockerfile").read_text()
     assert 'io.modelport.runtime="onnx"' in dockerfile and 'io.modelport.framework="sklearn"' in dockerfile
 
-    from modelport.store import ModelStore
+    from modelport.store.bundle import BundleDirectory
 
-    copy = ModelStore(tmp_path / "ctx" / "model")
-    try:
-        served = copy.resolve("lin:1")
-        assert (served.framework, served.task, list(served.files)) == ("onnx", "regression", ["model.onnx"])
-    finally:
-        copy.close()
-    # The image's store served as the image serves it: the same API and feature names as the native model.
-    server = serve("lin:1", env={"MODELPORT_HOME": str(tmp_path / "ctx" / "model")})
+    served = BundleDirectory(tmp_path / "ctx" / "model").resolve("lin:1")
+    assert (served.framework, served.task, list(served.files)) == ("onnx", "regression", ["model.onnx"])
+    # The image's model directory served as the image serves it: the same API and feature names as the native model.
+    server = serve("lin:1", env={"MODELPORT_MODEL_DIR": str(tmp_path / "ctx" / "model")})
     r = httpx.post(f"{server.url}/predict", json={"instances": FRESH[:20].tolist()}, timeout=10)
     np.testing.assert_allclose(r.json()["predictions"], native.predict(FRESH[:20]), rtol=1e-9)
     v2 = httpx.post(f"{server.url}/v2/models/lin/infer", timeout=10, json={
