@@ -25,6 +25,7 @@ from modelport.container.wheelhouse import (
     PLATFORMS,
     build_wheelhouse,
     cached_wheelhouse,
+    platform_tags,
     target_platform,
 )
 from modelport.errors import ModelportError
@@ -231,10 +232,14 @@ def copy_swagger_ui(dest: Path) -> bool:
 
 def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
                   extra_requirements: list[str] | None = None, runtime: str = NATIVE, platform: str | None = None,
-                  progress: Progress = lambda _: None) -> Path:
+                  build_base_image: str | None = None, progress: Progress = lambda _: None) -> Path:
     """``platform`` (``linux/arm64``): the image's, whose wheels the context holds; None: linux/amd64
-    wheels for an image of the engine's own platform."""
+    wheels for an image of the engine's own platform. ``build_base_image``: cross-build, the build stage
+    on this image of the build host's platform (same Python 3.11 as ``base_image``), installing the
+    platform's wheels by their tags; only the final stage's few steps (and the load check) run emulated."""
     check_runtime(runtime)
+    if build_base_image and not platform:
+        raise ModelportError("A build base image (a cross-build) needs a --platform to build for")
     target = target_platform(platform or DEFAULT_PLATFORM)
     machine = PLATFORMS[target]
     dest.mkdir(parents=True, exist_ok=True)
@@ -262,7 +267,8 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
     swagger_ui = copy_swagger_ui(dest / SWAGGER_UI_DIR)
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
-        model=served, base_image=base_image, labels=labels, modelport_version=modelport.__version__,
+        model=served, base_image=base_image, build_base_image=build_base_image, labels=labels,
+        cross={"machine": machine, "tags": platform_tags(machine)} if build_base_image else None, modelport_version=modelport.__version__,
         port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH, swagger_ui=swagger_ui,
         swagger_ui_env=SWAGGER_UI_ENV)
     (dest / "Dockerfile").write_text(dockerfile)
