@@ -59,8 +59,8 @@ export PYTEST_DEBUG_TEMPROOT
 # Exit status 5 is "no test selected" (arguments naming only one kind): not a failure.
 # The Swarm tests run on engines of their own (the test Swarm): beside the other Docker tests, which
 # mostly wait on containers, with their output shown when both are done.
-# The arm64 test (an image cross-built for linux/arm64 and run under qemu: about 2 min, after its base images
-# are built under emulation by test-env.sh --arm64 when missing, minutes more) runs beside everything else from
+# The arm64 test (an image cross-built for linux/arm64 and run under qemu: 2 to 3 min, after its base image is
+# built under emulation by test-env.sh --arm64 when missing, about 10 min more) runs beside everything else from
 # the start, niced, its output shown at the end. MODELPORT_TEST_ARM64=0 leaves it out (the run says so).
 status=0
 arm64_log=$PYTEST_DEBUG_TEMPROOT/arm64-tests.log
