@@ -5,8 +5,8 @@
 # (scripts/swarm-cluster.sh), shared by the swarm tests. Idempotent; a few seconds when all is in place.
 #
 #   scripts/test-env.sh           install, start and build what is missing
-#   scripts/test-env.sh --arm64   only the linux/arm64 base images and what they need (emulated:
-#                                 minutes; the arm64 test's session fixture runs it when they are missing)
+#   scripts/test-env.sh --arm64   only the linux/arm64 base image and what it needs (emulated: minutes;
+#                                 scripts/test.sh runs it, the arm64 test's fixture too when it is missing)
 #   scripts/test-env.sh --check   only report; exits non-zero when the engine is not reachable
 #                                 or the test Swarm is not up
 set -euo pipefail
@@ -17,8 +17,7 @@ readonly DEBIAN_IMAGE=modelport-test/debian:bookworm
 readonly PYTHON_IMAGE=modelport-test/python:3.11-slim
 readonly POSTGRES_IMAGE=modelport-test/postgres:15
 readonly HAPROXY_IMAGE=modelport-test/haproxy:2.6
-# linux/arm64 stand-ins for `modelport build --platform linux/arm64`, run under qemu.
-readonly DEBIAN_ARM64_IMAGE=modelport-test/debian:bookworm-arm64
+# linux/arm64 stand-in for `modelport build --platform linux/arm64`, run under qemu.
 readonly PYTHON_ARM64_IMAGE=modelport-test/python:3.11-slim-arm64
 # docker-registry, iproute2, curl: the test Swarm's (scripts/swarm-cluster.sh), in the same apt run.
 # qemu-user-static, binfmt-support: other architectures' binaries (arm64 images) run emulated.
@@ -100,14 +99,16 @@ apt_mirror() {
 ROOTFS=""
 trap '[ -z "$ROOTFS" ] || rm -rf --one-file-system "$ROOTFS"' EXIT
 
-# build_debian TAG ARCH: a minimal bookworm for ARCH (amd64, arm64: its package scripts run under qemu).
+# build_debian TAG ARCH [PACKAGES]: a minimal bookworm for ARCH (amd64, arm64: its package scripts run under
+# qemu), with PACKAGES (comma-separated) installed by debootstrap itself when given.
 build_debian() {
-    local tag=$1 arch=$2 mirror start
+    local tag=$1 arch=$2 include=${3:-} mirror start
     start=$(now)
     mirror=$(apt_mirror)
     ROOTFS=$(mktemp -d /var/tmp/modelport-rootfs.XXXXXX)
     say "building $tag: debootstrap bookworm $arch from $mirror ..."
-    logged "debootstrap-$arch" debootstrap --arch="$arch" --variant=minbase bookworm "$ROOTFS" "$mirror"
+    logged "debootstrap-$arch" debootstrap --arch="$arch" --variant=minbase ${include:+--include="$include"} \
+        bookworm "$ROOTFS" "$mirror"
     # Slim like the official images; the files under images/debian keep later installs slim too.
     rm -rf --one-file-system "$ROOTFS"/usr/share/{doc,man,info,groff,lintian,locale}/* "$ROOTFS"/var/lib/apt/lists/* \
         "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/log/*.log
@@ -132,23 +133,25 @@ build_debian() {
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'CMD ["bash"]' - "$tag" >/dev/null
     else
-        load_rootfs "$tag" "$arch"  # Engine 20.10 would import it as the host's architecture
+        load_rootfs "$tag" "$arch" "$include"  # Engine 20.10 would import it as the host's architecture
     fi
     rm -rf --one-file-system "$ROOTFS"
     ROOTFS=""
     say "built $tag in $(since "$start")"
 }
 
-# load_rootfs TAG ARCH: $ROOTFS as a one-layer image of architecture ARCH. Loaded as an image archive
-# with its own config, not `docker import`: Engine 20.10 imports every image as the host's architecture.
+# load_rootfs TAG ARCH [PACKAGES]: $ROOTFS as a one-layer image of architecture ARCH (with python3 among
+# PACKAGES: configured as scripts/images/python's Dockerfile does). Loaded as an image archive with its own
+# config, not `docker import`: Engine 20.10 imports every image as the host's architecture.
 load_rootfs() {
-    local dir layer_sha created
+    local dir layer_sha created by="debootstrap --variant=minbase${3:+ --include=$3} bookworm" env='"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"' cmd=bash
+    if [[ ,${3:-}, == *,python3,* ]]; then env+=',"LANG=C.UTF-8"' cmd=python3; fi
     dir=$(mktemp -d /var/tmp/modelport-image.XXXXXX)
     tar --numeric-owner -C "$ROOTFS" -c . >"$dir/layer.tar"
     layer_sha=$(sha256sum "$dir/layer.tar" | cut -c1-64)
     created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-    printf '{"architecture":"%s","os":"linux","created":"%s","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["bash"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"%s","created_by":"debootstrap --variant=minbase bookworm"}]}' \
-        "$2" "$created" "$layer_sha" "$created" >"$dir/config.json"
+    printf '{"architecture":"%s","os":"linux","created":"%s","config":{"Env":[%s],"Cmd":["%s"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"%s","created_by":"%s"}]}' \
+        "$2" "$created" "$env" "$cmd" "$layer_sha" "$created" "$by" >"$dir/config.json"
     printf '[{"Config":"config.json","RepoTags":["%s"],"Layers":["layer.tar"]}]' "$1" >"$dir/manifest.json"
     tar -C "$dir" -c manifest.json config.json layer.tar | "$DOCKER" load >/dev/null
     rm -rf "$dir"
@@ -166,11 +169,12 @@ enable_binfmt() {
     say "binfmt_misc: $(sed -n 's/^interpreter //p' "$entry") runs aarch64 binaries"
 }
 
+# The python image in one debootstrap (scripts/images/python's packages): its second stage runs emulated
+# anyway, and a Dockerfile on an arm64 Debian would run apt-get update and install under qemu again.
 build_arm64() {
-    if ! have_image "$DEBIAN_ARM64_IMAGE"; then build_debian "$DEBIAN_ARM64_IMAGE" arm64; fi
     if ! have_image "$PYTHON_ARM64_IMAGE"; then
-        build_image "$PYTHON_ARM64_IMAGE" python "$DEBIAN_ARM64_IMAGE" linux/arm64
-        verify_python "$PYTHON_ARM64_IMAGE"
+        build_debian "$PYTHON_ARM64_IMAGE" arm64 python3,python3-venv
+        verify_python "$PYTHON_ARM64_IMAGE" --without-pip
     fi
 }
 
@@ -187,10 +191,14 @@ build_image() {
     say "built $1 in $(since "$start")"
 }
 
+# verify_python [IMAGE [--without-pip]]: IMAGE creates a venv with pip. --without-pip (emulated, where installing
+# pip into it takes minutes): a venv, and the pip wheel ensurepip would install into it.
 verify_python() {
     local image=${1:-$PYTHON_IMAGE} pip
-    pip=$("$DOCKER" run --rm --network none "$image" \
-        sh -c 'python3 -m venv /tmp/v && /tmp/v/bin/pip --version && uname -m' | paste -sd ' ') ||
+    local venv='python3 -m venv /tmp/v && /tmp/v/bin/pip --version'
+    [ "${2:-}" != --without-pip ] ||
+        venv='python3 -m venv --without-pip /tmp/v && /tmp/v/bin/python -c "import ensurepip; print(\"pip\", ensurepip.version())"'
+    pip=$("$DOCKER" run --rm --network none "$image" sh -c "$venv && uname -m" | paste -sd ' ') ||
         die "$image cannot create a venv with pip"
     say "verified $image: $pip"
 }
@@ -211,7 +219,7 @@ check() {
     say "engine: Docker $version"
     say "binfmt_misc qemu-aarch64: $(head -n1 /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || echo 'not registered')"
     local swarm=0
-    for image in "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE" "$DEBIAN_ARM64_IMAGE" "$PYTHON_ARM64_IMAGE"; do
+    for image in "$DEBIAN_IMAGE" "$PYTHON_IMAGE" "$POSTGRES_IMAGE" "$HAPROXY_IMAGE" "$PYTHON_ARM64_IMAGE"; do
         if have_image "$image"; then say "image $image: $(mb "$image")"; else say "image $image: missing"; fi
     done
     bash "$SWARM_CLUSTER" status || swarm=$?

@@ -1,7 +1,8 @@
-"""``build --platform linux/arm64``: an arm64 image built on this amd64 host (wheels for manylinux
-aarch64, RUN steps under qemu through binfmt_misc) that runs here under emulation and answers the
-model's own predictions. Its base image, a linux/arm64 stand-in for python:3.11-slim, is built once by
-``scripts/test-env.sh --arm64`` (minutes of emulation; the fixture runs it when it is missing)."""
+"""``build --platform linux/arm64``: an arm64 image cross-built on this amd64 host (wheels for manylinux
+aarch64 installed by a native build stage; the final stage's RUN steps and the model's load check under qemu
+through binfmt_misc) that runs here under emulation and answers the model's own predictions. Its base image, a
+linux/arm64 stand-in for python:3.11-slim, is built once by ``scripts/test-env.sh --arm64`` (minutes of
+emulation; scripts/test.sh runs it first, and the fixture when it is missing)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from modelport.store import ModelStore
+from tests.conftest import TEST_BASE_IMAGE
 from tests.helpers import free_port, wait_until
 
 # The emulated build and first start take minutes, far more on a busy machine.
@@ -68,7 +70,10 @@ def arm64_container(arm64_base_image: str, tmp_path: Path) -> Iterator[tuple[Any
     client = docker.from_env()
     image = container = None
     try:
-        image = build_image(f"{name}:1", base_image=arm64_base_image, platform="linux/arm64", store=store)
+        # Cross-built (the build stage natively on the amd64 test base, the same Debian Python 3.11): only the
+        # final stage's steps and the model's load check run emulated.
+        image = build_image(f"{name}:1", base_image=arm64_base_image, platform="linux/arm64",
+                            build_base_image=TEST_BASE_IMAGE, store=store)
         port = free_port()
         # The image's own command with one worker: uvicorn's supervisor kills a worker that does not answer
         # its ping within 5 s, and under qemu on a busy host importing SciPy can hold the GIL longer than

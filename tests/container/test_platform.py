@@ -55,6 +55,24 @@ def test_arm64_context_holds_aarch64_wheels_and_says_so(home: Path, tmp_path: Pa
     assert 'io.modelport.platform="linux/arm64"' in (ctx / "Dockerfile").read_text()
 
 
+def test_a_cross_built_context_installs_the_wheels_natively_and_checks_the_model_emulated(home: Path,
+                                                                                          tmp_path: Path) -> None:
+    modelport.save_model(_linear(), "lin")
+    ctx = tmp_path / "ctx"
+    r = run_in_process("build", "lin", "--platform", "linux/arm64", "--build-base-image", "amd64/python:3.11-slim",
+                       "--context-only", str(ctx))
+    assert f"docker build -t IMAGE {ctx}" in r.stdout  # no --platform: the build stage is the host's
+    build, final = (ctx / "Dockerfile").read_text().split("# --- final stage")
+    assert "FROM amd64/python:3.11-slim AS build" in build
+    assert "--platform manylinux2014_aarch64" in build and "--target /opt/venv/lib/python3.11/site-packages" in build
+    assert "--check" not in build  # aarch64 code cannot load on the build stage's amd64 Python
+    assert final.index("COPY model /opt/modelport") < final.index('serve "lin:1" --check') < final.index("USER ")
+    # Without a platform there is nothing to cross-build for.
+    r = run_in_process("build", "lin", "--build-base-image", "amd64/python:3.11-slim", "--context-only",
+                       str(tmp_path / "c2"), check=False)
+    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr and "needs a --platform" in r.stdout + r.stderr
+
+
 def test_no_aarch64_wheel_names_the_requirement_and_the_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELPORT_HOME", str(tmp_path / "home"))
     # numpy 2.4 publishes aarch64 wheels for glibc 2.27+ only.
@@ -80,3 +98,17 @@ def test_a_local_base_image_of_another_platform_is_refused_before_any_download(s
     with pytest.raises(ModelportError, match=f"base image {TEST_BASE_IMAGE} is linux/amd64, not linux/arm64"):
         build_image("lin", base_image=TEST_BASE_IMAGE, platform="linux/arm64", store=store, progress=lines.append)
     assert lines == []  # nothing written, nothing downloaded
+
+
+@pytest.mark.docker
+def test_a_cross_build_needs_its_base_image_here(store) -> None:
+    from modelport.container.build import build_image
+    from tests.conftest import TEST_BASE_IMAGE
+
+    modelport.save_model(_linear(), "lin", store=store)
+    lines: list[str] = []
+    # Not here: the engine would pull it for its own platform (the build has no --platform), so it is refused.
+    with pytest.raises(ModelportError, match="modelport-test/absent:arm64 is not here.*docker pull --platform linux/arm64"):
+        build_image("lin", base_image="modelport-test/absent:arm64", platform="linux/arm64",
+                    build_base_image=TEST_BASE_IMAGE, store=store, progress=lines.append)
+    assert lines == []

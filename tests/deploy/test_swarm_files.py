@@ -133,17 +133,16 @@ def test_registry_references() -> None:
             SwarmSettings(bad)
 
 
-def test_push_references_take_the_models_version_as_the_default_tag(store) -> None:
-    from modelport.api import save_model
-
-    sklearn = pytest.importorskip("sklearn.linear_model")
-    mv = save_model(sklearn.LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), "lin", store=store)
-    assert push_reference("reg.example.com/models/lin", mv) == "reg.example.com/models/lin:1"
-    assert push_reference("10.0.0.1:5000/lin:prod", mv) == "10.0.0.1:5000/lin:prod"
-    assert push_reference("localhost/lin", mv) == "localhost/lin:1"
+def test_push_references_take_the_built_images_tag_as_the_default_tag() -> None:
+    assert push_reference("reg.example.com/models/lin", "modelport/lin:1") == "reg.example.com/models/lin:1"
+    assert push_reference("10.0.0.1:5000/lin:prod", "modelport/lin:1") == "10.0.0.1:5000/lin:prod"
+    assert push_reference("localhost/lin", "modelport/lin:1") == "localhost/lin:1"
+    # The suffixes default_tag gave the image (another runtime, another platform) are the pushed tag's too.
+    assert push_reference("localhost:5000/lin", "modelport/lin:2-onnx-arm64") == "localhost:5000/lin:2-onnx-arm64"
+    assert push_reference("localhost/lin", "mine:edge") == "localhost/lin:edge"
     for bad in ("lin", "modelport/lin", "/lin", "reg.example.com/"):
-        with pytest.raises(ModelportError, match="REGISTRY/REPOSITORY"):
-            push_reference(bad, mv)
+        with pytest.raises(ModelportError, match="REGISTRY/REPOSITORY.*e.g. registry.example.com:5000/lin "):
+            push_reference(bad, "modelport/lin:1")
 
 
 def test_push_errors_say_what_to_do() -> None:

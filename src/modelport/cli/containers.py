@@ -31,6 +31,10 @@ def build(
     platform: str = typer.Option(None, "--platform", help="Build for linux/arm64 or linux/amd64: wheels for it, steps emulated on another host (default tag NAME:VERSION-arm64)."),
     warmup: Path = typer.Option(None, "--warmup", help="A v2 inference request (JSON) the image's server predicts before "
                                 "it is ready, checked at build time (default: inputs generated from the model's signature)."),
+    build_base_image: str = typer.Option(None, "--build-base-image", help="With --platform: cross-build, the build "
+                                         "stage natively on this image of the host's platform (the same Python 3.11 as "
+                                         "--base-image, which must be a local image of --platform); only the last "
+                                         "steps and the model's load check run emulated."),
 ) -> None:
     """Build a lean, offline-reproducible image serving a model (and push it to a registry)."""
     from modelport.container import engine
@@ -39,14 +43,16 @@ def build(
     with LoggedProgress("build") as log:
         if context_only:
             write_build_context(ref, context_only, base_image=base_image, requirements=requirements, runtime=runtime,
-                                platform=platform, warmup=warmup, progress=log)
+                                platform=platform, build_base_image=build_base_image, warmup=warmup, progress=log)
             success(f"Build context written to {context_only}",
-                    f"  (docker build{f' --platform {platform}' if platform else ''} -t IMAGE {context_only})")
+                    f"  (docker build{f' --platform {platform}' if platform and not build_base_image else ''} -t IMAGE "
+                    f"{context_only})")
             return
         image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache,
-                            runtime=runtime, platform=platform, sign_key=sign_key, warmup=warmup, progress=log)
+                            runtime=runtime, platform=platform, build_base_image=build_base_image,
+                            sign_key=sign_key, warmup=warmup, progress=log)
         if push:
-            engine.push(image.tag, pushed := push_reference(push, image.model, runtime, platform), progress=log)
+            engine.push(image.tag, pushed := push_reference(push, image.tag), progress=log)
     success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}"
             + (" with onnxruntime" if runtime == "onnx" else "")
             + (f", pushed as {pushed}" if push else ""))

@@ -60,14 +60,16 @@ def image_tag(target: str, store: ModelStore | None = None) -> str:
         return target
 
 
-def push_reference(target: str, mv: ModelVersion, runtime: str = NATIVE, platform: str | None = None) -> str:
-    """``--push REGISTRY/REPOSITORY[:TAG]``: the reference to push, the model's version as the default tag
-    (VERSION-onnx, VERSION-arm64 for those images, as default_tag)."""
+def push_reference(target: str, built_tag: str) -> str:
+    """``--push REGISTRY/REPOSITORY[:TAG]``: the reference to push the image built as ``built_tag``; its tag
+    is the default (VERSION, VERSION-onnx, VERSION-arm64: default_tag's, or the one given to build)."""
+    name, _, tag = built_tag.rsplit("/", 1)[-1].partition(":")
     registry, slash, rest = target.partition("/")
     if not slash or not rest or not registry or ("." not in registry and ":" not in registry and registry != "localhost"):
         raise ModelportError(f"--push {target!r}: expected REGISTRY/REPOSITORY[:TAG], e.g. registry.example.com:5000/"
-                             f"{mv.name} (a registry's host name has a '.' or a ':PORT', or is localhost)")
-    return target if ":" in rest.rsplit("/", 1)[-1] else f"{target}:{default_tag(mv, runtime, platform).rsplit(':', 1)[1]}"
+                             f"{name} (a registry's host name has a '.' or a ':PORT', or is "
+                             "localhost)")
+    return target if ":" in rest.rsplit("/", 1)[-1] else f"{target}:{tag or 'latest'}"
 
 
 def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
@@ -91,10 +93,12 @@ def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
 
 def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.BASE_IMAGE,
                 requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
-                runtime: str = NATIVE, platform: str | None = None, sign_key: Path | None = None,
-                warmup: Path | None = None, progress: Progress = lambda _: None) -> BuiltImage:
+                runtime: str = NATIVE, platform: str | None = None, build_base_image: str | None = None,
+                sign_key: Path | None = None, warmup: Path | None = None, progress: Progress = lambda _: None) -> BuiltImage:
     """``runtime="onnx"``: the model converted to ONNX and served by onnxruntime (frameworks.convert).
     ``platform`` (``linux/arm64``): build for it, wheels and all; None: the engine's own, with linux/amd64 wheels.
+    ``build_base_image`` (with ``platform``): cross-build, the build stage natively on this image of the
+    engine's platform (context.write_context); ``base_image`` must then be a local image of ``platform``.
     The SBOM and statement go to the image's provenance record, signed with ``sign_key`` (default: the
     configured MODELPORT_SIGNING_KEY, if any). ``warmup``: the v2 request the image's server warms up with
     (its first prediction, before it is ready; default: inputs generated from the model's signature)."""
@@ -109,15 +113,19 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
     key = signing.load_private(sign_key) if sign_key else None  # a bad key fails before the build, not after
     engine.client()  # fail before downloading anything if there is no engine
     if platform:
-        check_base_platform(base_image, platform)
+        check_base_platform(base_image, platform, local=bool(build_base_image))
     start = time.monotonic()
     ctx = Path(tempfile.mkdtemp(prefix="modelport-build-"))
     try:
         write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra,
-                      runtime=runtime, platform=platform, warmup=warmup, progress=progress)
-        progress(f"Building {tag} from {base_image}" + (f" for {platform}" if platform else ""))
-        image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache, platform=platform,
-                                progress=progress)
+                      runtime=runtime, platform=platform, build_base_image=build_base_image,
+                      warmup=warmup, progress=progress)
+        progress(f"Building {tag} from {base_image}" + (f" for {platform}" if platform else "")
+                 + (f", its build stage on {build_base_image}" if build_base_image else ""))
+        # Cross-built: no platform for the engine. Engine 20.10's classic builder refuses a COPY --from a stage
+        # of another platform than the one asked for; the image takes its platform from its (local) base.
+        image_id = engine.build(ctx / "context", tag, labels=build_time_labels(), nocache=nocache,
+                                platform=None if build_base_image else platform, progress=progress)
         image = engine.client().images.get(image_id)
         record = provenance.record_build(tag, image_id, image.labels or {}, ctx / "context" / SBOM_FILE, key)
     finally:
@@ -126,10 +134,14 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
                       signing.key_id(key.public_key()) if key else None)
 
 
-def check_base_platform(base_image: str, platform: str) -> None:
+def check_base_platform(base_image: str, platform: str, local: bool = False) -> None:
     """A local base image of another platform would fail the build late, or be pulled over (no
-    registry: fail): say so before any download. An image not here is left to the engine to pull."""
+    registry: fail): say so before any download. An image not here is left to the engine to pull,
+    unless it must be ``local`` (a cross-build: the engine would pull it for its own platform)."""
     found = engine.image_platform(base_image)
+    if found is None and local:
+        raise ModelportError(f"The base image {base_image} is not here: a cross-build needs it local, "
+                             f"e.g. `docker pull --platform {platform} {base_image}` first")
     if found is not None and canonical_platform(found) != platform:
         raise ModelportError(f"The base image {base_image} is {found}, not {platform}: give a {platform} base image "
                              f"with --base-image (a multi-platform one such as python:3.11-slim is pulled for it)")
@@ -137,7 +149,8 @@ def check_base_platform(base_image: str, platform: str) -> None:
 
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
                         extra_requirements: list[str] | None = None, store: ModelStore | None = None,
-                        runtime: str = NATIVE, platform: str | None = None, warmup: Path | None = None,
+                        runtime: str = NATIVE, platform: str | None = None, build_base_image: str | None = None,
+                        warmup: Path | None = None,
                         progress: Progress = lambda _: None) -> Path:
     """The same context ``build`` uses, left on disk for a user's own pipeline. ``extra_requirements``:
     pinned lines beside the file's (a stack's model servers add the PostgreSQL driver)."""
@@ -145,4 +158,5 @@ def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE
     store = get_store(store)
     extra = [*(read_requirements_file(requirements) if requirements else []), *(extra_requirements or [])]
     return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra,
-                         runtime=runtime, platform=platform, warmup=warmup, progress=progress)
+                         runtime=runtime, platform=platform, build_base_image=build_base_image, warmup=warmup,
+                         progress=progress)

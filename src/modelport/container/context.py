@@ -25,6 +25,7 @@ from modelport.container.wheelhouse import (
     PLATFORMS,
     build_wheelhouse,
     cached_wheelhouse,
+    platform_tags,
     target_platform,
 )
 from modelport.errors import ModelportError
@@ -232,11 +233,17 @@ def copy_swagger_ui(dest: Path) -> bool:
 
 def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
                   extra_requirements: list[str] | None = None, runtime: str = NATIVE, platform: str | None = None,
-                  warmup: Path | None = None, progress: Progress = lambda _: None) -> Path:
+                  build_base_image: str | None = None, warmup: Path | None = None,
+                  progress: Progress = lambda _: None) -> Path:
     """``platform`` (``linux/arm64``): the image's, whose wheels the context holds; None: linux/amd64
-    wheels for an image of the engine's own platform. ``warmup``: a v2 inference request (JSON) the
-    image's server predicts before it is ready (``serve --warmup``), instead of inputs from the signature."""
+    wheels for an image of the engine's own platform. ``build_base_image``: cross-build, the build stage
+    on this image of the build host's platform (same Python 3.11 as ``base_image``), installing the
+    platform's wheels by their tags; only the final stage's few steps (and the load check) run emulated.
+    ``warmup``: a v2 inference request (JSON) the image's server predicts before it is ready
+    (``serve --warmup``), instead of inputs from the signature."""
     check_runtime(runtime)
+    if build_base_image and not platform:
+        raise ModelportError("A build base image (a cross-build) needs a --platform to build for")
     if warmup is not None:
         from modelport.serving.startup import read_warmup
 
@@ -271,7 +278,8 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
         (dest / WARMUP_DIR).mkdir()
         shutil.copyfile(warmup, dest / WARMUP_DIR / WARMUP_FILE)
     dockerfile = TEMPLATES.get_template("Dockerfile.j2").render(
-        model=served, base_image=base_image, labels=labels, modelport_version=modelport.__version__,
+        model=served, base_image=base_image, build_base_image=build_base_image, labels=labels,
+        cross={"machine": machine, "tags": platform_tags(machine)} if build_base_image else None, modelport_version=modelport.__version__,
         port=SERVING_PORT, ready_path=READY_PATH, uid=RUN_AS, workdir=WRITABLE_PATH, swagger_ui=swagger_ui,
         swagger_ui_env=SWAGGER_UI_ENV, warmup=f"{IMAGE_WARMUP_DIR}/{WARMUP_FILE}" if warmup is not None else None,
         warmup_dir=WARMUP_DIR, image_warmup_dir=IMAGE_WARMUP_DIR)
