@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -708,22 +709,33 @@ def converge_gateways(stack: Stack, wait: float = defaults.HEALTHY_WAIT) -> None
     project = stack.swarm
     assert project is not None
     project.deploy()
+
+    def converged(service: dict[str, Any] | None, running: list[dict[str, Any]]) -> bool:
+        gateways = {t.get("NodeID") for t in project.tasks("gateway") if swarm.state(t) == "running"}
+        return service is not None and gateways <= {t.get("NodeID") for t in running}
+
+    _wait_rolled(project, "keysync", wait, converged, "The gateways' keysync tasks do not run the new maps")
+
+
+def _wait_rolled(project: SwarmProject, name: str, wait: float,
+                 done: Callable[[dict[str, Any] | None, list[dict[str, Any]]], bool], failure: str) -> None:
+    """After a deploy that changes service ``name``'s arguments: until none of its tasks runs (or starts)
+    with others than the service's, and ``done(service, running)`` holds (``running``: its tasks that
+    run with them); else ``failure``, after ``wait``, with its tasks' states and last log lines."""
     deadline = time.monotonic() + wait
     while True:
-        service = project.services().get("keysync")
+        service = project.services().get(name)
         args = service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Args") if service else None
-        tasks = project.tasks("keysync", current=False) if service else []
-        gateways = [t for t in project.tasks("gateway") if swarm.state(t) == "running"]
-        old = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") != args
-               and swarm.state(t) in ("running", *swarm.STARTING)]
-        new = {t.get("NodeID") for t in tasks if t["Spec"]["ContainerSpec"].get("Args") == args
-               and swarm.state(t) == "running" and t["DesiredState"] == "running"}
-        if service and not old and {t.get("NodeID") for t in gateways} <= new:
+        tasks = project.tasks(name, current=False) if service else []
+        leaving = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") != args
+                   and swarm.state(t) in ("running", *swarm.STARTING)]
+        running = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") == args and swarm.state(t) == "running"
+                   and t["DesiredState"] == "running"]
+        if not leaving and done(service, running):
             return
         if time.monotonic() > deadline:
             states = "; ".join(swarm.describe(t) for t in tasks) or "no task"
-            raise ModelportError(f"The gateways' keysync tasks do not run the new maps after {wait:.0f}s ({states})"
-                                 f"\nLast log lines:\n{project.logs('keysync')}")
+            raise ModelportError(f"{failure} after {wait:.0f}s ({states})\nLast log lines:\n{project.logs(name)}")
         time.sleep(0.25)
 
 
@@ -1076,21 +1088,8 @@ def deploy_autoscaler(stack: Stack, wait: float, progress: Progress = lambda _: 
     wanted = "autoscaler" in stack.services
     progress("Deploying the stack file: " + ("the autoscaler with the new policies" if wanted else "no autoscaler"))
     project.deploy()
-    deadline = time.monotonic() + wait
-    while True:
-        service = project.services().get("autoscaler")
-        args = service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Args") if service else None
-        tasks = project.tasks("autoscaler", current=False) if service else []
-        leaving = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") != args
-                   and swarm.state(t) in ("running", *swarm.STARTING)]
-        running = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") == args and swarm.state(t) == "running"]
-        if not leaving and (bool(running) if wanted else service is None):
-            return
-        if time.monotonic() > deadline:
-            states = "; ".join(swarm.describe(t) for t in tasks) or "no task"
-            raise ModelportError(f"The autoscaler is not {'running' if wanted else 'gone'} after {wait:.0f}s ({states})"
-                                 f"\nLast log lines:\n{project.logs('autoscaler')}")
-        time.sleep(0.5)
+    _wait_rolled(project, "autoscaler", wait, lambda service, running: bool(running) if wanted else service is None,
+                 f"The autoscaler is not {'running' if wanted else 'gone'}")
 
 
 # -- the control service: where the database is reachable ------------------------------------
