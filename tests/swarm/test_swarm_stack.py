@@ -332,6 +332,62 @@ def test_scale_up_and_down_under_a_client_loop_fail_no_request(stack: SwarmStack
     assert len(stack.tasks("swlin-blue")) == 3 and "replicas: 3" in (stack.directory / "swarm-stack.yaml").read_text()
 
 
+def test_logs_follow_streams_every_gateway_nodes_keysync_until_interrupted(stack: SwarmStack) -> None:
+    """`stack logs -f keysync` runs until interrupted and shows new lines as they come: a key created meanwhile
+    is handed to node2's gateway by its keysync task (node1's got it from `stack keys create` itself), which
+    logs it; the key then works through node2's gateway."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "modelport", "stack", "logs", "-f", "keysync", "--tail", "0",
+                             "--dir", str(stack.directory)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **stack.env})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        time.sleep(3)  # `docker service logs -f` attaches to every task (no output to await: --tail 0)
+        key = stack.cli("stack", "keys", "create", "follow", timeout=120).strip()
+        wait_until(lambda: [line for line in lines if "keys.map updated" in line], bool, timeout=60, interval=0.2,
+                   what=lambda _: f"no 'keys.map updated' line in {lines[-5:]}")
+        assert proc.poll() is None  # still following
+        assert any(f"@{GATEWAY_NODES[1]}" in line for line in lines if "keys.map updated" in line), lines[-5:]
+        r = httpx.post(f"{stack.gateway_url(GATEWAY_NODES[1])}/models/swlin/predict", timeout=10,
+                       json={"features": stack.x[0].tolist()}, headers={"authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    reader.join(5)
+
+
+def test_restart_replaces_the_replicas_without_a_failed_request_and_the_gateways_keep_their_maps(
+        stack: SwarmStack) -> None:
+    """`stack restart swlin` under a client loop: Swarm's start-first update replaces every replica, no request
+    fails. `stack restart gateway`: every gateway node's task is new and serves with the keys."""
+    before = {t["ID"] for t in stack.tasks("swlin-blue")}
+    with ClientLoop(stack) as loop:
+        stack.cli("stack", "restart", "swlin", timeout=900)
+    assert not {t["ID"] for t in stack.tasks("swlin-blue")} & before
+    print(f"\nstack restart swlin on the Swarm: {len(loop.failed())} of {len(loop.seen)} requests failed")
+    assert not loop.failed(), loop.failed()[:5]
+    label = {"label": f"com.docker.swarm.service.name={stack.name}_gateway"}
+    gateways = {node: stack.cluster.client(node).containers.list(filters=label)[0].id for node in GATEWAY_NODES}
+    stack.cli("stack", "restart", "gateway", timeout=900)
+    for node in GATEWAY_NODES:
+        (container,) = stack.cluster.client(node).containers.list(filters=label)
+        assert container.id != gateways[node], node
+        assert stack.predict(stack.x[0], url=stack.gateway_url(node)).status_code == 200, node
+        refused = httpx.post(f"{stack.gateway_url(node)}/predict", json={"features": stack.x[0].tolist()}, timeout=10)
+        assert refused.status_code == 401, (node, refused.text)
+
+
 def test_a_stopped_workers_replicas_move_to_the_other_nodes_and_no_request_fails(stack: SwarmStack) -> None:
     """A worker's engine killed (a power failure) under a client loop: the gateway takes its replicas out at
     their first failed checks, Swarm starts replacements on the surviving nodes; no request sent after the

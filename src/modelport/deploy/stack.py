@@ -920,10 +920,16 @@ def logs(stack: Stack, service: str | None, *, follow: bool = False, tail: int |
         for name in names:
             stack.swarm.run(*args, stack.swarm.service_name(name), capture=False)
         return
-    with contextlib.ExitStack() as running:  # every service's logs at once, until interrupted
-        procs = [running.enter_context(stack.swarm.start(*args, stack.swarm.service_name(name))) for name in names]
+    procs = [stack.swarm.start(*args, stack.swarm.service_name(name)) for name in names]  # all at once
+    try:
         for proc in procs:
             proc.wait()
+    finally:  # interrupted: a SIGINT to modelport alone (not its process group) must not leave them following
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
 
 
 # -- releases ---------------------------------------------------------------------------------
