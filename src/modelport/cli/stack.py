@@ -310,7 +310,7 @@ def keys_list(ctx: typer.Context, directory: Path = DIR, db_url: str = DB_URL,
 @keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, key: str = typer.Argument(..., help="Key id (key_…) or the prefix `keys list` shows."),
                 directory: Path = DIR, db_url: str = DB_URL) -> None:
-    """Revoke a key (the gateway refuses it from the moment this returns)."""
+    """Revoke a key (the gateway refuses it from the moment this returns; on a Swarm, the other gateway nodes within a second)."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
         return _changing_keys(ctx, directory)
