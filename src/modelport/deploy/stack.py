@@ -241,8 +241,9 @@ class Stack:
             c = self.swarm.container(service)
             if c is None and (tasks := self.swarm.tasks(service)):
                 node = self.swarm.node_names().get(tasks[0].get("NodeID", ""), "another node")
+                where = "--gateway-node MANAGER among its nodes" if service == "gateway" else "--node HOSTNAME"
                 raise ModelportError(f"The stack's {service} runs on {node}, not on the manager modelport talks to: "
-                                     f"pin it there (`stack up --swarm --node HOSTNAME`) or point --manager at its node")
+                                     f"put it there too (`stack up --swarm ... {where}`) or point --manager at its node")
         else:
             c = self.project.container(service)
         if c is None or c.status != "running":
