@@ -343,7 +343,9 @@ def test_logs_follow_streams_every_gateway_nodes_keysync_until_interrupted(stack
 
     proc = subprocess.Popen([sys.executable, "-m", "modelport", "stack", "logs", "-f", "keysync", "--tail", "0",
                              "--dir", str(stack.directory)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **stack.env})
+                            env={**os.environ, **stack.env},
+                            # As from a terminal: a test run in the background (`cmd &`) inherits SIGINT ignored.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
