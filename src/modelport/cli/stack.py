@@ -332,7 +332,7 @@ def keys_sync(db_url: str = DB_URL,
               every: float = typer.Option(1.0, "--every", help="Seconds between two checks of the database."),
               entries: list[str] = typer.Option([], "--map", help="MAP:KEY=VALUE, one entry of a map the proxy must hold "
                                                 "whole (a Swarm stack's traffic.map, versions.map); repeatable."),
-              ready: Path = typer.Option(None, "--ready-file", help="A file that exists while the last pass succeeded.")) -> None:
+              ready: Path = typer.Option(None, "--ready-file", help="A file made once a pass succeeded (a healthcheck).")) -> None:
     """Keep a proxy's keys map equal to the database's active keys, and its other --map maps to those given
     (a Kubernetes gateway pod's sidecar, a Swarm gateway node's keysync task run this)."""
     import logging

@@ -38,8 +38,9 @@ def sync_once(store: KeyStore, runtime: Runtime, maps: Mapping[str, Mapping[str,
 def sync_forever(store: KeyStore, runtime: Runtime, every: float = 1.0, stop: threading.Event | None = None,
                  maps: Mapping[str, Mapping[str, str]] | None = None, ready: Path | None = None) -> None:
     """``sync_once`` every ``every`` seconds until ``stop`` is set; an unreachable database or proxy
-    is logged and tried again (the proxy keeps the maps it has meanwhile). ``ready``: a file that
-    exists while the last pass succeeded (a Swarm task's healthcheck: its gateway has the maps)."""
+    is logged and tried again (the proxy keeps the maps it has meanwhile). ``ready``: a file made once
+    a pass succeeded (a Swarm task's healthcheck: its gateway got these maps), and kept: a gateway
+    restarting meanwhile must not make this task unhealthy, which Swarm would replace for nothing."""
     stop = stop or threading.Event()
     failing = False
     while not stop.is_set():
@@ -50,8 +51,6 @@ def sync_forever(store: KeyStore, runtime: Runtime, every: float = 1.0, stop: th
             if ready:
                 ready.touch()
         except (SQLAlchemyError, ModelportError, OSError) as e:
-            if ready:
-                ready.unlink(missing_ok=True)
             if not failing:  # once per outage, not every second
                 log.warning("cannot sync the gateway's maps: %s", e)
             failing = True
