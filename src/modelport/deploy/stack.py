@@ -825,9 +825,11 @@ def restart(stack: Stack, service: str, *, wait: float = defaults.HEALTHY_WAIT) 
         wait_healthy(stack.project, services, wait)
         wait_proxy(stack, wait)
         return
+    # Failures before the restart (a task killed earlier, Swarm replaced it) are not this restart's.
+    before = {t["ID"] for name in stack.services for t in stack.swarm.tasks(name, current=False)}
     for name in services:  # new tasks, by each service's update_config (a model's: start-first)
         stack.swarm.run("service", "update", "--force", "--quiet", stack.swarm.service_name(name))
-    wait_tasks(stack, set(), wait)
+    wait_tasks(stack, before, wait)
     sync_proxy(stack)  # a gateway task made anew starts from its image's maps
     wait_proxy(stack, wait)
 
