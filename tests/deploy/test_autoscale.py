@@ -7,6 +7,7 @@ import io
 import json
 import re
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -303,7 +304,7 @@ def lines(out: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-def test_the_loop_scales_logs_changes_only_and_labels_each_change() -> None:
+def test_the_loop_scales_logs_changes_only_and_labels_each_scale() -> None:
     policy = Autoscale.from_json({"min": 1, "max": 4, "target": {"in_flight": 4}, "down_window": 10})
     autoscaler, metrics, scaler, clock, out = loop(policy, {"blue": 1})
     metrics.sessions = 12
@@ -312,9 +313,9 @@ def test_the_loop_scales_logs_changes_only_and_labels_each_change() -> None:
         metrics.sessions = 12 if t < 8 else 0
         autoscaler.step()
     assert scaler.slots == {"blue": 1}
+    # The service (its count and label) is updated at each scale only: steady and held are logged.
     assert [(slot, d.current, d.desired, d.kind) for slot, d in scaler.applied] == [
-        ("blue", 1, 3, "up"), ("blue", 3, 3, "steady"), ("blue", 3, 3, "held"), ("blue", 3, 1, "down"),
-        ("blue", 1, 1, "steady")]
+        ("blue", 1, 3, "up"), ("blue", 3, 1, "down")]
     logged = lines(out)
     assert [(e["event"], e["kind"], e["desired"]) for e in logged] == [
         ("scale", "up", 3), ("state", "steady", 3), ("state", "held", 3), ("scale", "down", 1), ("state", "steady", 1)]
@@ -323,6 +324,35 @@ def test_the_loop_scales_logs_changes_only_and_labels_each_change() -> None:
                          "observed": 12, "recommendation": 3}
     # The scale-down comes when the last recommendation of 3 (t=6) has left the 10 s window.
     assert [e["time"][-3:-1] for e in logged if e["kind"] == "down"] == ["18"]
+
+
+def test_in_flight_is_the_mean_of_the_samples_since_the_last_pass_so_a_noisy_load_does_not_flap() -> None:
+    """A load of 8 in flight on 2 replicas (target 4) sampled as 16, 0, 16, 0 between passes: each pass
+    sees the mean, 8, and stays steady; deciding on the instantaneous sample would go up, then be held."""
+    policy = Autoscale.from_json({"min": 1, "max": 4, "target": {"in_flight": 4}, "down_window": 10})
+    autoscaler, metrics, scaler, clock, out = loop(policy, {"blue": 2})
+    for t in range(0, 40, 2):
+        for i, sessions in enumerate((16, 0, 16)):  # three samples between two passes, then the pass's own
+            clock[0] = t + i * 0.5
+            metrics.sessions = sessions
+            autoscaler.sample()
+        clock[0], metrics.sessions = t + 1.5, 0
+        decision = autoscaler.step()["lin"]
+        assert (decision.observed, decision.kind) == (8, "steady"), decision
+    assert scaler.applied == [] and [e["event"] for e in lines(out)] == ["state", "summary"]
+    assert observe("in_flight", "lin-blue", Scrape(0, {"lin-blue": BackendStats(6, 0)}), None,
+                   [Scrape(0, {"lin-blue": BackendStats(2, 0)}), Scrape(0, {})]) == 4  # a sample without it: left out
+
+
+def test_the_loop_samples_between_its_passes() -> None:
+    policy = Autoscale.from_json({"min": 1, "max": 4, "target": {"in_flight": 4}})
+    autoscaler, metrics, scaler, clock, out = loop(policy, {"blue": 1})
+    scrapes = []
+    real = metrics.scrape
+    metrics.scrape = lambda: scrapes.append(1) or real()  # type: ignore[method-assign]
+    autoscaler.clock = time.monotonic
+    autoscaler.run(0.2, passes=2, samples=4)
+    assert len(scrapes) == 8  # a pass and 3 samples, twice
 
 
 def test_a_failed_scrape_is_logged_once_and_the_replicas_held() -> None:

@@ -48,7 +48,7 @@ def rendered(s: StackState | None = None) -> dict:
 
 def test_the_stack_file_has_a_service_per_slot_and_no_compose_only_keys() -> None:
     services = rendered()["services"]
-    assert set(services) == {"db", "control", "lin-blue", "lin-green", "ridge-blue", "gateway"}
+    assert set(services) == {"db", "control", "lin-blue", "lin-green", "ridge-blue", "gateway", "keysync"}
     for name, service in services.items():
         assert "depends_on" not in service and "build" not in service and "restart" not in service, name
         assert service["deploy"]["endpoint_mode"] == "dnsrr", name  # no VIPs: no IPVS
@@ -72,11 +72,19 @@ def test_model_services_spread_over_the_nodes_with_limits_and_updates() -> None:
     assert "healthcheck" in lin and lin["stop_grace_period"] == "20s"
 
 
-def test_the_gateway_publishes_in_host_mode_and_stays_on_its_node_with_control_and_db() -> None:
-    services = rendered()["services"]
+def test_the_gateway_publishes_in_host_mode_on_its_labelled_nodes_and_control_and_db_stay_on_theirs() -> None:
+    doc = rendered()
+    services = doc["services"]
     assert services["gateway"]["ports"] == [{"target": proxy.PORT, "published": 8080, "protocol": "tcp", "mode": "host"}]
     assert services["gateway"]["deploy"]["update_config"]["order"] == "stop-first"  # one task can hold the port
-    for name in ("gateway", "control", "db"):
+    for name in ("gateway", "keysync"):  # one task on each node labelled for the stack's gateway, side by side
+        assert services[name]["deploy"]["mode"] == "global" and "replicas" not in services[name]["deploy"], name
+        assert services[name]["deploy"]["placement"]["constraints"] == ["node.labels.io.modelport.shop.gateway == true"]
+        assert services[name]["volumes"] == ["gateway-admin:/run/modelport-admin"], name
+    assert doc["volumes"]["gateway-admin"]["driver_opts"] == {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}
+    assert "# host mode on each gateway node: node1 (" in render_swarm(state())
+    assert "node2, node3 (" in render_swarm(state(gateway_nodes=["node2", "node3"]))
+    for name in ("control", "db"):
         assert services[name]["deploy"]["placement"]["constraints"] == ["node.hostname == node1"], name
     assert services["db"]["image"] == f"{REGISTRY}/library/postgres:15"  # docker.io replaced by the registry
     assert services["db"]["volumes"] == ["db-data:/var/lib/postgresql/data"]
@@ -87,7 +95,7 @@ def test_the_gateway_publishes_in_host_mode_and_stays_on_its_node_with_control_a
 def test_the_password_is_a_swarm_secret_read_from_a_file() -> None:
     doc = rendered()
     assert doc["secrets"]["db_password"]["file"] == "./secrets/db-password"
-    for name in ("db", "control", "lin-blue"):
+    for name in ("db", "control", "lin-blue", "keysync"):
         assert doc["services"][name]["secrets"] == ["db_password"]
     assert doc["services"]["db"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
     assert doc["services"]["control"]["environment"]["MODELPORT_PREDICTIONS_DB_PASSWORD_FILE"] == "/run/secrets/db_password"
@@ -166,6 +174,18 @@ def test_a_model_with_an_autoscale_policy_gets_the_autoscaler_service_on_a_manag
     assert "autoscaler" not in Stack(Path("/nonexistent"), dataclasses.replace(s, swarm=None)).services  # Compose
 
 
+def test_the_autoscalers_interval_is_a_setting() -> None:
+    s = state()
+    s.models[0].autoscale = POLICY
+    command = rendered(s)["services"]["autoscaler"]["command"]
+    assert command[command.index("--every") + 1] == "2"  # the default
+    s.swarm = SwarmSettings(REGISTRY, node="node1", autoscale_every=5)
+    command = rendered(s)["services"]["autoscaler"]["command"]
+    assert command[command.index("--every") + 1] == "5"
+    with pytest.raises(ModelportError, match="--autoscale-every -1"):
+        SwarmSettings(REGISTRY, autoscale_every=-1)
+
+
 def test_the_autoscaler_mounts_the_socket_the_settings_name() -> None:
     s = state(docker_socket="/run/modelport-swarm/node1/docker.sock")  # several engines on one host
     s.models[0].autoscale = POLICY
@@ -230,3 +250,31 @@ def test_stack_up_swarm_again_on_the_same_swarm_takes_the_new_settings(monkeypat
     stack = Stack(Path("/nonexistent"), state())
     stack_module.up(stack, swarm_settings=SwarmSettings(REGISTRY, docker_socket="/run/engine1/docker.sock"))
     assert deployed == [SwarmSettings(REGISTRY, "", "node1", "/run/engine1/docker.sock")]  # its node kept
+    stack_module.up(stack, swarm_settings=SwarmSettings(REGISTRY, gateway_nodes=["node1", "node2", "node1"]))
+    assert deployed[-1] == SwarmSettings(REGISTRY, "", "node1", gateway_nodes=["node1", "node2"])
+    stack_module.up(stack, swarm_settings=SwarmSettings(REGISTRY))  # no --gateway-node: the nodes kept
+    assert deployed[-1].gateway_nodes == ["node1", "node2"]
+    with pytest.raises(ModelportError, match="--gateway-node 'a b'"):
+        SwarmSettings(REGISTRY, gateway_nodes=["a b"])
+
+
+def test_the_keysync_tasks_hold_every_gateways_maps_and_the_gateway_has_their_socket() -> None:
+    """The traffic and versions maps the models mean (lin: 10 % canary on green), in the keysync tasks'
+    arguments; a step of a release (SwarmRuntime) changes stack.json's maps, hence the arguments."""
+    s = state()
+    assert s.routes() == {"traffic.map": {"lin-green": "10", "ridge-green": "0"},
+                          "versions.map": {"lin-blue": "1", "lin-green": "2", "ridge-blue": "4"}}
+    keysync = rendered(s)["services"]["keysync"]
+    command = keysync["command"]
+    assert command[:8] == ["stack", "keys", "sync", "--admin", "unix:/run/modelport-admin/haproxy.sock", "--every", "1",
+                           "--ready-file"]
+    assert [command[i + 1] for i, a in enumerate(command) if a == "--map"] == [
+        "traffic.map:lin-green=10", "traffic.map:ridge-green=0",
+        "versions.map:lin-blue=1", "versions.map:lin-green=2", "versions.map:ridge-blue=4"]
+    assert keysync["healthcheck"]["test"] == ["CMD", "test", "-f", command[8]]
+    s.gateway_maps = {**s.routes(), "traffic.map": {"lin-green": "100", "ridge-green": "0"}}
+    assert "traffic.map:lin-green=100" in rendered(s)["services"]["keysync"]["command"]
+    from modelport.deploy.stack import gateway_files
+
+    assert "stats socket /run/modelport-admin/haproxy.sock mode 666 level admin" in gateway_files(s)["haproxy.cfg"]
+    assert "/run/modelport-admin" not in gateway_files(dataclasses.replace(s, swarm=None))["haproxy.cfg"]

@@ -6,6 +6,7 @@ its own errors as JSON, and a log line for each prediction it answered itself.""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import re
@@ -82,7 +83,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             stack.enter_context(ThreadServer(store, [ref], host=ADDRESSES[name], port=port))
         stack.callback(EchoServer(ADDRESSES["echo-blue"], port).stop)
         (tmp / "etc").mkdir()
-        layout = host_layout(tmp / "etc", port, dns.address)
+        # With a Swarm gateway's second Runtime API socket (its node's keysync task's).
+        layout = dataclasses.replace(host_layout(tmp / "etc", port, dns.address), admin_socket=str(tmp / "admin.sock"))
         files = proxy.stack_files("haproxy:2.6", MODELS, default="lin", syslog=f"127.0.0.1:{log.getsockname()[1]}",
                                   layout=layout)
         gw = HostProxy(files, layout)
@@ -383,3 +385,44 @@ def test_keys_sync_follows_the_key_store_within_a_second(gateway: Gateway, tmp_p
         stop.set()
         thread.join(5)
         gateway.runtime.set_keys({digest(KEY): "key_host"})
+
+
+def test_keysync_over_the_unix_socket_holds_the_keys_and_the_maps_it_is_given(gateway: Gateway, tmp_path: Path) -> None:
+    """What a Swarm gateway node's keysync task runs: over the gateway's Unix socket, the keys and the traffic
+    and versions maps it is given (lin: all on green), ready once the proxy holds them; a proxy that lost
+    them (a gateway task made anew starts with no key, all traffic on blue) has them back within a pass."""
+    from modelport.deploy.keysync import sync_forever
+    from modelport.deploy.proxy import KEYS, TRAFFIC, VERSIONS
+    from modelport.keys import KeyStore
+    from modelport.predlog.db import make_engine
+
+    keys = KeyStore(make_engine(f"sqlite:///{tmp_path / 'keys.db'}"))
+    _, token = keys.create("swarm")
+    before = {name: gateway.runtime.entries(name) for name in (TRAFFIC, VERSIONS, KEYS)}
+    maps = {TRAFFIC: {**before[TRAFFIC], "lin-green": "100"}, VERSIONS: {**before[VERSIONS], "lin-green": "7"}}
+    runtime = Runtime(proxy.Transport.of_unix(gateway.proxy.layout.admin_socket, gateway.proxy.layout.config_dir))
+    ready, stop = tmp_path / "ready", threading.Event()
+    thread = threading.Thread(target=sync_forever, args=(keys, runtime, 0.2, stop),
+                              kwargs={"maps": maps, "ready": ready}, daemon=True)
+
+    def answer() -> tuple[int, str | None]:
+        r = httpx.post(f"{gateway.url}/models/lin/predict", json={"features": [1, 2, 3, 4]}, timeout=10,
+                       headers={"authorization": f"Bearer {token}"})
+        return r.status_code, r.headers.get("x-model-version")
+
+    thread.start()
+    try:
+        wait_until(ready.exists, bool, timeout=5, interval=0.05)
+        assert answer() == (200, "2") and gateway.runtime.entries(VERSIONS)["lin-green"] == "7"
+        assert _status(gateway, KEY) == 401  # the keys are the database's
+        gateway.runtime.replace_map(TRAFFIC, before[TRAFFIC])  # as a new gateway task starts
+        gateway.runtime.set_keys({})
+        wait_until(answer, lambda a: a == (200, "2"), timeout=2, interval=0.05)
+    finally:
+        stop.set()
+        thread.join(5)
+        for name in (TRAFFIC, VERSIONS):
+            gateway.runtime.replace_map(name, before[name])
+        gateway.runtime.set_keys(before[KEYS])
+    with pytest.raises(Exception, match="unix:/ABSOLUTE/PATH"):
+        proxy.Transport.of_address("unix:relative.sock")

@@ -1,5 +1,6 @@
-"""A stack on the three-node test Swarm: one model at 3 replicas spread over the nodes, the gateway,
-the control service and PostgreSQL, deployed with `modelport stack up --swarm`.
+"""A stack on the three-node test Swarm: one model at 3 replicas spread over the nodes, a gateway on
+each of two nodes (the manager's and node2, `--gateway-node`), the control service and PostgreSQL,
+deployed with `modelport stack up --swarm`.
 
 One stack serves the module; the tests run in file order against it (stopping a worker's engine, then
 autoscaling, last).
@@ -36,6 +37,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(1800)]
 
 FEATURES = [f"f{i}" for i in range(6)]
 NAMESPACE = "com.docker.stack.namespace"
+GATEWAY_NODES = ("node1", "node2")  # node1: the manager; node3 is the worker a test stops
 
 
 @dataclass
@@ -47,14 +49,19 @@ class SwarmStack:
     key: str
     x: np.ndarray
     cluster: SwarmCluster
+    port: int
     sent: list[str] = field(default_factory=list)  # request ids of every prediction asked for with a key
+
+    def gateway_url(self, node: str) -> str:
+        return f"http://{self.cluster.nodes[node].addr}:{self.port}"
 
     def cli(self, *args: str, **kwargs) -> str:
         return run_cli(*args, "--dir", str(self.directory), env=self.env, **kwargs).stdout
 
-    def predict(self, rows: np.ndarray, client: httpx.Client | None = None, timeout: float = 10) -> httpx.Response:
+    def predict(self, rows: np.ndarray, client: httpx.Client | None = None, timeout: float = 10,
+                url: str | None = None) -> httpx.Response:
         request_id = uuid.uuid4().hex
-        r = (client or httpx).post(f"{self.url}/models/swlin/predict", timeout=timeout,
+        r = (client or httpx).post(f"{url or self.url}/models/swlin/predict", timeout=timeout,
                                    json={"instances": rows.tolist()} if rows.ndim == 2 else {"features": rows.tolist()},
                                    headers={"authorization": f"Bearer {self.key}", "x-request-id": request_id})
         self.sent.append(request_id)
@@ -113,12 +120,12 @@ def stack(swarm_cluster: SwarmCluster, tmp_path_factory: pytest.TempPathFactory)
         # The engines share this host's filesystem: /var/run/docker.sock is the host's engine, not node1's.
         run_cli("stack", "up", "--dir", str(directory), "--swarm", "--registry", cluster.registry,
                 "--manager", cluster.manager_url, "--docker-socket", cluster.nodes[cluster.manager_name].socket,
-                env=env, timeout=1200)
+                *(arg for node in GATEWAY_NODES for arg in ("--gateway-node", node)), env=env, timeout=1200)
         print(f"\nstack up on the Swarm (images built, pushed, pulled by 3 nodes): {time.monotonic() - started:.1f} s")
         key = run_cli("stack", "keys", "create", "ci", "--dir", str(directory), env=env).stdout.strip()
         assert re.fullmatch(r"mpk_\S+", key), key
         yield SwarmStack(name, directory, env, f"http://{cluster.nodes[cluster.manager_name].addr}:{port}", key,
-                         frame[FEATURES].to_numpy()[:8], cluster)
+                         frame[FEATURES].to_numpy()[:8], cluster, port)
     finally:
         pushed = _pushed_tags(directory)
         if directory.exists():
@@ -186,8 +193,10 @@ def test_three_replicas_spread_over_the_nodes_answer_with_the_models_predictions
     swlin = [r for r in ps if r["model"] == "swlin"]
     assert sorted(r["node"] for r in swlin) == sorted(stack.cluster.nodes), swlin  # one per node
     assert {(r["state"], r["proxy"], r["weight"]) for r in swlin} == {("running", "UP", 33)}, swlin
-    assert {r["service"] for r in ps} == {"db", "control", "swlin-blue", "gateway"}
-    assert {r["node"] for r in ps if r["service"] in ("db", "control", "gateway")} == {stack.cluster.manager_name}
+    assert {r["service"] for r in ps} == {"db", "control", "swlin-blue", "gateway", "keysync"}
+    assert {r["node"] for r in ps if r["service"] in ("db", "control")} == {stack.cluster.manager_name}
+    for service in ("gateway", "keysync"):  # one on each gateway node
+        assert sorted(r["node"] for r in ps if r["service"] == service) == list(GATEWAY_NODES), ps
     for r in ps:
         assert r["image"].startswith(f"{stack.cluster.registry}/"), r  # pulled from the registry
 
@@ -196,9 +205,14 @@ def test_three_replicas_spread_over_the_nodes_answer_with_the_models_predictions
     np.testing.assert_allclose(r.json()["predictions"], expected(stack, "swlin:1", stack.x), rtol=1e-9)
     assert r.headers["x-model-version"] == "1" and r.headers["x-request-id"] == stack.sent[-1]
     body = {"features": stack.x[0].tolist()}
-    for headers in ({}, {"authorization": "Bearer mpk_not-a-key"}):
-        refused = httpx.post(f"{stack.url}/predict", json=body, headers=headers, timeout=10)
-        assert refused.status_code == 401 and "API key" in refused.json()["error"], refused.text
+    for node in GATEWAY_NODES:  # every gateway: the same predictions, the same keys
+        url = stack.gateway_url(node)
+        r = stack.predict(stack.x, url=url)
+        assert r.status_code == 200, (node, r.text)
+        np.testing.assert_allclose(r.json()["predictions"], expected(stack, "swlin:1", stack.x), rtol=1e-9)
+        for headers in ({}, {"authorization": "Bearer mpk_not-a-key"}):
+            refused = httpx.post(f"{url}/predict", json=body, headers=headers, timeout=10)
+            assert refused.status_code == 401 and "API key" in refused.json()["error"], (node, refused.text)
 
 
 def test_the_password_is_a_swarm_secret_only(stack: SwarmStack) -> None:
@@ -208,7 +222,7 @@ def test_the_password_is_a_swarm_secret_only(stack: SwarmStack) -> None:
         assert password not in (stack.directory / path).read_text()
     api = stack.cluster.manager.api
     services = api.services(filters={"label": f"{NAMESPACE}={stack.name}"})
-    assert len(services) == 4
+    assert len(services) == 5
     for s in services:  # not in any service's spec (its environment included), nor its tasks'
         assert password not in json.dumps(s), s["Spec"]["Name"]
         assert password not in json.dumps(api.tasks(filters={"service": s["ID"]})), s["Spec"]["Name"]
@@ -221,8 +235,9 @@ def test_the_password_is_a_swarm_secret_only(stack: SwarmStack) -> None:
 
 def test_every_prediction_is_in_postgres_exactly_once(stack: SwarmStack) -> None:
     with httpx.Client() as client:
-        for i in range(30):
-            assert stack.predict(stack.x[i % len(stack.x)], client).status_code == 200
+        for i in range(30):  # through both gateways
+            url = stack.gateway_url(GATEWAY_NODES[i % 2])
+            assert stack.predict(stack.x[i % len(stack.x)], client, url=url).status_code == 200
     wanted = set(stack.sent)
 
     def ids() -> list[str]:
@@ -264,6 +279,49 @@ def test_a_ten_percent_canary_gets_its_share(stack: SwarmStack) -> None:
     assert not stack.tasks("swlin-green")
 
 
+def test_a_replaced_gateway_task_gets_the_keys_and_the_canary_split_back(stack: SwarmStack) -> None:
+    """A gateway task Swarm replaces (its container killed on node2, through node2's engine) starts from its
+    image's maps: no key, all traffic on blue. The keysync task on its node hands it the keys and the 10 %
+    canary within seconds; `stack rollback` then reaches both gateways."""
+    node = GATEWAY_NODES[1]
+    url = stack.gateway_url(node)
+    label = {"label": f"com.docker.swarm.service.name={stack.name}_gateway"}
+    stack.cli("stack", "deploy", "swlin=2", "--canary", "10", timeout=900)
+    try:
+        client = stack.cluster.client(node)
+        (old,) = client.containers.list(filters=label)
+        old.kill()
+        killed = time.monotonic()
+
+        def status() -> int:
+            try:
+                return stack.predict(stack.x[0], url=url, timeout=5).status_code
+            except httpx.HTTPError:
+                return 0
+
+        seen = []
+        wait_until(lambda: seen.append(status()) or seen[-1], lambda code: code == 200, timeout=60, interval=0.1,
+                   what=lambda code: f"the replaced gateway answers {code}")
+        serving = time.monotonic()
+        (new,) = client.containers.list(filters=label)
+        assert new.id != old.id
+        refused = httpx.post(f"{url}/predict", json={"features": stack.x[0].tolist()},
+                             headers={"authorization": "Bearer mpk_not-a-key"}, timeout=10)
+        assert refused.status_code == 401, refused.text
+        with httpx.Client() as http:
+            versions = [stack.predict(stack.x[0], http, url=url).headers["x-model-version"] for _ in range(2000)]
+        print(f"\ngateway task on {node} killed: its replacement served a valid key {serving - killed:.1f} s later "
+              f"(answers meanwhile: {sorted(set(seen))}); canary through it: {versions.count('2')} of 2000 to version 2")
+        assert 160 <= versions.count("2") <= 240, versions.count("2")
+        assert serving - killed < 30
+    finally:
+        stack.cli("stack", "rollback", "swlin", timeout=900)
+    for gateway in GATEWAY_NODES:  # the rollback's split, on every gateway
+        with httpx.Client() as http:
+            answers = [stack.predict(stack.x[0], http, url=stack.gateway_url(gateway)) for _ in range(50)]
+        assert {(r.status_code, r.headers.get("x-model-version")) for r in answers} == {(200, "1")}, gateway
+
+
 def test_scale_up_and_down_under_a_client_loop_fail_no_request(stack: SwarmStack) -> None:
     with ClientLoop(stack) as loop:
         stack.cli("stack", "scale", "swlin", "4", timeout=600)
@@ -272,6 +330,64 @@ def test_scale_up_and_down_under_a_client_loop_fail_no_request(stack: SwarmStack
         stack.cli("stack", "scale", "swlin", "3", timeout=600)  # Swarm picks the task that goes
     assert not loop.failed(), f"{len(loop.failed())} of {len(loop.seen)} requests failed: {loop.failed()[:5]}"
     assert len(stack.tasks("swlin-blue")) == 3 and "replicas: 3" in (stack.directory / "swarm-stack.yaml").read_text()
+
+
+def test_logs_follow_streams_every_gateway_nodes_keysync_until_interrupted(stack: SwarmStack) -> None:
+    """`stack logs -f keysync` runs until interrupted and shows new lines as they come: a key created meanwhile
+    is handed to node2's gateway by its keysync task (node1's got it from `stack keys create` itself), which
+    logs it; the key then works through node2's gateway."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "modelport", "stack", "logs", "-f", "keysync", "--tail", "0",
+                             "--dir", str(stack.directory)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **stack.env},
+                            # As from a terminal: a test run in the background (`cmd &`) inherits SIGINT ignored.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        time.sleep(3)  # `docker service logs -f` attaches to every task (no output to await: --tail 0)
+        key = stack.cli("stack", "keys", "create", "follow", timeout=120).strip()
+        wait_until(lambda: [line for line in lines if "keys.map updated" in line], bool, timeout=60, interval=0.2,
+                   what=lambda _: f"no 'keys.map updated' line in {lines[-5:]}")
+        assert proc.poll() is None  # still following
+        assert any(f"@{GATEWAY_NODES[1]}" in line for line in lines if "keys.map updated" in line), lines[-5:]
+        r = httpx.post(f"{stack.gateway_url(GATEWAY_NODES[1])}/models/swlin/predict", timeout=10,
+                       json={"features": stack.x[0].tolist()}, headers={"authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    reader.join(5)
+
+
+def test_restart_replaces_the_replicas_without_a_failed_request_and_the_gateways_keep_their_maps(
+        stack: SwarmStack) -> None:
+    """`stack restart swlin` under a client loop: Swarm's start-first update replaces every replica, no request
+    fails. `stack restart gateway`: every gateway node's task is new and serves with the keys."""
+    before = {t["ID"] for t in stack.tasks("swlin-blue")}
+    with ClientLoop(stack) as loop:
+        stack.cli("stack", "restart", "swlin", timeout=900)
+    assert not {t["ID"] for t in stack.tasks("swlin-blue")} & before
+    print(f"\nstack restart swlin on the Swarm: {len(loop.failed())} of {len(loop.seen)} requests failed")
+    assert not loop.failed(), loop.failed()[:5]
+    label = {"label": f"com.docker.swarm.service.name={stack.name}_gateway"}
+    gateways = {node: stack.cluster.client(node).containers.list(filters=label)[0].id for node in GATEWAY_NODES}
+    stack.cli("stack", "restart", "gateway", timeout=900)
+    for node in GATEWAY_NODES:
+        (container,) = stack.cluster.client(node).containers.list(filters=label)
+        assert container.id != gateways[node], node
+        assert stack.predict(stack.x[0], url=stack.gateway_url(node)).status_code == 200, node
+        refused = httpx.post(f"{stack.gateway_url(node)}/predict", json={"features": stack.x[0].tolist()}, timeout=10)
+        assert refused.status_code == 401, (node, refused.text)
 
 
 def test_a_stopped_workers_replicas_move_to_the_other_nodes_and_no_request_fails(stack: SwarmStack) -> None:

@@ -63,8 +63,12 @@ def up(directory: Path = DIR, wait: float = UP_WAIT,
                                     "the nodes pull from: HOST:PORT, or HOST:PORT/PREFIX."),
        manager: str = typer.Option("", "--manager", help="With --swarm: a Swarm manager's engine (unix://, tcp://, ssh://); "
                                    "default: the engine modelport talks to (DOCKER_HOST), which also builds and pushes."),
-       node: str = typer.Option("", "--node", help="With --swarm: the node (hostname) for the gateway, control service "
-                                "and database; default: the manager's."),
+       node: str = typer.Option("", "--node", help="With --swarm: the node (hostname) for the control service "
+                                "and database, and the gateway unless --gateway-node; default: the manager's."),
+       gateway_nodes: list[str] = typer.Option([], "--gateway-node", help="With --swarm: a node (hostname) that runs a "
+                                               "gateway, publishing the port in host mode; repeatable (default: --node's)."),
+       autoscale_every: float = typer.Option(None, "--autoscale-every", help="With --swarm: seconds between two decisions "
+                                             "of the autoscaler (default: 2; in-flight is averaged over them)."),
        docker_socket: str = typer.Option(None, "--docker-socket", help="With --swarm: the path of the Docker socket on "
                                          "the managers' hosts, which the autoscaler mounts (default: /var/run/docker.sock)."),
 ) -> None:
@@ -73,17 +77,21 @@ def up(directory: Path = DIR, wait: float = UP_WAIT,
     from modelport.deploy.stack import up as stack_up
     from modelport.deploy.swarm import DOCKER_SOCKET, SwarmSettings
 
-    if (registry or manager or node or docker_socket) and not swarm:
-        raise ModelportError("--registry, --manager, --node and --docker-socket go with --swarm")
+    if (registry or manager or node or docker_socket or gateway_nodes or autoscale_every is not None) and not swarm:
+        raise ModelportError("--registry, --manager, --node, --gateway-node, --autoscale-every and --docker-socket "
+                             "go with --swarm")
     if swarm and not registry:
         raise ModelportError("--swarm needs --registry: the Swarm's nodes pull the stack's images from it")
     stack = _stack(directory)
-    settings = SwarmSettings(registry, manager, node, docker_socket or DOCKER_SOCKET) if swarm else None
+    settings = SwarmSettings(registry, manager, node, docker_socket or DOCKER_SOCKET, gateway_nodes,
+                             autoscale_every or 0.0) if swarm else None
     with LoggedProgress("stack-up") as log:
         stack_up(stack, wait=wait, gateway_port=gateway_port, swarm_settings=settings, progress=log)
     s = stack.state
-    host = (stack.swarm.node_address(s.swarm.node) or s.swarm.node) if stack.swarm and s.swarm else s.gateway_host
-    success(f"Stack {s.name} is up" + (" on the Swarm" if s.swarm else ""), f": http://{host}:{s.gateway_port} "
+    hosts = ([stack.swarm.node_address(n) or n for n in s.swarm.gateway_nodes or [s.swarm.node]]
+             if stack.swarm and s.swarm else [s.gateway_host])
+    success(f"Stack {s.name} is up" + (" on the Swarm" if s.swarm else ""),
+            f": {', '.join(f'http://{h}:{s.gateway_port}' for h in hosts)} "
             f"(models: {', '.join(m.name + ':' + str(m.version) for m in s.models)})")
 
 
@@ -302,7 +310,7 @@ def keys_list(ctx: typer.Context, directory: Path = DIR, db_url: str = DB_URL,
 @keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, key: str = typer.Argument(..., help="Key id (key_…) or the prefix `keys list` shows."),
                 directory: Path = DIR, db_url: str = DB_URL) -> None:
-    """Revoke a key (the gateway refuses it from the moment this returns)."""
+    """Revoke a key (the gateway refuses it from the moment this returns; on a Swarm, the other gateway nodes within a second)."""
     url = db_url_or_stack(db_url, directory)
     if url is None:
         return _changing_keys(ctx, directory)
@@ -320,9 +328,13 @@ def keys_digests(db_url: str = DB_URL) -> None:
 
 @keys_app.command("sync")
 def keys_sync(db_url: str = DB_URL,
-              admin: str = typer.Option("127.0.0.1:9999", "--admin", help="The proxy's Runtime API, HOST:PORT."),
-              every: float = typer.Option(1.0, "--every", help="Seconds between two checks of the database.")) -> None:
-    """Keep a proxy's keys map equal to the database's active keys (a Kubernetes gateway pod's sidecar runs this)."""
+              admin: str = typer.Option("127.0.0.1:9999", "--admin", help="The proxy's Runtime API: HOST:PORT, or unix:PATH."),
+              every: float = typer.Option(1.0, "--every", help="Seconds between two checks of the database."),
+              entries: list[str] = typer.Option([], "--map", help="MAP:KEY=VALUE, one entry of a map the proxy must hold "
+                                                "whole (a Swarm stack's traffic.map, versions.map); repeatable."),
+              ready: Path = typer.Option(None, "--ready-file", help="A file made once a pass succeeded (a healthcheck).")) -> None:
+    """Keep a proxy's keys map equal to the database's active keys, and its other --map maps to those given
+    (a Kubernetes gateway pod's sidecar, a Swarm gateway node's keysync task run this)."""
     import logging
 
     from modelport.deploy.keysync import sync_forever
@@ -330,11 +342,16 @@ def keys_sync(db_url: str = DB_URL,
 
     if not db_url:
         raise ModelportError(f"keys sync needs the database: --db-url or {DB_URL_ENV}")
-    host, _, port = admin.rpartition(":")
-    if not host or not port.isdigit():
-        raise ModelportError(f"--admin {admin!r}: expected HOST:PORT")
+    maps: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        name, colon, rest = entry.partition(":")
+        key, equals, value = rest.partition("=")
+        if not (colon and equals and name and key and value):
+            raise ModelportError(f"--map {entry!r}: expected MAP:KEY=VALUE, e.g. traffic.map:lin-green=10")
+        maps.setdefault(name, {})[key] = value
+    transport = Transport.of_address(admin)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sync_forever(_key_store(db_url), Runtime(Transport.of_tcp(host, int(port))), every)
+    sync_forever(_key_store(db_url), Runtime(transport), every, maps=maps, ready=ready)
 
 
 def _changing_keys(ctx: typer.Context, directory: Path) -> None:

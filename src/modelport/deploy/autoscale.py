@@ -5,8 +5,9 @@ Per model, an ``autoscale`` policy (stack.json's ``models[].autoscale``)::
 
     {"min": 1, "max": 8, "target": {"in_flight": 4}, "up_window": 0, "down_window": 60, "tolerance": 0.1}
 
-``target`` is per replica: ``in_flight`` (requests the gateway has open to the model's serving slot)
-or ``rps`` (requests per second it forwards there). The decision is the Kubernetes HPA's: desired =
+``target`` is per replica: ``in_flight`` (requests the gateway has open to the model's serving slot,
+the mean of the samples taken since the last pass: one instantaneous sample swings with every burst)
+or ``rps`` (requests per second it forwards there, since the last pass). The decision is the Kubernetes HPA's: desired =
 ceil(current × observed / target), nothing within ``tolerance`` of the target, clamped to [min, max];
 it goes up to the lowest recommendation of the last ``up_window`` seconds (0: at once) and down only
 to the highest of the last ``down_window`` seconds, so a pause in the load does not remove replicas
@@ -15,8 +16,10 @@ that the next burst needs.
 The loop (``Autoscaler``) runs in the stack as ``modelport stack autoscale`` (``command`` gives its
 arguments) on a manager node, the manager's Docker socket mounted; it needs the ``docker`` extra. It
 scales the model's serving slot, ``{stack}_{model}-{slot}``, and holds while a release runs both
-slots. Each decision that changes something is one JSON line on stdout and the service's label
-``io.modelport.autoscale`` (``status_of`` reads it back for ``stack ps``). A failed scrape or Docker
+slots. Each decision that changes something is one JSON line on stdout; one that changes the replica
+count also sets the service's label ``io.modelport.autoscale`` (``status_of`` reads it back for
+``stack ps``), in the same service update: a label per change of state (steady, held) would update
+the service at every swing of the load. A failed scrape or Docker
 call is logged once and the replicas are held; the count never leaves [min, max].
 """
 
@@ -190,7 +193,10 @@ def load_policies(text: str) -> dict[str, Autoscale]:
     return policies(data)
 
 
-def command(stack: str, models: Mapping[str, Any], every: float = 2.0, gateway: str = GATEWAY_URL) -> list[str] | None:
+EVERY = 2.0  # seconds between two decisions, by default (SwarmSettings.autoscale_every)
+
+
+def command(stack: str, models: Mapping[str, Any], every: float = EVERY, gateway: str = GATEWAY_URL) -> list[str] | None:
     """The arguments of a stack's autoscaler service (the control image, whose entrypoint is
     ``modelport``), from each model's ``autoscale`` (``{name: policy or None}``); None when no model
     has one. A bad policy is refused here, when the stack file is written, not in the running loop."""
@@ -330,14 +336,17 @@ class GatewayMetrics:
         self._client.close()
 
 
-def observe(metric: str, backend: str, now: Scrape, before: Scrape | None) -> float | None:
-    """The model's ``metric`` on ``backend`` (its serving slot's): in-flight requests now, or req/s
-    since ``before``; None when the gateway has no such backend or no rate can be had yet."""
+def observe(metric: str, backend: str, now: Scrape, before: Scrape | None,
+            samples: Sequence[Scrape] = ()) -> float | None:
+    """The model's ``metric`` on ``backend`` (its serving slot's): in-flight requests, the mean of
+    ``samples`` (those taken since the last pass) and now; or req/s since ``before``. None when the
+    gateway has no such backend or no rate can be had yet."""
     stats = now.backends.get(backend)
     if stats is None:
         return None
     if metric == "in_flight":
-        return stats.sessions
+        seen = [s.backends[backend].sessions for s in samples if backend in s.backends] + [stats.sessions]
+        return sum(seen) / len(seen)
     previous = before.backends.get(backend) if before else None
     elapsed = now.time - before.time if before else 0.0
     if previous is None or elapsed <= 0 or now.sources != before.sources:  # a gateway more or less: no rate
@@ -467,14 +476,21 @@ class Autoscaler:
         self.summary_every = summary_every
         self.clock, self.wall = clock, wall
         self._before: Scrape | None = None
+        self._samples: list[Scrape] = []  # taken since the last pass: in-flight is their mean
         self._scrape_failing = False
+
+    def sample(self) -> None:
+        """One more scrape for the next pass's in-flight mean (a failed one is left out)."""
+        with contextlib.suppress(ModelportError):
+            self._samples.append(self.metrics.scrape())
 
     def step(self) -> dict[str, Decision]:
         scrape = self._scrape()
+        samples, self._samples = self._samples, []
         decisions = {}
         for name, model in self.models.items():
             try:
-                decisions[name] = self._step_model(name, model, scrape)
+                decisions[name] = self._step_model(name, model, scrape, samples)
                 model.error = None
             except Exception as e:  # noqa: BLE001 (the Docker API's errors vary: any one is logged, the loop holds)
                 error = f"{type(e).__name__}: {e}"
@@ -498,7 +514,7 @@ class Autoscaler:
         self._scrape_failing = False
         return scrape
 
-    def _step_model(self, name: str, model: _Model, scrape: Scrape | None) -> Decision:
+    def _step_model(self, name: str, model: _Model, scrape: Scrape | None, samples: Sequence[Scrape] = ()) -> Decision:
         now = self.clock()
         slots = self.scaler.replicas(name)
         if len(slots) != 1:
@@ -508,7 +524,7 @@ class Autoscaler:
             return decision
         (slot, current), = slots.items()
         backend = f"{name}-{slot}"
-        observed = observe(model.policy.metric, backend, scrape, self._before) if scrape else None
+        observed = observe(model.policy.metric, backend, scrape, self._before, samples) if scrape else None
         window = max(model.policy.up_window, model.policy.down_window)
         while model.history and now - model.history[0][0] > window:
             model.history.popleft()
@@ -517,8 +533,7 @@ class Autoscaler:
             decision = replace(decision, reason=_why_no_metrics(backend, scrape))
         if decision.recommendation is not None:
             model.history.append((now, decision.recommendation))
-        changed = (decision.kind, decision.desired) != model.last
-        if decision.changes or changed and decision.kind != "hold":
+        if decision.changes:  # a change of state only (steady, held) is logged, not labelled
             self.scaler.apply(name, slot, decision, _utc(self.wall()))
         self._report(name, slot, model, decision, now)
         return decision
@@ -539,12 +554,18 @@ class Autoscaler:
         self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.out.flush()
 
-    def run(self, every: float, stop: threading.Event | None = None, passes: int | None = None) -> None:
-        """``step`` every ``every`` seconds until ``stop`` is set (or after ``passes`` passes)."""
+    def run(self, every: float, stop: threading.Event | None = None, passes: int | None = None,
+            samples: int = 4) -> None:
+        """``step`` every ``every`` seconds until ``stop`` is set (or after ``passes`` passes), with
+        ``samples`` - 1 more scrapes spread between two passes (in-flight is the mean of them all)."""
         stop = stop or threading.Event()
         done = 0
         while not stop.is_set() and (passes is None or done < passes):
             started = self.clock()
             self.step()
             done += 1
+            for i in range(1, max(1, samples)):
+                if stop.wait(max(0.0, started + every * i / samples - self.clock())):
+                    return
+                self.sample()
             stop.wait(max(0.0, every - (self.clock() - started)))

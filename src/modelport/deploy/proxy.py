@@ -85,6 +85,9 @@ class Layout:
     nameserver: str = DOCKER_DNS
     server_port: int = PORT
     config_dir: str = CONFIG_DIR
+    # A second Runtime API on a Unix socket (a Swarm gateway's): a volume of its node shares the socket
+    # with the gateway's keysync task there, which cannot reach the container's loopback.
+    admin_socket: str = ""
 
     def address(self, model: str, slot: str) -> str:
         """The DNS name of a stack model's slot: its Compose service."""
@@ -92,7 +95,7 @@ class Layout:
 
     def context(self) -> dict[str, Any]:
         # nameserver "": the pod's own resolvers (parse-resolv-conf), as Kubernetes sets them.
-        return {"bind": self.bind, "admin_port": self.admin_port, "nameserver": self.nameserver, "address": self.address,
+        return {"bind": self.bind, "admin_port": self.admin_port, "admin_socket": self.admin_socket, "nameserver": self.nameserver, "address": self.address,
                 "server_port": self.server_port, "server_timeout": SERVER_TIMEOUT, "max_replicas": MAX_REPLICAS,
                 "slots": SLOTS, "modelport_version": modelport.__version__,
                 "traffic_map": f"{self.config_dir}/{TRAFFIC}", "keys_map": f"{self.config_dir}/{KEYS}",
@@ -234,15 +237,49 @@ class Transport:
                write: Callable[[str, str], None] | None = None) -> Transport:
         """The Runtime API over TCP: a proxy whose admin socket this process can reach (its pod's
         loopback). Without ``write`` the maps change in the proxy's memory only (a read-only ConfigMap)."""
-        def send(line: str) -> str:
-            with socket.create_connection((host, port), timeout=10) as s:
-                s.sendall(f"{line}\n".encode())  # as the container's client sends it (printf "%s\n")
-                chunks = []
-                while data := s.recv(65536):
-                    chunks.append(data)
-            return b"".join(chunks).decode(errors="replace")
+        return cls(_stream_send(lambda: socket.create_connection((host, port), timeout=10)),
+                   write or (lambda _name, _text: None), config_dir, f"the proxy at {host}:{port}")
 
-        return cls(send, write or (lambda _name, _text: None), config_dir, f"the proxy at {host}:{port}")
+    @classmethod
+    def of_unix(cls, path: str, config_dir: str = CONFIG_DIR) -> Transport:
+        """The Runtime API on a Unix socket shared through a volume (a Swarm gateway's keysync task):
+        the maps change in the proxy's memory only, the keysync task keeps them."""
+        def connect() -> socket.socket:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            try:
+                s.connect(path)
+            except OSError:
+                s.close()
+                raise
+            return s
+
+        return cls(_stream_send(connect), lambda _name, _text: None, config_dir, f"the proxy at {path}")
+
+    @classmethod
+    def of_address(cls, admin: str) -> Transport:
+        """``HOST:PORT`` (TCP) or ``unix:PATH``."""
+        if admin.startswith("unix:"):
+            if not admin[5:].startswith("/"):
+                raise ModelportError(f"--admin {admin!r}: expected unix:/ABSOLUTE/PATH")
+            return cls.of_unix(admin[5:])
+        host, _, port = admin.rpartition(":")
+        if not host or not port.isdigit():
+            raise ModelportError(f"--admin {admin!r}: expected HOST:PORT or unix:PATH")
+        return cls.of_tcp(host, int(port))
+
+
+def _stream_send(connect: Callable[[], socket.socket]) -> Callable[[str], str]:
+    """One Runtime API command per connection, as the container's client sends it (printf "%s\n")."""
+    def send(line: str) -> str:
+        with connect() as s:
+            s.sendall(f"{line}\n".encode())
+            chunks = []
+            while data := s.recv(65536):
+                chunks.append(data)
+        return b"".join(chunks).decode(errors="replace")
+
+    return send
 
 
 class Runtime:
@@ -293,23 +330,30 @@ class Runtime:
         return self.entries(KEYS)
 
     def set_keys(self, keys: Mapping[str, str]) -> None:
-        """Replace the keys map by ``keys`` (sha256 hex → key id) in one atomic step (HAProxy's map
-        versions): a key in both the old and the new map is never refused meanwhile."""
+        """Replace the keys map by ``keys`` (sha256 hex → key id) in one atomic step: see replace_map."""
         for digest, key_id in keys.items():
             if not KEY_DIGEST.fullmatch(digest) or not _MAP_WORD.fullmatch(key_id):
                 raise ModelportError(f"Invalid keys map entry {digest!r} → {key_id!r}: a lowercase sha256 hex and a key id")
-        path = self._path(KEYS)
+        self.replace_map(KEYS, keys)
+
+    def replace_map(self, name: str, entries: Mapping[str, str]) -> None:
+        """Replace the map file ``name`` by ``entries`` in one atomic step (HAProxy's map versions): an
+        entry in both the old and the new map is never missing meanwhile (a key never refused)."""
+        for key, value in entries.items():
+            if not _MAP_WORD.fullmatch(key) or not _MAP_WORD.fullmatch(value):
+                raise ModelportError(f"Invalid {name} entry {key!r} → {value!r}")
+        path = self._path(name)
         answer = self.send(f"prepare map {path}")
         found = re.search(r"New version created: (\d+)", answer)
         if found is None:
-            raise ModelportError(f"{self.transport.name} could not prepare the keys map: {answer.strip()}")
+            raise ModelportError(f"{self.transport.name} could not prepare {name}: {answer.strip()}")
         version = found.group(1)
-        entries = sorted(keys.items())
-        for i in range(0, len(entries), KEY_BATCH):
-            lines = "".join(f"{digest} {key_id}\n" for digest, key_id in entries[i:i + KEY_BATCH])
-            self._command(f"add map @{version} {path} <<\n{lines}", "the keys")  # the empty line ends it
-        self._command(f"commit map @{version} {path}", "the keys")
-        self.transport.write(KEYS, map_text(dict(entries)))
+        ordered = sorted(entries.items())
+        for i in range(0, len(ordered), KEY_BATCH):
+            lines = "".join(f"{key} {value}\n" for key, value in ordered[i:i + KEY_BATCH])
+            self._command(f"add map @{version} {path} <<\n{lines}", name)  # the empty line ends it
+        self._command(f"commit map @{version} {path}", name)
+        self.transport.write(name, map_text(dict(ordered)))
 
     def entries(self, name: str) -> dict[str, str]:
         """The map file ``name`` as the proxy holds it now."""

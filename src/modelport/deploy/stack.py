@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -45,7 +46,7 @@ from modelport.container.context import Progress, build_time_labels, lock, model
 from modelport.deploy import proxy, rollout, swarm
 from modelport.deploy.compose import PROJECT, SERVICE, Project, explain, health, wait_healthy
 from modelport.deploy.containers import ContainerReplicas, RunSettings, check_publishable, check_replicas
-from modelport.deploy.proxy import Runtime
+from modelport.deploy.proxy import TRAFFIC, VERSIONS, Layout, Runtime, Transport
 from modelport.deploy.swarm import SwarmProject, SwarmSettings
 from modelport.errors import ModelportError, NotFoundError
 from modelport.extras import require
@@ -57,13 +58,16 @@ STATE_FILE = "stack.json"
 STACK = "io.modelport.stack"
 ROLE = "io.modelport.role"
 SLOT = "io.modelport.slot"
-RESERVED = ("db", "gateway", "control")
+RESERVED = ("db", "gateway", "control", "keysync", "autoscaler")
 _VERSION = re.compile(r"[0-9]+")  # MODEL=3: a version number (ASCII digits: str.isdigit takes '²')
 MODEL_PORT = defaults.PORT
 SPOOL_DIR = "/var/lib/modelport/spool"
 DB_URL = "postgresql+psycopg://modelport@db:5432/predictions"
 PASSWORD_SECRET = "/run/secrets/db_password"
 PROXY_LOG_PORT = 5140  # the control service's syslog port, where the proxy sends its own 5xx answers
+ADMIN_DIR = "/run/modelport-admin"  # a Swarm gateway's second Runtime API socket, in a volume its keysync task mounts
+ADMIN_SOCKET = f"{ADMIN_DIR}/haproxy.sock"
+KEYSYNC_READY = "/tmp/modelport-keysync-ready"
 CONTROL_EXTRAS = ("postgres", "docker")  # docker: a Swarm stack's autoscaler runs from this image
 # The database password, a Compose secret (a bind mount at /run/secrets/db_password, with Compose v2 as
 # with docker-compose 1.29, no Swarm): never an environment variable, which `docker inspect` and
@@ -166,12 +170,23 @@ class StackState:
     models: list[ModelService] = field(default_factory=list)
     modelport_version: str = modelport.__version__
     swarm: SwarmSettings | None = None  # runs on Docker Swarm (`stack up --swarm`), else on Compose
+    # On a Swarm: the traffic and versions maps every gateway holds (map file → entries), as the stack
+    # file hands them to the keysync tasks; `up` sets them from the models, a release step by step.
+    gateway_maps: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StackState:
         where = data.get("swarm")
         return cls(**{**data, "models": [ModelService.from_json(m) for m in data["models"]],
                       "swarm": SwarmSettings(**where) if where else None})
+
+    def routes(self) -> dict[str, dict[str, str]]:
+        """The traffic and versions maps the models' state means (what sync_proxy hands a Compose gateway)."""
+        traffic, versions = {}, {}
+        for m in self.models:
+            traffic[f"{m.name}-green"] = str(100 - (m.canary or 0) if m.serving == "green" else m.canary or 0)
+            versions |= {f"{m.name}-{slot}": str(release.version) for slot, release in m.slots.items()}
+        return {TRAFFIC: traffic, VERSIONS: versions}
 
 
 class Stack:
@@ -208,9 +223,10 @@ class Stack:
 
     @property
     def services(self) -> list[str]:
-        """In the order they start; on a Swarm, the autoscaler last when a model has a policy."""
+        """In the order they start; on a Swarm, the gateways' keysync, and the autoscaler last when a model has a policy."""
         autoscaler = ["autoscaler"] if self.state.swarm and any(m.autoscale for m in self.state.models) else []
-        return ["db", "control", *(s for m in self.state.models for s in m.services), "gateway", *autoscaler]
+        keysync = ["keysync"] if self.state.swarm else []
+        return ["db", "control", *(s for m in self.state.models for s in m.services), "gateway", *keysync, *autoscaler]
 
     def save(self) -> None:
         _write_atomic(self.directory / STATE_FILE, json.dumps(dataclasses.asdict(self.state), indent=2) + "\n")
@@ -225,8 +241,9 @@ class Stack:
             c = self.swarm.container(service)
             if c is None and (tasks := self.swarm.tasks(service)):
                 node = self.swarm.node_names().get(tasks[0].get("NodeID", ""), "another node")
+                where = "--gateway-node MANAGER among its nodes" if service == "gateway" else "--node HOSTNAME"
                 raise ModelportError(f"The stack's {service} runs on {node}, not on the manager modelport talks to: "
-                                     f"pin it there (`stack up --swarm --node HOSTNAME`) or point --manager at its node")
+                                     f"put it there too (`stack up --swarm ... {where}`) or point --manager at its node")
         else:
             c = self.project.container(service)
         if c is None or c.status != "running":
@@ -234,8 +251,34 @@ class Stack:
         return c
 
     def runtime(self, model: ModelService | None = None) -> Runtime:
-        """The proxy's Runtime API, for one model's backends (or for what is not a model's)."""
-        return Runtime.of_container(self.running("gateway"), prefix=f"{model.name}-" if model else "")
+        """The proxy's Runtime API, for one model's backends (or for what is not a model's); on a Swarm,
+        the gateways' (SwarmRuntime)."""
+        prefix = f"{model.name}-" if model else ""
+        if self.swarm:
+            return SwarmRuntime(self, Transport.of_container(self.running("gateway")), prefix)
+        return Runtime.of_container(self.running("gateway"), prefix=prefix)
+
+
+class SwarmRuntime(Runtime):
+    """The gateways of a stack on a Swarm, one per gateway node: read through the one on the manager's
+    node (the others check the same replicas by the same DNS names); their traffic and versions maps
+    set in the stack file, whose keysync tasks hand them to every gateway (a new one included: see
+    deploy/keysync.py), returning once every keysync task has."""
+
+    def __init__(self, stack: Stack, transport: Transport, prefix: str = "") -> None:
+        super().__init__(transport, prefix)
+        self.stack = stack
+
+    def set_entry(self, name: str, key: str, value: str) -> None:
+        if name not in (TRAFFIC, VERSIONS):
+            return super().set_entry(name, key, value)
+        maps = self.stack.state.gateway_maps
+        if maps.get(name, {}).get(key) == value:
+            return None
+        maps.setdefault(name, {})[key] = value
+        self.stack.save()
+        converge_gateways(self.stack)
+        return None
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -277,15 +320,29 @@ def render_swarm(state: StackState) -> str:
     from modelport.deploy import autoscale
 
     assert state.swarm is not None
-    command = autoscale.command(state.name, {m.name: m.autoscale for m in state.models})
+    command = autoscale.command(state.name, {m.name: m.autoscale for m in state.models},
+                                every=state.swarm.autoscale_every or autoscale.EVERY)
     return _render("swarm-stack.yaml.j2", state, swarm=state.swarm, image=state.swarm.image,
-                   autoscaler={"command": command} if command else None)
+                   autoscaler={"command": command} if command else None,
+                   gateway_nodes=state.swarm.gateway_nodes or [state.swarm.node],
+                   gateway_label=swarm.gateway_label(state.name), admin_dir=ADMIN_DIR,
+                   keysync_command=keysync_command(state), keysync_ready=KEYSYNC_READY)
 
 
 def gateway_files(state: StackState) -> dict[str, str]:
-    """The stack's HAProxy image: its routes (one per model) never change, its maps change at run time."""
+    """The stack's HAProxy image: its routes (one per model) never change, its maps change at run time
+    (on a Swarm also through a Unix socket, for its node's keysync task)."""
+    layout = Layout(admin_socket=ADMIN_SOCKET) if state.swarm else Layout()
     return proxy.stack_files(state.proxy_image, [m.name for m in state.models], default=state.models[0].name,
-                             syslog=f"control:{PROXY_LOG_PORT}")
+                             syslog=f"control:{PROXY_LOG_PORT}", layout=layout)
+
+
+def keysync_command(state: StackState) -> list[str]:
+    """A Swarm stack's keysync tasks' arguments: its gateway's socket, and the maps it must hold."""
+    maps = state.gateway_maps or state.routes()
+    return ["stack", "keys", "sync", "--admin", f"unix:{ADMIN_SOCKET}", "--every", "1", "--ready-file", KEYSYNC_READY,
+            *(arg for name, entries in sorted(maps.items()) for key, value in sorted(entries.items())
+              for arg in ("--map", f"{name}:{key}={value}"))]
 
 
 def stack_name(text: str) -> str:
@@ -589,7 +646,9 @@ def up(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: int | N
     current = stack.state.swarm
     if swarm_settings is not None and swarm_settings != current:
         if current and swarm_settings.manager == current.manager and swarm_settings.node in ("", current.node):
-            stack.state.swarm = dataclasses.replace(swarm_settings, node=current.node)  # the same Swarm, set anew
+            stack.state.swarm = dataclasses.replace(  # the same Swarm, set anew
+                swarm_settings, node=current.node, gateway_nodes=swarm_settings.gateway_nodes or current.gateway_nodes,
+                autoscale_every=swarm_settings.autoscale_every or current.autoscale_every)
         else:
             _move_to_swarm(stack, swarm_settings)
     if stack.state.swarm:
@@ -633,7 +692,9 @@ def up_swarm(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: i
         settings.node = manager_node
     if gateway_port:
         stack.state.gateway_port = gateway_port
+    project.label_gateway_nodes(settings.gateway_nodes or [settings.node])
     adopt_autoscaled(stack)
+    stack.state.gateway_maps = stack.state.routes()  # a release interrupted half-way is over
     stack.save()
     ensure_images(stack, store, progress)
     before = {t["ID"] for service in stack.services for t in project.tasks(service, current=False)}
@@ -642,6 +703,42 @@ def up_swarm(stack: Stack, *, wait: float = defaults.STACK_WAIT, gateway_port: i
     wait_tasks(stack, before, wait, progress)
     sync_proxy(stack)
     wait_proxy(stack, wait)
+
+
+def converge_gateways(stack: Stack, wait: float = defaults.HEALTHY_WAIT) -> None:
+    """Deploy the stack file after a change of the gateways' maps; return once every gateway node's
+    keysync task runs with the new maps and is healthy (its gateway holds them), and none with the old."""
+    project = stack.swarm
+    assert project is not None
+    project.deploy()
+
+    def converged(service: dict[str, Any] | None, running: list[dict[str, Any]]) -> bool:
+        gateways = {t.get("NodeID") for t in project.tasks("gateway") if swarm.state(t) == "running"}
+        return service is not None and gateways <= {t.get("NodeID") for t in running}
+
+    _wait_rolled(project, "keysync", wait, converged, "The gateways' keysync tasks do not run the new maps")
+
+
+def _wait_rolled(project: SwarmProject, name: str, wait: float,
+                 done: Callable[[dict[str, Any] | None, list[dict[str, Any]]], bool], failure: str) -> None:
+    """After a deploy that changes service ``name``'s arguments: until none of its tasks runs (or starts)
+    with others than the service's, and ``done(service, running)`` holds (``running``: its tasks that
+    run with them); else ``failure``, after ``wait``, with its tasks' states and last log lines."""
+    deadline = time.monotonic() + wait
+    while True:
+        service = project.services().get(name)
+        args = service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Args") if service else None
+        tasks = project.tasks(name, current=False) if service else []
+        leaving = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") != args
+                   and swarm.state(t) in ("running", *swarm.STARTING)]
+        running = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") == args and swarm.state(t) == "running"
+                   and t["DesiredState"] == "running"]
+        if not leaving and done(service, running):
+            return
+        if time.monotonic() > deadline:
+            states = "; ".join(swarm.describe(t) for t in tasks) or "no task"
+            raise ModelportError(f"{failure} after {wait:.0f}s ({states})\nLast log lines:\n{project.logs(name)}")
+        time.sleep(0.25)
 
 
 # A task that fails this often since the deploy is not going to run: a few failures are how services
@@ -666,8 +763,10 @@ def wait_tasks(stack: Stack, before: set[str], timeout: float, progress: Progres
             if len(failed) >= FAILURES:
                 raise ModelportError(f"Service {name!r} is not healthy: its tasks fail ({len(failed)} times): "
                                      f"{swarm.describe(failed[-1])}\nLast log lines:\n{project.logs(name)}")
-            wanted = (services.get(name, {}).get("Spec", {}).get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
+            mode = services.get(name, {}).get("Spec", {}).get("Mode", {})
             current = [t for t in tasks if t["DesiredState"] == "running"]
+            # A global service (the gateway, keysync): a task on each node it may run on, at least one.
+            wanted = max(1, len(current)) if "Global" in mode else (mode.get("Replicated") or {}).get("Replicas", 1)
             if sum(swarm.state(t) == "running" for t in current) < wanted:
                 waiting[name] = current
             elif name not in ready:
@@ -702,6 +801,7 @@ def down(stack: Stack, *, volumes: bool = False) -> None:
         stack.project.run("down", "--remove-orphans", *(["--volumes"] if volumes else []))
         return
     stack.swarm.remove()
+    stack.swarm.label_gateway_nodes([])
     if volumes:
         for volume in stack.swarm.client.volumes.list(filters={"label": f"{swarm.NAMESPACE}={stack.state.name}"}):
             volume.remove(force=True)
@@ -726,9 +826,11 @@ def restart(stack: Stack, service: str, *, wait: float = defaults.HEALTHY_WAIT) 
         wait_healthy(stack.project, services, wait)
         wait_proxy(stack, wait)
         return
+    # Failures before the restart (a task killed earlier, Swarm replaced it) are not this restart's.
+    before = {t["ID"] for name in stack.services for t in stack.swarm.tasks(name, current=False)}
     for name in services:  # new tasks, by each service's update_config (a model's: start-first)
         stack.swarm.run("service", "update", "--force", "--quiet", stack.swarm.service_name(name))
-    wait_tasks(stack, set(), wait)
+    wait_tasks(stack, before, wait)
     sync_proxy(stack)  # a gateway task made anew starts from its image's maps
     wait_proxy(stack, wait)
 
@@ -821,10 +923,16 @@ def logs(stack: Stack, service: str | None, *, follow: bool = False, tail: int |
         for name in names:
             stack.swarm.run(*args, stack.swarm.service_name(name), capture=False)
         return
-    with contextlib.ExitStack() as running:  # every service's logs at once, until interrupted
-        procs = [running.enter_context(stack.swarm.start(*args, stack.swarm.service_name(name))) for name in names]
+    procs = [stack.swarm.start(*args, stack.swarm.service_name(name)) for name in names]  # all at once
+    try:
         for proc in procs:
             proc.wait()
+    finally:  # interrupted: a SIGINT to modelport alone (not its process group) must not leave them following
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
 
 
 # -- releases ---------------------------------------------------------------------------------
@@ -989,21 +1097,8 @@ def deploy_autoscaler(stack: Stack, wait: float, progress: Progress = lambda _: 
     wanted = "autoscaler" in stack.services
     progress("Deploying the stack file: " + ("the autoscaler with the new policies" if wanted else "no autoscaler"))
     project.deploy()
-    deadline = time.monotonic() + wait
-    while True:
-        service = project.services().get("autoscaler")
-        args = service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Args") if service else None
-        tasks = project.tasks("autoscaler", current=False) if service else []
-        leaving = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") != args
-                   and swarm.state(t) in ("running", *swarm.STARTING)]
-        running = [t for t in tasks if t["Spec"]["ContainerSpec"].get("Args") == args and swarm.state(t) == "running"]
-        if not leaving and (bool(running) if wanted else service is None):
-            return
-        if time.monotonic() > deadline:
-            states = "; ".join(swarm.describe(t) for t in tasks) or "no task"
-            raise ModelportError(f"The autoscaler is not {'running' if wanted else 'gone'} after {wait:.0f}s ({states})"
-                                 f"\nLast log lines:\n{project.logs('autoscaler')}")
-        time.sleep(0.5)
+    _wait_rolled(project, "autoscaler", wait, lambda service, running: bool(running) if wanted else service is None,
+                 f"The autoscaler is not {'running' if wanted else 'gone'}")
 
 
 # -- the control service: where the database is reachable ------------------------------------

@@ -10,7 +10,9 @@ nodes pull them from the registry; the Swarm is driven through a manager's engin
 This kernel has no IPVS, and many others lack it too: no service VIPs, no ingress routing mesh.
 So every service uses ``endpoint_mode: dnsrr`` (its name resolves to its tasks' addresses, which is
 how the gateway finds replicas under Compose as well) and only the gateway publishes a port, in
-``host`` mode on the node it runs on.
+``host`` mode on each of the nodes chosen for it (``SwarmSettings.gateway_nodes``: a node label puts
+one gateway task on each). Beside each gateway task, on its node, a ``keysync`` task hands it the keys,
+versions and traffic split (deploy/keysync.py): a gateway task made anew gets them within a second.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +51,20 @@ class SwarmSettings:
     manager: str = ""  # the manager engine's address; "" = the engine modelport talks to (DOCKER_HOST)
     node: str = ""  # the hostname of the node for the gateway, control and db; "" until `up` picks the manager's
     docker_socket: str = DOCKER_SOCKET  # on the managers' hosts: the engine's socket (several engines on one host differ)
+    # The nodes (hostnames) that run a gateway, each publishing the port in host mode; [] = [node].
+    # modelport reads the proxy's health checks through the one on the manager's node: keep that one among them.
+    gateway_nodes: list[str] = field(default_factory=list)
+    autoscale_every: float = 0.0  # seconds between two decisions of the autoscaler; 0 = its default (2 s)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.autoscale_every <= 3600:
+            raise ModelportError(f"--autoscale-every {self.autoscale_every:g}: seconds between two decisions, "
+                                 "above 0 (up to 3600)")
         self.registry = self.registry.rstrip("/")
+        for n in self.gateway_nodes:
+            if not n or any(c in n for c in " ,=\"'"):
+                raise ModelportError(f"--gateway-node {n!r}: a node's hostname (`docker node ls`)")
+        self.gateway_nodes = list(dict.fromkeys(self.gateway_nodes))
         if not self.registry or "://" in self.registry or " " in self.registry:
             raise ModelportError(f"--registry {self.registry!r}: expected HOST[:PORT][/PREFIX], e.g. "
                                  "registry.example.com:5000 (no scheme)")
@@ -170,6 +183,24 @@ class SwarmProject:
         """Node id → hostname."""
         return {n["ID"]: n["Description"]["Hostname"] for n in self.client.api.nodes()}
 
+    def label_gateway_nodes(self, hostnames: list[str]) -> None:
+        """The gateway label on these nodes and on no other: the gateway's global service follows it."""
+        api, label = self.client.api, gateway_label(self.name)
+        nodes = {n["Description"]["Hostname"]: n for n in api.nodes()}
+        if missing := [h for h in hostnames if h not in nodes]:
+            raise ModelportError(f"--gateway-node {', '.join(missing)}: not a node of the Swarm "
+                                 f"(its nodes: {', '.join(sorted(nodes))})")
+        for hostname, n in nodes.items():
+            spec = n["Spec"]
+            labels = dict(spec.get("Labels") or {})
+            wanted = hostname in hostnames
+            if (labels.get(label) == "true") == wanted:
+                continue
+            labels.pop(label, None)
+            if wanted:
+                labels[label] = "true"
+            api.update_node(n["ID"], n["Version"]["Index"], {**spec, "Labels": labels})
+
     def node_address(self, hostname: str) -> str | None:
         for n in self.client.api.nodes():
             if n["Description"]["Hostname"] == hostname:
@@ -186,6 +217,11 @@ class SwarmProject:
             return b"".join(chunks).decode(errors="replace").strip()
         except Exception as e:  # explaining must not fail on a log that cannot be read (a node is down)
             return f"(no logs: {e})"
+
+
+def gateway_label(stack: str) -> str:
+    """The node label that puts a stack's gateway task (and its keysync task) on a node."""
+    return f"io.modelport.{stack}.gateway"
 
 
 def set_replicas(client: Any, service_id: str, replicas: int, labels: dict[str, str] | None = None) -> None:
