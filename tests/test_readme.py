@@ -196,6 +196,8 @@ def test_the_containers_section_runs_as_written(home: Path, tmp_path: Path) -> N
 
     checks = {  # the line as the README writes it: what its comment says
         "modelport build houses:1 --context-only ctx/": lambda: (work / "ctx" / "Dockerfile").is_file(),
+        "modelport build houses:1 --warmup warmup.json": lambda: "MODELPORT_WARMUP=/opt/modelport-warmup/warmup.json"
+                                                                 in client.images.get("modelport/houses:1").attrs["Config"]["Env"],
         "modelport run houses:1 --port 8080 --cpus 1 --memory 512m": lambda: versions() == {"1"},
         "modelport scale houses 2": lambda: [r["role"] for r in json.loads(sh("modelport ps --json").stdout)
                                              if r["service"] == "houses"].count("model") == 2,
