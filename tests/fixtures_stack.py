@@ -20,8 +20,21 @@ def remove_everything(client, name: str) -> None:
             net.remove()
         for volume in client.volumes.list(filters={"label": label}):
             volume.remove(force=True)
-    for image in client.images.list(filters={"label": f"io.modelport.stack={name}"}):
-        client.images.remove(image.id, force=True)
+    remove_images(client, {"label": f"io.modelport.stack={name}"})
+
+
+def remove_images(client, filters: dict[str, str]) -> None:
+    """The images ``filters`` lists, but one a running container uses: the control and gateway images are
+    content-addressed, so a Compose stack test running beside this one may be serving from the same image
+    (its own teardown removes it)."""
+    import docker.errors
+
+    for image in client.images.list(filters=filters):
+        try:
+            client.images.remove(image.id, force=True)
+        except docker.errors.APIError as e:
+            if e.status_code != 409:
+                raise
 
 
 def expected(stack: Any, ref: str, x: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tests.conftest import TEST_BASE_IMAGE
-from tests.fixtures_stack import POSTGRES_IMAGE, expected, remove_everything
+from tests.fixtures_stack import POSTGRES_IMAGE, expected, remove_everything, remove_images
 from tests.fixtures_swarm import SwarmCluster
 from tests.helpers import free_port, run_cli, wait_until
 
@@ -91,8 +91,7 @@ def _clean_nodes(cluster: SwarmCluster, name: str) -> None:
             c.remove(force=True)
         for volume in client.volumes.list(filters={"label": f"{NAMESPACE}={name}"}):
             volume.remove(force=True)
-        for image in client.images.list(filters={"label": f"io.modelport.stack={name}"}):
-            client.images.remove(image.id, force=True)
+        remove_images(client, {"label": f"io.modelport.stack={name}"})
 
 
 @pytest.fixture(scope="module")
