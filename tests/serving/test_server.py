@@ -388,7 +388,15 @@ def test_serve_log_db_records_every_prediction(store: ModelStore, regression_csv
         client.post("/predict", json={"features": [1]})
         wanted = {f"req-{i}" for i in range(10)}
         # The log writes in the background: wait for these requests' records (the bad request's id is generated).
-        rows = wait_until(lambda: json.loads(run_in_process("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout),
+        def listed() -> list[dict]:
+            import sqlalchemy.exc
+
+            try:
+                return json.loads(run_in_process("predictions", "list", "--db-url", db, "--json", "--limit", "50").stdout)
+            except sqlalchemy.exc.OperationalError:  # the writer has not created its table yet (a loaded machine)
+                return []
+
+        rows = wait_until(listed,
                           lambda rows: wanted <= {r["request_id"] for r in rows} and any(r["status"] == 400 for r in rows),
                           timeout=60, interval=0.1, what=lambda rows: f"records so far: {[r['request_id'] for r in rows]}")
     assert len(rows) == 11
