@@ -54,10 +54,15 @@ def wait_ready(replicas: Replicas, runtime: Runtime, slot: str, started: list[st
     is looked at seldom: each look is a ``docker exec`` into it, CPU the replicas' start needs."""
     deadline = time.monotonic() + timeout
     reported = getattr(replicas, "reported_ready", None)
-    problem, next_look, seen = "", 0.0, set()
+    problem, next_look, seen, ready = "", 0.0, set(), set()
     known: dict[str, Server] = {}  # replica → its server in the proxy, as last looked at
+
+    def all_up() -> bool:
+        return all(r in known and known[r].status == "UP" for r in started)
+
     while True:
-        ready = reported(started) if reported is not None else set()
+        if reported is not None and (awaited := [r for r in started if r not in ready]):
+            ready = ready | reported(awaited)  # a report stays (its log line does): not read again
         try:  # a server the proxy showed already: told without another look (a failure: look again)
             for replica in ready:
                 if (server := known.get(replica)) is not None and server.status != "UP":
@@ -65,7 +70,7 @@ def wait_ready(replicas: Replicas, runtime: Runtime, slot: str, started: list[st
                     server.status = "UP"
         except ModelportError:
             known.clear()
-        if all(r in known and known[r].status == "UP" for r in started):
+        if all_up():
             return
         if time.monotonic() < next_look and ready <= seen:
             time.sleep(0.05)  # a report is a log read, cheap: looked for often
@@ -85,7 +90,7 @@ def wait_ready(replicas: Replicas, runtime: Runtime, slot: str, started: list[st
             problem = ""
         except ModelportError as e:  # the proxy is still starting
             known, rising, problem = {}, False, str(e)
-        if None not in addresses and all(r in known and known[r].status == "UP" for r in started):
+        if None not in addresses and all_up():
             return
         if time.monotonic() > deadline:
             up = sum(1 for r in started if r in known and known[r].status == "UP")

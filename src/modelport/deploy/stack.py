@@ -181,7 +181,7 @@ class StackState:
                       "swarm": SwarmSettings(**where) if where else None})
 
     def routes(self) -> dict[str, dict[str, str]]:
-        """The traffic and versions maps the models' state means (what sync_proxy hands a Compose gateway)."""
+        """The traffic and versions maps the models' state means (what sync_proxy hands a gateway)."""
         traffic, versions = {}, {}
         for m in self.models:
             traffic[f"{m.name}-green"] = str(100 - (m.canary or 0) if m.serving == "green" else m.canary or 0)
@@ -787,11 +787,10 @@ def sync_proxy(stack: Stack) -> None:
     """Give the proxy what lives outside its image: the active keys' hashes, each slot's version and the
     traffic split (a proxy container made anew by ``up`` starts from its image's files)."""
     sync_keys(stack)
-    for m in stack.state.models:
-        runtime = stack.runtime(m)
-        for slot, release in m.slots.items():
-            runtime.set_version(slot, str(release.version))
-        runtime.set_share(m.serving, 100 - (m.canary or 0))
+    runtime = stack.runtime()
+    for name, entries in stack.state.routes().items():
+        for key, value in entries.items():
+            runtime.set_entry(name, key, value)
 
 
 def down(stack: Stack, *, volumes: bool = False) -> None:

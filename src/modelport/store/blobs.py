@@ -16,6 +16,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def verified(data: bytes, digest: str, label: str, hint: str = "") -> bytes:
+    """``data`` if its sha256 is ``digest``; else IntegrityError naming both (``hint``: what to do, after them)."""
+    actual = sha256_bytes(data)
+    if actual != digest:
+        raise IntegrityError(f"The {label} is corrupted: its sha256 is {actual[:12]}… but {digest[:12]}… was recorded{hint}")
+    return data
+
+
 # What to do about a damaged or missing file: importing an export writes every file of the
 # version again (see BlobStore.write), whether or not the version is still registered.
 _RESTORE = ("Restore it from an export of this version (modelport models import FILE) "
@@ -76,13 +84,7 @@ class BlobStore:
             raise IntegrityError(
                 f"The {label} cannot be read: {path}: {e.strerror}. If it is not a regular file, remove it; " + _RESTORE
             ) from None
-        actual = sha256_bytes(data)
-        if actual != digest:
-            raise IntegrityError(
-                f"The {label} is corrupted: its sha256 is {actual[:12]}… but {digest[:12]}… was recorded. "
-                + _RESTORE
-            )
-        return data
+        return verified(data, digest, label, hint=". " + _RESTORE)
 
     def digests(self) -> set[str]:
         return {p.name for p in self._files()}

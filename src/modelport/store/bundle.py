@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelport.errors import IntegrityError, ModelportError, NotFoundError
-from modelport.store.blobs import sha256_bytes
+from modelport.store.blobs import sha256_bytes, verified
 from modelport.store.refs import Ref, parse_ref
 from modelport.store.version import FileEntry, ModelVersion, manifest_digest
 
@@ -151,10 +151,7 @@ class BundleDirectory:
                 data = path.read_bytes()
             except OSError as e:
                 raise IntegrityError(f"The artifact file {name!r} of {mv.ref} cannot be read: {path}: {e.strerror}") from None
-            if (actual := sha256_bytes(data)) != entry.sha256:
-                raise IntegrityError(f"The artifact file {name!r} of {mv.ref} is corrupted: its sha256 is {actual[:12]}… "
-                                     f"but {entry.sha256[:12]}… was recorded ({path})")
-            files[name] = data
+            files[name] = verified(data, entry.sha256, f"artifact file {name!r} of {mv.ref}", hint=f" ({path})")
         return files
 
     def close(self) -> None:
