@@ -16,7 +16,9 @@ Rows, built one after the other in each round (interleaved), each on ``--base-im
   (with the network it would not exist) and shown beside it.
 
 Each row: the image's size as the engine reports it (MB = 10^6 bytes), its base image's, and the ten largest
-entries of its site-packages. Round 2 rebuilds with the engine's layer cache: the same context gives the same size.
+entries of its site-packages. For modelport's images also what their server loads to serve the model (its
+``--check`` start, traced in the image: the shared libraries mapped from site-packages and the bytecode of the
+modules imported): no cut of unused files can bring an image below its base plus that. Round 2 rebuilds with the engine's layer cache: the same context gives the same size.
 The section replaces the ``## Image sizes`` section of ``--output`` (or is appended)."""
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Built:
     note: str
     seconds: float
     largest: list[tuple[str, float]]
+    loaded: tuple[float, float] | None = None  # MB the server maps (shared libraries) and imports (bytecode)
 
 
 def _linear_model():
@@ -165,6 +168,33 @@ def largest(tag: str, site: str) -> list[tuple[str, float]]:
     return sorted(sizes, key=lambda s: -s[1])[:10]
 
 
+# Run in the image, as its server: what `serve REF --check` (load the model, answer nothing) maps and imports.
+LOADED_TRACE = """
+import atexit, os, runpy, sys
+site = sys.argv[1]
+def report():
+    maps = {l.split()[5] for l in open("/proc/self/maps") if len(l.split()) >= 6 and l.split()[5].startswith(site)}
+    pyc = {getattr(m, "__file__", None) or "" for m in list(sys.modules.values())}
+    pyc = {p for p in pyc if p.startswith(site) and p.endswith(".pyc")}
+    print("LOADED", sum(os.stat(p).st_size for p in maps), sum(os.stat(p).st_size for p in pyc), file=sys.stderr)
+atexit.register(report)
+sys.argv = ["modelport.serving", "serve", sys.argv[2], "--check"]
+runpy.run_module("modelport.serving", run_name="__main__")
+"""
+
+
+def loaded(tag: str, site: str) -> tuple[float, float]:
+    """MB of shared libraries and of bytecode the image's server loads from ``site`` to serve its model."""
+    from modelport.container import engine
+
+    client = engine.client()
+    ref = client.images.get(tag).attrs["Config"]["Cmd"][1]  # CMD ["serve", REF, ...]
+    out = client.containers.run(tag, ["python3", "-c", LOADED_TRACE, site, ref], entrypoint="", remove=True,
+                                stdout=False, stderr=True).decode()
+    mapped, pyc = next(line.split()[1:] for line in out.splitlines() if line.startswith("LOADED"))
+    return int(mapped) / 1e6, int(pyc) / 1e6
+
+
 def measure(row: str, rnd: int, base: str) -> Built:
     from modelport.container import engine
 
@@ -177,7 +207,8 @@ def measure(row: str, rnd: int, base: str) -> Built:
         note = f"{size / 1e6:.0f} MB with the {wheels} MB wheels layer"
     else:
         mb, note = size / 1e6, ""
-    built = Built(row, rnd, mb, note, seconds, largest(tag, SITE["tutorial" if row.startswith("tutorial") else "modelport"]))
+    site = SITE["tutorial" if row.startswith("tutorial") else "modelport"]
+    built = Built(row, rnd, mb, note, seconds, largest(tag, site), loaded(tag, site) if row.startswith("modelport") else None)
     print(f"  round {rnd} {row:<20} {built.mb:6.0f} MB  ({seconds:.0f} s) {note}", flush=True)
     return built
 
@@ -185,9 +216,12 @@ def measure(row: str, rnd: int, base: str) -> Built:
 def table(results: list[Built], base: str, base_mb: float) -> str:
     lines = [SECTION, "", f"`python -m bench.sizes` ({time.strftime('%Y-%m-%d')}), base image `{base}` ({base_mb:.0f} MB). "
              "MB = 10^6 bytes as the engine reports them.", "",
-             "| round | image | size | build (s) | note |", "|---|---|---|---|---|"]
-    lines += [f"| {r.round} | {r.row} | {r.mb:.0f} MB | {r.seconds:.0f} | {r.note} |" for r in results]
-    lines += ["", "Largest entries of each image's site-packages (MB, last round):", ""]
+             "| round | image | size | build (s) | loaded by its server | floor | note |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.round} | {r.row} | {r.mb:.0f} MB | {r.seconds:.0f} | "
+              + (f"{r.loaded[0]:.0f} MB libraries + {r.loaded[1]:.0f} MB bytecode | {base_mb + sum(r.loaded):.0f} MB"
+                 if r.loaded else "| ") + f" | {r.note} |" for r in results]
+    lines += ["", "Floor: the base image plus what the server loads (a cut of files it never reads cannot go below it).",
+              "", "Largest entries of each image's site-packages (MB, last round):", ""]
     last = {r.row: r for r in results}
     for r in last.values():
         lines.append(f"- {r.row}: " + ", ".join(f"{name} {mb:.1f}" for name, mb in r.largest))

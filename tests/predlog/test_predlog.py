@@ -18,7 +18,7 @@ from modelport.predlog.queries import export, list_predictions, parse_since, sta
 from modelport.predlog.spool import Spool
 from modelport.predlog.writer import PredictionLog, create_schema, insert_rows, predictions, to_row
 from tests.fixtures_db import PostgresServer, record
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, run_in_process, wait_until
 
 
 def stored(url: str) -> list[dict]:
@@ -266,6 +266,23 @@ def test_list_stats_and_export(db_url: str, tmp_path: Path) -> None:
     table = pq.read_table(path)
     assert table.num_rows == 1 and table.column("model").to_pylist() == ["other"]
     engine.dispose()
+
+
+@pytest.mark.parametrize("command", [["list"], ["stats"], ["export", "-o", "OUT"]])
+def test_a_log_that_is_missing_empty_or_unreachable_is_a_clear_error(command: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    args = [a.replace("OUT", str(out)) for a in command]
+    missing = tmp_path / "missing.db"
+    empty = tmp_path / "empty.db"
+    with make_engine(f"sqlite:///{empty}").begin() as conn:  # a database, but no log in it
+        conn.execute(text("CREATE TABLE other (a INTEGER)"))
+    cases = {f"sqlite:///{missing}": "does not exist", f"sqlite:///{empty}": "no prediction log yet",
+             f"postgresql://nobody@127.0.0.1:{free_port()}/db": "Connection refused"}
+    for url, reason in cases.items():
+        proc = run_in_process("predictions", *args, "--db-url", url, check=False)
+        assert proc.returncode == 1 and reason in proc.stderr and "Traceback" not in proc.stderr, (url, proc.stderr)
+    assert not missing.exists()  # reading never creates a database
+    assert not out.exists()  # nor an export's output file for nothing
 
 
 def test_parse_since() -> None:

@@ -110,6 +110,12 @@ def test_run_with_a_public_key_serves_the_signed_image(built: Built) -> None:
         r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": built.x.tolist()}, timeout=10)
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["predictions"], built.y, rtol=1e-9)
+        # Started by the ID the signature names, not by the tag it was checked under: a tag moved after
+        # the check (or before a later `scale`) cannot start another image.
+        signed = json.loads(built.record.statement.read_bytes())["image_id"]
+        replicas = docker.from_env().containers.list(filters={"label": [f"io.modelport.service={built.name}",
+                                                                         "io.modelport.role=model"]})
+        assert replicas and {c.attrs["Config"]["Image"] for c in replicas} == {signed}
     finally:
         run_cli("rm", built.name, "--force", env=built.env, check=False)
 

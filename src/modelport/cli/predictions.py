@@ -84,16 +84,17 @@ def export(ctx: typer.Context, model: str = MODEL, since: str = SINCE,
     url = db_url_or_stack(db_url, directory)
     if url is None:
         return run_in_control(ctx)
-    from modelport.predlog.queries import check_format
+    from modelport.predlog.queries import check_format, check_log
     from modelport.predlog.queries import export as query_export
 
     check_format(fmt)
+    check_log(engine := _engine(url))
     if str(output) == "-":
-        query_export(_engine(url), sys.stdout.buffer, fmt, model=model, since=_since(since))
+        query_export(engine, sys.stdout.buffer, fmt, model=model, since=_since(since))
         sys.stdout.buffer.flush()
         return
     with output.open("wb") as f:
-        n = query_export(_engine(url), f, fmt, model=model, since=_since(since))
+        n = query_export(engine, f, fmt, model=model, since=_since(since))
     console.print(f"Wrote {n} predictions to {output}")
 
 

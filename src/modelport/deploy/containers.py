@@ -202,13 +202,15 @@ def resolve_image(target: str, *, base_image: str, store: ModelStore | None, pro
     """``target`` is a model reference (its image built when missing or stale) or a local image
     (``store``: default the configured one, opened only for a target that can be a model reference).
     With a public key (``verify_key``, else MODELPORT_VERIFY_KEY) the image must be the one signed with
-    it, its SBOM unchanged. → (image tag, model name, model version)."""
+    it, its SBOM unchanged. → (the image to start, model name, model version): the tag, or once verified
+    the image ID the signature names, so a tag moved after the check cannot start another image (a
+    replica added later by ``scale`` or a restart starts the same one: it is the replicas' Config.Image)."""
     tag, model, version = _resolve_image(target, base_image=base_image, store=store, progress=progress)
     if key := verify_key or config.verify_key():
         from modelport.container import provenance
 
         progress(f"Verifying {tag}: signature, image ID and SBOM")
-        provenance.verify(tag, key)
+        return provenance.verify(tag, key).statement["image_id"], model, version
     return tag, model, version
 
 

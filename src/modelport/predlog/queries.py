@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from sqlalchemy import Select, case, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import Select, case, func, inspect, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from modelport.errors import ModelportError
 from modelport.extras import require
@@ -53,11 +56,37 @@ def _record(row: Any) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection to read the log through. A database that is missing, unreachable or has no log
+    yet is a ModelportError saying which (a reader never creates a SQLite file)."""
+    where = engine.url.render_as_string(hide_password=True)
+    database = engine.url.database or ""
+    if engine.dialect.name == "sqlite" and database not in ("", ":memory:") and not Path(database).is_file():
+        raise ModelportError(f"No prediction log at {where}: the file {database} does not exist (it is written by "
+                             "`modelport serve --log-db URL` or a stack's gateway)")
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(predictions.name):
+                raise ModelportError(f"{where} has no prediction log yet (no {predictions.name} table): a server "
+                                     "writing to it creates it with its first prediction")
+            yield conn
+    except DBAPIError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+        raise ModelportError(f"Cannot read the prediction log at {where}: {reason}") from None
+
+
+def check_log(engine: Engine) -> None:
+    """Fail now, as a query would, if the log cannot be read (before an export opens its output file)."""
+    with reading(engine):
+        pass
+
+
 def list_predictions(engine: Engine, *, model: str | None = None, since: datetime | None = None,
                      limit: int = 20) -> list[dict[str, Any]]:
     """The most recent records, newest first."""
     query = _filtered(engine, select(predictions), model, since).order_by(predictions.c.time.desc()).limit(limit)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return [_record(r) for r in conn.execute(query).mappings()]
 
 
@@ -71,7 +100,7 @@ def stats(engine: Engine, *, model: str | None = None, since: datetime | None = 
         counts += [func.percentile_cont(0.5).within_group(c.latency_ms).label("p50_ms"),
                    func.percentile_cont(0.99).within_group(c.latency_ms).label("p99_ms")]
     query = _filtered(engine, select(*keys, *counts), model, since).group_by(*keys).order_by(*keys)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = [dict(r) for r in conn.execute(query).mappings()]
         if engine.dialect.name != "postgresql":  # SQLite has no percentile function: compute them here
             import numpy as np
@@ -92,7 +121,7 @@ def iter_records(engine: Engine, *, model: str | None = None, since: datetime | 
                  chunk: int = 5000) -> Iterator[list[dict[str, Any]]]:
     """Every matching record, oldest first, in chunks (a server-side cursor: bounded memory)."""
     query = _filtered(engine, select(predictions), model, since).order_by(predictions.c.time, predictions.c.id)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query).mappings()
         for part in result.partitions(chunk):
             yield [_record(r) for r in part]
