@@ -15,6 +15,11 @@ from modelport.container.strip import MIN_SAVING, loaded_image, strip_wheels
 
 pytestmark = pytest.mark.skipif(not (shutil.which("cc") and shutil.which("strip")), reason="needs a C compiler and strip")
 
+
+@pytest.fixture(autouse=True)
+def _own_home(home: Path) -> None:
+    """The stripped copies' cache is in the modelport home: each test's own."""
+
 # Debug information and many symbols: far more than MIN_SAVING to strip.
 SOURCE = "\n".join(f"static int helper_{i}(int x) {{ return x * {i} + 1; }}" for i in range(3000)) + """
 int answer(int x) { int s = 0; """ + " ".join(f"s += helper_{i}(x);" for i in range(0, 3000, 7)) + """ return s; }
@@ -44,6 +49,20 @@ def test_stripped_libraries_keep_what_the_loader_reads_and_still_work(tmp_path: 
     assert saved == len(data) - stripped.stat().st_size >= MIN_SAVING
     assert loaded_image(stripped.read_bytes()) == loaded_image(data) is not None
     assert ctypes.CDLL(str(stripped)).answer(2) == ctypes.CDLL(str(tmp_path / "lib.so")).answer(2)
+
+
+def test_a_wheel_stripped_once_is_copied_from_the_cache_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheels, _ = _wheel(tmp_path)
+    first = strip_wheels(wheels, tmp_path / "first", platform.machine())
+
+    def no_strip(*args: object) -> int:
+        raise AssertionError("stripped again")
+
+    monkeypatch.setattr("modelport.container.strip._strip", no_strip)
+    assert strip_wheels(wheels, tmp_path / "second", platform.machine()) == first
+    name = "pkg/_native.cpython-311-x86_64-linux-gnu.so"
+    assert (tmp_path / "second" / name).read_bytes() == (tmp_path / "first" / name).read_bytes()
+    assert not list((tmp_path / "second").rglob(".saved"))  # the cache's own file stays there
 
 
 def test_a_change_to_anything_the_loader_reads_is_seen(tmp_path: Path) -> None:

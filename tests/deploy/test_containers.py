@@ -82,6 +82,10 @@ def test_context_only_writes_a_lean_multistage_context(env: dict, tmp_path: Path
     assert {p.name for p in (ctx / "wheels").glob("*.whl")} and (ctx / "model" / "modelport.json").is_file()
     assert (ctx / ".dockerignore").read_text().strip().endswith("!model")
     assert "MODELPORT_WARMUP" not in dockerfile and not (ctx / "warmup").exists()
+    # --prediction-log: the driver a server writing the log needs (the Helm chart's behind its gateway).
+    run_cli("build", f"{env['name']}:1", "--context-only", str(tmp_path / "log"), "--prediction-log", *BASE, env=env["env"])
+    pinned = {line.split("==")[0].lower() for line in (tmp_path / "log" / "wheels" / "requirements.lock").read_text().split()}
+    assert {"sqlalchemy", "psycopg", "psycopg-binary"} <= pinned
 
 
 def test_build_warmup_bakes_the_users_warm_up_request_into_the_image(env: dict, tmp_path: Path) -> None:
@@ -138,6 +142,10 @@ def test_build_run_predict_and_inspect(env: dict) -> None:
     assert {"modelport", "scikit-learn", "uvicorn"} <= set(dists) and unneeded(dists, "sklearn", "regression") == []
     cli = model.exec_run(["modelport", "--version"], demux=True)
     assert cli.exit_code == 1 and "pip install 'modelport[cli]'" in cli.output[1].decode()
+    # Writing the prediction log needs the database driver, which a plain image lacks: it says how to build one.
+    log = model.exec_run(["python3", "-m", "modelport.serving", "serve", f"{name}:1", "--port", "8081",
+                          "--log-db", "sqlite:////tmp/predictions.db"], demux=True)
+    assert log.exit_code == 1 and "modelport build REF --prediction-log" in log.output[1].decode(), log.output
 
 
 def _check_breakdown(stdout: str, *, worker: bool) -> None:

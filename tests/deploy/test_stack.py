@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -89,6 +90,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     tmp = tmp_path_factory.mktemp("stack")
     name = f"mpt-{uuid.uuid4().hex[:6]}"
     env = {"MODELPORT_HOME": str(tmp / "home")}
+    # Every build signed, every image verified before it serves: the whole module runs as a signed delivery would.
+    (tmp / "keys").mkdir()
+    run_cli("keygen", str(tmp / "keys" / "signing.pem"), env=env)
+    env |= {"MODELPORT_SIGNING_KEY": str(tmp / "keys" / "signing.pem"),
+            "MODELPORT_VERIFY_KEY": str(tmp / "keys" / "signing.pub.pem")}
     rng = np.random.default_rng(1)
     frame = pd.DataFrame(rng.normal(size=(300, len(FEATURES))), columns=FEATURES)
     frame["target"] = frame.to_numpy() @ np.arange(1, len(FEATURES) + 1) + rng.normal(scale=0.5, size=300)
@@ -337,6 +343,31 @@ def test_deploy_and_rollback_under_a_client_loop_fail_no_request(stack: RunningS
     compose = (stack.directory / "compose.yaml").read_text()
     assert 'image: "modelport/lin:1"' in compose and "modelport/lin:2" not in compose
     assert [c.attrs["Config"]["Image"] for c in stack.replicas("lin")] == ["modelport/lin:1"]  # the old slot retired
+
+
+def test_with_a_verify_key_a_changed_or_unsigned_model_image_is_refused_before_it_serves(stack: RunningStack) -> None:
+    """The module's stack signs every build (MODELPORT_SIGNING_KEY) and checks each model image before it
+    serves (MODELPORT_VERIFY_KEY): lin:2, built and signed by the deploy above, is refused once its SBOM or
+    its signature is not what was signed, and nothing of it starts."""
+    record = Path(stack.env["MODELPORT_HOME"]) / "images" / quote("modelport/lin:2", safe="")
+    sbom, signature = record / "sbom.cdx.json", record / "statement.sig.json"
+    assert signature.is_file()  # signed when the deploy above built it
+    original = sbom.read_bytes()
+    sbom.write_bytes(original.replace(b'"name": "numpy"', b'"name": "numpy-patched"', 1))
+    try:
+        proc = stack.cli("stack", "deploy", "lin=2", check=False, timeout=600)
+        assert proc.returncode == 1 and "SBOM was changed" in proc.stderr, proc.stdout + proc.stderr
+    finally:
+        sbom.write_bytes(original)
+    signed = signature.read_bytes()
+    signature.unlink()
+    try:
+        proc = stack.cli("stack", "deploy", "lin=2", check=False, timeout=600)
+        assert proc.returncode == 1 and "is not signed" in proc.stderr, proc.stdout + proc.stderr
+    finally:
+        signature.write_bytes(signed)
+    assert [c.attrs["Config"]["Image"] for c in stack.replicas("lin")] == ["modelport/lin:1"]
+    assert 'image: "modelport/lin:2"' not in (stack.directory / "compose.yaml").read_text()
 
 
 class ClientLoop:

@@ -35,6 +35,9 @@ def build(
                                          "stage natively on this image of the host's platform (the same Python 3.11 as "
                                          "--base-image, which must be a local image of --platform); only the last "
                                          "steps and the model's load check run emulated."),
+    prediction_log: bool = typer.Option(False, "--prediction-log", help="Also install SQLAlchemy and the PostgreSQL "
+                                        "driver, so the image's server can write the prediction log (serve --log-db; "
+                                        "the Helm chart's model behind its gateway)."),
 ) -> None:
     """Build a lean, offline-reproducible image serving a model (and push it to a registry)."""
     from modelport.container import engine
@@ -43,14 +46,15 @@ def build(
     with LoggedProgress("build") as log:
         if context_only:
             write_build_context(ref, context_only, base_image=base_image, requirements=requirements, runtime=runtime,
-                                platform=platform, build_base_image=build_base_image, warmup=warmup, progress=log)
+                                platform=platform, build_base_image=build_base_image, warmup=warmup,
+                                prediction_log=prediction_log, progress=log)
             success(f"Build context written to {context_only}",
                     f"  (docker build{f' --platform {platform}' if platform and not build_base_image else ''} -t IMAGE "
                     f"{context_only})")
             return
         image = build_image(ref, tag=tag, base_image=base_image, requirements=requirements, nocache=no_cache,
                             runtime=runtime, platform=platform, build_base_image=build_base_image,
-                            sign_key=sign_key, warmup=warmup, progress=log)
+                            sign_key=sign_key, warmup=warmup, prediction_log=prediction_log, progress=log)
         if push:
             engine.push(image.tag, pushed := push_reference(push, image.tag), progress=log)
     success(f"Built {image.tag}", f" ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s) serving {image.model.ref}"

@@ -26,7 +26,7 @@ from modelport.container.context import (
 from modelport.container.sbom import SBOM_FILE
 from modelport.container.wheelhouse import DEFAULT_PLATFORM, canonical_platform, target_platform
 from modelport.errors import ModelportError
-from modelport.extras import require
+from modelport.extras import MissingExtraError, require
 from modelport.store import ModelStore, ModelVersion
 
 
@@ -94,21 +94,24 @@ def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
 def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.BASE_IMAGE,
                 requirements: Path | None = None, nocache: bool = False, store: ModelStore | None = None,
                 runtime: str = NATIVE, platform: str | None = None, build_base_image: str | None = None,
-                sign_key: Path | None = None, warmup: Path | None = None, progress: Progress = lambda _: None) -> BuiltImage:
+                sign_key: Path | None = None, warmup: Path | None = None, prediction_log: bool = False,
+                progress: Progress = lambda _: None) -> BuiltImage:
     """``runtime="onnx"``: the model converted to ONNX and served by onnxruntime (frameworks.convert).
     ``platform`` (``linux/arm64``): build for it, wheels and all; None: the engine's own, with linux/amd64 wheels.
     ``build_base_image`` (with ``platform``): cross-build, the build stage natively on this image of the
     engine's platform (context.write_context); ``base_image`` must then be a local image of ``platform``.
     The SBOM and statement go to the image's provenance record, signed with ``sign_key`` (default: the
     configured MODELPORT_SIGNING_KEY, if any). ``warmup``: the v2 request the image's server warms up with
-    (its first prediction, before it is ready; default: inputs generated from the model's signature)."""
+    (its first prediction, before it is ready; default: inputs generated from the model's signature).
+    ``prediction_log``: the image can write the prediction log (``serve --log-db``: prediction_log_requirements)."""
     require("docker", "Building an image")
     check_runtime(runtime)
     platform = target_platform(platform) if platform else None
     store = get_store(store)
     mv = store.resolve(ref)
     tag = tag or default_tag(mv, runtime, platform)
-    extra = read_requirements_file(requirements) if requirements else []
+    extra = [*(read_requirements_file(requirements) if requirements else []),
+             *(prediction_log_requirements() if prediction_log else [])]
     sign_key = sign_key or config.signing_key()
     key = signing.load_private(sign_key) if sign_key else None  # a bad key fails before the build, not after
     engine.client()  # fail before downloading anything if there is no engine
@@ -147,16 +150,28 @@ def check_base_platform(base_image: str, platform: str, local: bool = False) -> 
                              f"with --base-image (a multi-platform one such as python:3.11-slim is pulled for it)")
 
 
+def prediction_log_requirements() -> list[str]:
+    """SQLAlchemy and the PostgreSQL driver, pinned to the versions installed here: what a model server that
+    writes the prediction log itself (``serve --log-db``: a stack's, the Helm chart's behind its gateway)
+    needs besides serving. A plain model image has neither."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return [f"SQLAlchemy=={version('sqlalchemy')}", f"psycopg[binary]=={version('psycopg')}"]
+    except PackageNotFoundError as e:
+        raise MissingExtraError("postgres", "An image that writes the prediction log", [str(e)]) from None
+
+
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
-                        extra_requirements: list[str] | None = None, store: ModelStore | None = None,
+                        prediction_log: bool = False, store: ModelStore | None = None,
                         runtime: str = NATIVE, platform: str | None = None, build_base_image: str | None = None,
                         warmup: Path | None = None,
                         progress: Progress = lambda _: None) -> Path:
-    """The same context ``build`` uses, left on disk for a user's own pipeline. ``extra_requirements``:
-    pinned lines beside the file's (a stack's model servers add the PostgreSQL driver)."""
+    """The same context ``build`` uses, left on disk for a user's own pipeline."""
     require("docker", "Writing a build context")  # packaging pins the image's requirements
     store = get_store(store)
-    extra = [*(read_requirements_file(requirements) if requirements else []), *(extra_requirements or [])]
+    extra = [*(read_requirements_file(requirements) if requirements else []),
+             *(prediction_log_requirements() if prediction_log else [])]
     return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra,
                          runtime=runtime, platform=platform, build_base_image=build_base_image, warmup=warmup,
                          progress=progress)

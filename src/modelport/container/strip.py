@@ -11,10 +11,13 @@ A copy is used only when what the dynamic loader reads is unchanged: the same EL
 header table's place and count), the same program headers, and the same bytes in every segment. strip removes
 only sections no segment holds, so a library it would change in any other way (e.g. one patchelf rewrote) is
 left as it is. No ``strip`` on the host, or one for another machine (an arm64 image on an amd64 host): nothing is
-stripped, and the image is as before."""
+stripped, and the image is as before. Each wheel's stripped copies are kept in the modelport home by the wheel's
+sha256, so a rebuild copies them instead of stripping again."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import platform
 import shutil
 import struct
@@ -23,6 +26,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from modelport import config
 from modelport.progress import Progress
 
 MIN_SAVING = 64 * 1024  # smaller savings are not worth a file in the build context
@@ -39,18 +43,42 @@ def strip_wheels(wheels: Path, dest: Path, machine: str, progress: Progress = la
                  f"this machine's strip is for {platform.machine()}, the image's libraries are {machine}"))
         return 0
     saved = 0
-    with tempfile.TemporaryDirectory(prefix="modelport-strip-") as tmp:
-        for whl in sorted(wheels.glob("*.whl")):
-            with zipfile.ZipFile(whl) as z:
-                for info in z.infolist():
-                    name = info.filename
-                    if name.split("/", 1)[0].endswith(".data") or not _is_shared_library(name):
-                        continue  # a wheel's .data/ goes elsewhere than site-packages
-                    original = Path(tmp, "original")
-                    original.write_bytes(z.read(info))
-                    saved += _strip(tool, original, dest / name)
+    for whl in sorted(wheels.glob("*.whl")):
+        stripped = _stripped_wheel(tool, whl, machine)
+        shutil.copytree(stripped, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_SAVED))
+        saved += int((stripped / _SAVED).read_text())
     progress(f"Stripped the wheels' shared libraries of symbols and debug information: {saved / 1e6:.1f} MB less")
     return saved
+
+
+_SAVED = ".saved"  # in a cached wheel's directory: the bytes its copies save; written last, so it marks it complete
+
+
+def _stripped_wheel(tool: str, whl: Path, machine: str) -> Path:
+    """The directory of ``whl``'s stripped libraries (at their site-packages paths), from the cache or made now."""
+    digest = hashlib.sha256(whl.read_bytes()).hexdigest()[:32]
+    cached = config.home() / "cache" / "stripped" / f"{machine}-{digest}"
+    if (cached / _SAVED).is_file():
+        return cached
+    staging = cached.with_name(f".{cached.name}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    saved = 0
+    with tempfile.TemporaryDirectory(prefix="modelport-strip-") as tmp, zipfile.ZipFile(whl) as z:
+        for info in z.infolist():
+            name = info.filename
+            if name.split("/", 1)[0].endswith(".data") or not _is_shared_library(name):
+                continue  # a wheel's .data/ goes elsewhere than site-packages
+            original = Path(tmp, "original")
+            original.write_bytes(z.read(info))
+            saved += _strip(tool, original, staging / name)
+    (staging / _SAVED).write_text(str(saved))
+    shutil.rmtree(cached, ignore_errors=True)  # an incomplete one (a build stopped while it wrote)
+    try:
+        os.replace(staging, cached)
+    except OSError:  # another build put the same wheel's there meanwhile: the same bytes
+        shutil.rmtree(staging, ignore_errors=True)
+    return cached
 
 
 def _is_shared_library(name: str) -> bool:

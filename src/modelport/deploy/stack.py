@@ -38,11 +38,12 @@ from typing import IO, Any
 import jinja2
 
 import modelport
-from modelport import defaults
+from modelport import config, defaults
 from modelport.api import get_store
-from modelport.container import engine
+from modelport.container import engine, provenance, signing
 from modelport.container.build import default_tag, stale_image, write_build_context
 from modelport.container.context import Progress, build_time_labels, lock, modelport_wheel
+from modelport.container.sbom import SBOM_FILE
 from modelport.deploy import proxy, rollout, swarm
 from modelport.deploy.compose import PROJECT, SERVICE, Project, explain, health, wait_healthy
 from modelport.deploy.containers import ContainerReplicas, RunSettings, check_publishable, check_replicas
@@ -413,18 +414,10 @@ def _clear(directory: Path, *, keep: bool) -> None:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def _postgres_pins() -> list[str]:
-    """SQLAlchemy and the PostgreSQL driver, pinned to the versions installed here: the model servers write the
-    log (a plain model image has neither)."""
-    from importlib.metadata import version
-
-    return [f"SQLAlchemy=={version('sqlalchemy')}", f"psycopg[binary]=={version('psycopg')}"]
-
-
 def write_model_context(directory: Path, release: Release, ref: str, base_image: str, store: ModelStore | None,
                         progress: Progress) -> None:
     write_build_context(ref, directory / "build" / release.context, base_image=base_image, store=store,
-                        extra_requirements=_postgres_pins(), progress=progress)
+                        prediction_log=True, progress=progress)
 
 
 def write_control_context(dest: Path, base_image: str, progress: Progress) -> str:
@@ -456,17 +449,25 @@ def write_control_context(dest: Path, base_image: str, progress: Progress) -> st
 
 def ensure_model_image(stack: Stack, m: ModelService, release: Release, store: ModelStore | None,
                        progress: Progress) -> None:
-    """Build the release's image unless an image of that tag holds this very model (see stale_image)."""
+    """Build the release's image unless an image of that tag holds this very model (see stale_image), with
+    its provenance record as `modelport build` writes it (signed with MODELPORT_SIGNING_KEY, if set). With
+    MODELPORT_VERIFY_KEY the image, built now or before, must be signed with it, its SBOM unchanged, before
+    any replica of it starts (or, on a Swarm, it is pushed)."""
     why = stale_image(release.image, release.digest)
-    if why is None:
-        return
-    context = stack.directory / "build" / release.context
-    if not (context / "Dockerfile").is_file():
-        shutil.rmtree(context, ignore_errors=True)
-        write_model_context(stack.directory, release, f"{m.name}:{release.version}", stack.state.base_image, store,
-                            progress)
-    progress(f"Building {release.image}: {why}")
-    engine.build(context, release.image, labels={**build_time_labels(), STACK: stack.state.name}, progress=progress)
+    if why is not None:
+        key = signing.load_private(path) if (path := config.signing_key()) else None  # a bad key: before the build
+        context = stack.directory / "build" / release.context
+        if not (context / "Dockerfile").is_file():
+            shutil.rmtree(context, ignore_errors=True)
+            write_model_context(stack.directory, release, f"{m.name}:{release.version}", stack.state.base_image, store,
+                                progress)
+        progress(f"Building {release.image}: {why}")
+        image_id = engine.build(context, release.image, labels={**build_time_labels(), STACK: stack.state.name},
+                                progress=progress)
+        provenance.record_build(release.image, image_id, engine.image_labels(image_id) or {}, context / SBOM_FILE, key)
+    if verify_key := config.verify_key():
+        progress(f"Verifying {release.image}: signature, image ID and SBOM")
+        provenance.verify(release.image, verify_key)
 
 
 def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progress = lambda _: None) -> None:

@@ -32,9 +32,14 @@ def open_log(db_url: str, spool_dir: Path | None = None) -> PredictionLog:
     database) and ``close()`` when the server stops, which writes what is still queued."""
     from importlib.util import find_spec
 
+    from modelport.errors import ModelportError
     from modelport.extras import MissingExtraError
 
     if find_spec("sqlalchemy") is None:  # a plain model image (a stack's have it): one sentence, not an ImportError
+        if config.model_dir() is not None:  # in a model image: pip is not the way
+            raise ModelportError("Writing the prediction log (serve --log-db) needs SQLAlchemy and the PostgreSQL "
+                                 "driver, which this image does not hold: build it with `modelport build REF "
+                                 "--prediction-log` (a stack's model images have them)")
         raise MissingExtraError("store", "Writing the prediction log (serve --log-db)", ["SQLAlchemy"])
     from modelport.predlog.writer import PredictionLog
 
