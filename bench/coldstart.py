@@ -4,6 +4,7 @@
     python -m bench.coldstart --runs 9 --image modelport/bench-linear:1 --output bench/RESULTS-coldstart.md
     python -m bench.coldstart --against /work/main/src:modelport/bench-linear:old   # before/after, interleaved
     python -m bench.coldstart --runtime onnx        # the same model's onnxruntime image (modelport/bench-linear:1-onnx)
+    python -m bench.coldstart --tutorial            # beside the tutorial's Flask image run its way, interleaved
 
 The model is the tabular table's (``LinearRegression`` on ``make_regression(1000, 8)``), saved to a store under
 ``bench/.work/coldstart/`` and built once on ``MODELPORT_BENCH_BASE_IMAGE`` (default ``python:3.11-slim``); the
@@ -14,7 +15,10 @@ bench model's image under another tag (beside another tree's); ``--runtime onnx`
 sends right after the command returns is answered; the service is removed between runs (not timed). The
 breakdown is the one ``run`` prints (its stages since the command's start), kept from each run.
 ``--against SRC:IMAGE`` also times IMAGE with the modelport of source tree SRC running the command (another
-version's, e.g. before a change), alternating run by run so both see the same machine load.
+version's, e.g. before a change), alternating run by run so both see the same machine load. ``--tutorial``
+also times the tutorial's single-stage Flask image (bench.sizes, the same model pickled; built when missing) run
+the tutorial's way, ``docker run -d -p PORT:5000 IMAGE``, from that command's launch until a prediction is
+answered (polled every 20 ms: it has no readiness to wait for), alternating with the other runs.
 """
 
 from __future__ import annotations
@@ -79,6 +83,28 @@ def one_run(image: str, env: dict[str, str]) -> tuple[float, str]:
     return seconds, breakdown
 
 
+def tutorial_run(image: str, env: dict[str, str]) -> tuple[float, str]:
+    """→ (seconds from launching ``docker run`` of the tutorial's image to its first answered prediction, "")."""
+    name, port = f"bench-cold-{uuid.uuid4().hex[:6]}", free_port()
+    command = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:5000", image]
+    started = time.perf_counter()
+    try:
+        subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+        deadline = started + 120
+        while True:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": [0.0] * 8}, timeout=5)
+                if r.status_code == 200:
+                    return time.perf_counter() - started, ""
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"{image} answered no prediction within 120 s")
+            time.sleep(0.02)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.coldstart", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", help="build the bench model's image under this tag (default modelport/bench-linear:1[-onnx])")
     p.add_argument("--output", type=Path, help="also write the results (markdown) to this file")
     p.add_argument("--against", metavar="SRC:IMAGE", help="also time IMAGE run by the modelport in source tree SRC, alternating")
+    p.add_argument("--tutorial", action="store_true", help="also time the tutorial's Flask image, `docker run` its way, alternating")
     args = p.parse_args(argv)
     base = os.environ.get("MODELPORT_BENCH_BASE_IMAGE", "python:3.11-slim")
     image = args.image or prepare(base, args.runtime, args.tag)
@@ -97,11 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.against:
         src, _, other = args.against.partition(":")
         configs.append((src, other, {**env, "PYTHONPATH": src}))
+    if args.tutorial:
+        from bench.sizes import WORK as SIZES_WORK
+        from bench.sizes import tutorial_linear
+        from modelport.container import engine
+
+        SIZES_WORK.mkdir(parents=True, exist_ok=True)
+        tutorial = "modelport-bench/size-tutorial:1"
+        if not engine.image_exists(tutorial):
+            tutorial_linear(base)
+        configs.append(("tutorial", tutorial, env))
     rows: dict[str, list[tuple[float, float, str]]] = {name: [] for name, _, _ in configs}
     for i in range(args.runs):
         for name, img, run_env in configs:
             load = os.getloadavg()[0]
-            seconds, breakdown = one_run(img, run_env)
+            seconds, breakdown = (tutorial_run if name == "tutorial" else one_run)(img, run_env)
             rows[name].append((seconds, load, breakdown))
             print(f"{name} run {i + 1}: {seconds:.2f}s (load {load:.2f})  {breakdown}", flush=True)
     info = machine()
@@ -109,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
              f"`{' '.join(['python -m bench.coldstart', *(argv if argv is not None else sys.argv[1:])])}`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {info['nproc']} CPUs ({info['CPU']}), "
              f"gateway image {env['MODELPORT_PROXY_IMAGE']}", ""]
+    ours = statistics.median(s for s, _, _ in rows["this"])
     for (name, img, _), runs in zip(configs, rows.values(), strict=True):
         times = [s for s, _, _ in runs]
-        lines += [f"## {img} (modelport: {'this tree' if name == 'this' else name})", "",
-                  f"**Median of {len(runs)}: {statistics.median(times):.2f}s** (min {min(times):.2f}s, max {max(times):.2f}s)", "",
+        what = ("the tutorial's Flask image, `docker run -d -p PORT:5000`" if name == "tutorial"
+                else f"modelport: {'this tree' if name == 'this' else name}")
+        ratio = "" if name == "this" else f", {statistics.median(times) / ours:.2f}× this tree's"
+        lines += [f"## {img} ({what})", "",
+                  f"**Median of {len(runs)}: {statistics.median(times):.2f}s{ratio}** (min {min(times):.2f}s, max {max(times):.2f}s)", "",
                   "| run | seconds | load (1 min) | breakdown (`run`'s, since the command started) |", "|---|---|---|---|",
                   *[f"| {i + 1} | {s:.2f} | {load:.2f} | {b} |" for i, (s, load, b) in enumerate(runs)], ""]
     print("\n".join(lines))
