@@ -368,6 +368,12 @@ def test_with_a_verify_key_a_changed_or_unsigned_model_image_is_refused_before_i
         signature.write_bytes(signed)
     assert [c.attrs["Config"]["Image"] for c in stack.replicas("lin")] == ["modelport/lin:1"]
     assert 'image: "modelport/lin:2"' not in (stack.directory / "compose.yaml").read_text()
+    # An image without a record (built before records were kept) is built again, signed, and then serves.
+    shutil.rmtree(record)
+    proc = stack.cli("stack", "deploy", "lin=2", timeout=900)
+    assert "it has no provenance record here to verify" in proc.stdout + proc.stderr and signature.is_file()
+    assert stack.predict("lin", stack.x[:1]).headers.get("x-model-version") == "2"
+    stack.cli("stack", "rollback", "lin", timeout=600)
 
 
 class ClientLoop:

@@ -57,9 +57,14 @@ class Record:
         return signing.Signature.from_json(_json(self.signature.read_bytes(), self.signature))
 
 
+def has_record(tag: str) -> bool:
+    rec = Record(record_dir(tag))
+    return rec.statement.is_file() and rec.sbom.is_file()
+
+
 def find(tag: str) -> Record:
     rec = Record(record_dir(tag))
-    if not (rec.statement.is_file() and rec.sbom.is_file()):
+    if not has_record(tag):
         raise VerificationError(f"{tag} has no provenance record here (no SBOM or statement in {rec.dir}): it was not "
                                 "built by this modelport, or was loaded without its archive (`modelport load ARCHIVE`)")
     return rec

@@ -452,8 +452,11 @@ def ensure_model_image(stack: Stack, m: ModelService, release: Release, store: M
     """Build the release's image unless an image of that tag holds this very model (see stale_image), with
     its provenance record as `modelport build` writes it (signed with MODELPORT_SIGNING_KEY, if set). With
     MODELPORT_VERIFY_KEY the image, built now or before, must be signed with it, its SBOM unchanged, before
-    any replica of it starts (or, on a Swarm, it is pushed)."""
+    any replica of it starts (or, on a Swarm, it is pushed); one built before records were kept is built again."""
+    verify_key = config.verify_key()
     why = stale_image(release.image, release.digest)
+    if why is None and verify_key and not provenance.has_record(release.image):
+        why = "it has no provenance record here to verify"
     if why is not None:
         key = signing.load_private(path) if (path := config.signing_key()) else None  # a bad key: before the build
         context = stack.directory / "build" / release.context
@@ -465,7 +468,7 @@ def ensure_model_image(stack: Stack, m: ModelService, release: Release, store: M
         image_id = engine.build(context, release.image, labels={**build_time_labels(), STACK: stack.state.name},
                                 progress=progress)
         provenance.record_build(release.image, image_id, engine.image_labels(image_id) or {}, context / SBOM_FILE, key)
-    if verify_key := config.verify_key():
+    if verify_key:
         progress(f"Verifying {release.image}: signature, image ID and SBOM")
         provenance.verify(release.image, verify_key)
 
