@@ -15,6 +15,7 @@ from modelport.container import engine, provenance, signing
 from modelport.container.context import (
     BUILD_LABEL,
     NATIVE,
+    PREDICTION_LOG_LABEL,
     RUNTIME_LABEL,
     Progress,
     build_time_labels,
@@ -26,7 +27,7 @@ from modelport.container.context import (
 from modelport.container.sbom import SBOM_FILE
 from modelport.container.wheelhouse import DEFAULT_PLATFORM, canonical_platform, target_platform
 from modelport.errors import ModelportError
-from modelport.extras import MissingExtraError, require
+from modelport.extras import require
 from modelport.store import ModelStore, ModelVersion
 
 
@@ -72,15 +73,18 @@ def push_reference(target: str, built_tag: str) -> str:
     return target if ":" in rest.rsplit("/", 1)[-1] else f"{target}:{tag or 'latest'}"
 
 
-def stale_image(tag: str, digest: str, runtime: str = NATIVE) -> str | None:
+def stale_image(tag: str, digest: str, runtime: str = NATIVE, *, prediction_log: bool = False) -> str | None:
     """Why the image ``tag`` cannot serve the model with this sha256 as it is (so it must be
     built), or None when it can: a tag names a model and version, but another store may hold
-    another model under the same name and version, and another modelport may have built it."""
+    another model under the same name and version, and another modelport may have built it.
+    ``prediction_log``: the image must also write the prediction log (a stack's: same tag as `build`'s)."""
     labels = engine.image_labels(tag)
     if labels is None:
         return "there is no image yet"
     if labels.get("io.modelport.sha256") != digest:
         return "the image holds another model of that name and version (another store's)"
+    if prediction_log and labels.get(PREDICTION_LOG_LABEL) != "true":
+        return "the image cannot write the prediction log (built without --prediction-log)"
     if labels.get(RUNTIME_LABEL, NATIVE) != runtime:
         return f"the image serves it with the {labels.get(RUNTIME_LABEL, NATIVE)} runtime, not {runtime}"
     built_by = labels.get("io.modelport.modelport-version")
@@ -103,15 +107,14 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
     The SBOM and statement go to the image's provenance record, signed with ``sign_key`` (default: the
     configured MODELPORT_SIGNING_KEY, if any). ``warmup``: the v2 request the image's server warms up with
     (its first prediction, before it is ready; default: inputs generated from the model's signature).
-    ``prediction_log``: the image can write the prediction log (``serve --log-db``: prediction_log_requirements)."""
+    ``prediction_log``: the image can write the prediction log (``serve --log-db``: context.prediction_log_requirements)."""
     require("docker", "Building an image")
     check_runtime(runtime)
     platform = target_platform(platform) if platform else None
     store = get_store(store)
     mv = store.resolve(ref)
     tag = tag or default_tag(mv, runtime, platform)
-    extra = [*(read_requirements_file(requirements) if requirements else []),
-             *(prediction_log_requirements() if prediction_log else [])]
+    extra = read_requirements_file(requirements) if requirements else []
     sign_key = sign_key or config.signing_key()
     key = signing.load_private(sign_key) if sign_key else None  # a bad key fails before the build, not after
     engine.client()  # fail before downloading anything if there is no engine
@@ -122,7 +125,7 @@ def build_image(ref: str, *, tag: str | None = None, base_image: str = defaults.
     try:
         write_context(mv, ctx / "context", store=store, base_image=base_image, extra_requirements=extra,
                       runtime=runtime, platform=platform, build_base_image=build_base_image,
-                      warmup=warmup, progress=progress)
+                      warmup=warmup, prediction_log=prediction_log, progress=progress)
         progress(f"Building {tag} from {base_image}" + (f" for {platform}" if platform else "")
                  + (f", its build stage on {build_base_image}" if build_base_image else ""))
         # Cross-built: no platform for the engine. Engine 20.10's classic builder refuses a COPY --from a stage
@@ -150,18 +153,6 @@ def check_base_platform(base_image: str, platform: str, local: bool = False) -> 
                              f"with --base-image (a multi-platform one such as python:3.11-slim is pulled for it)")
 
 
-def prediction_log_requirements() -> list[str]:
-    """SQLAlchemy and the PostgreSQL driver, pinned to the versions installed here: what a model server that
-    writes the prediction log itself (``serve --log-db``: a stack's, the Helm chart's behind its gateway)
-    needs besides serving. A plain model image has neither."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return [f"SQLAlchemy=={version('sqlalchemy')}", f"psycopg[binary]=={version('psycopg')}"]
-    except PackageNotFoundError as e:
-        raise MissingExtraError("postgres", "An image that writes the prediction log", [str(e)]) from None
-
-
 def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE_IMAGE, requirements: Path | None = None,
                         prediction_log: bool = False, store: ModelStore | None = None,
                         runtime: str = NATIVE, platform: str | None = None, build_base_image: str | None = None,
@@ -170,8 +161,7 @@ def write_build_context(ref: str, dest: Path, *, base_image: str = defaults.BASE
     """The same context ``build`` uses, left on disk for a user's own pipeline."""
     require("docker", "Writing a build context")  # packaging pins the image's requirements
     store = get_store(store)
-    extra = [*(read_requirements_file(requirements) if requirements else []),
-             *(prediction_log_requirements() if prediction_log else [])]
+    extra = read_requirements_file(requirements) if requirements else []
     return write_context(store.resolve(ref), dest, store=store, base_image=base_image, extra_requirements=extra,
                          runtime=runtime, platform=platform, build_base_image=build_base_image, warmup=warmup,
-                         progress=progress)
+                         prediction_log=prediction_log, progress=progress)

@@ -86,6 +86,8 @@ def labels_for(mv: ModelVersion, runtime: str = NATIVE) -> dict[str, str]:
 SERVE_EXTRA = "serve"
 
 PLATFORM_LABEL = "io.modelport.platform"
+# "true" on an image built to write the prediction log (its SQLAlchemy and PostgreSQL driver): what a stack needs.
+PREDICTION_LOG_LABEL = "io.modelport.prediction-log"
 
 
 def requirements_for(mv: ModelVersion, modelport_requires: list[str], extra: list[str]) -> list[str]:
@@ -231,16 +233,28 @@ def copy_swagger_ui(dest: Path) -> bool:
     return True
 
 
+def prediction_log_requirements() -> list[str]:
+    """SQLAlchemy and the PostgreSQL driver, pinned to the versions installed here: what a model server that
+    writes the prediction log itself (``serve --log-db``: a stack's, the Helm chart's behind its gateway)
+    needs besides serving. A plain model image has neither."""
+    from modelport.extras import require
+
+    for extra in ("store", "postgres"):
+        require(extra, "An image that writes the prediction log")
+    return [f"SQLAlchemy=={metadata.version('sqlalchemy')}", f"psycopg[binary]=={metadata.version('psycopg')}"]
+
+
 def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image: str = defaults.BASE_IMAGE,
                   extra_requirements: list[str] | None = None, runtime: str = NATIVE, platform: str | None = None,
-                  build_base_image: str | None = None, warmup: Path | None = None,
+                  build_base_image: str | None = None, warmup: Path | None = None, prediction_log: bool = False,
                   progress: Progress = lambda _: None) -> Path:
     """``platform`` (``linux/arm64``): the image's, whose wheels the context holds; None: linux/amd64
     wheels for an image of the engine's own platform. ``build_base_image``: cross-build, the build stage
     on this image of the build host's platform (same Python 3.11 as ``base_image``), installing the
     platform's wheels by their tags; only the final stage's few steps (and the load check) run emulated.
     ``warmup``: a v2 inference request (JSON) the image's server predicts before it is ready
-    (``serve --warmup``), instead of inputs from the signature."""
+    (``serve --warmup``), instead of inputs from the signature. ``prediction_log``: the image can write the
+    prediction log (prediction_log_requirements), and its label says so."""
     check_runtime(runtime)
     if build_base_image and not platform:
         raise ModelportError("A build base image (a cross-build) needs a --platform to build for")
@@ -265,14 +279,16 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     served = write_model_dir(mv, store, dest / "model", converted)
     wheels = dest / "wheels"
     wheels.mkdir()
-    requirements = requirements_for(served, modelport_wheel(wheels, progress), extra_requirements or [])
+    extra = [*(extra_requirements or []), *(prediction_log_requirements() if prediction_log else [])]
+    requirements = requirements_for(served, modelport_wheel(wheels, progress), extra)
     progress(f"Downloading wheels for Python 3.11 / linux {machine}: {', '.join(requirements)}")
     cached_wheelhouse(requirements, wheels, platform=machine, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
     strip_wheels(wheels, dest / STRIPPED_DIR, machine, progress)
     progress(f"Writing the CycloneDX SBOM of those wheels ({SBOM_FILE}, beside the Dockerfile)")
-    labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE)}
+    labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE),
+              **({PREDICTION_LOG_LABEL: "true"} if prediction_log else {})}
     swagger_ui = copy_swagger_ui(dest / SWAGGER_UI_DIR)
     if warmup is not None:
         (dest / WARMUP_DIR).mkdir()

@@ -17,7 +17,6 @@ sha256, so a rebuild copies them instead of stripping again."""
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import shutil
 import struct
@@ -26,7 +25,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from modelport import config
+from modelport.container.cache import COMPLETE, cached_dir
+from modelport.container.sbom import sha256_file
 from modelport.progress import Progress
 
 MIN_SAVING = 64 * 1024  # smaller savings are not worth a file in the build context
@@ -43,42 +43,44 @@ def strip_wheels(wheels: Path, dest: Path, machine: str, progress: Progress = la
                  f"this machine's strip is for {platform.machine()}, the image's libraries are {machine}"))
         return 0
     saved = 0
+    version = _tool_version(tool)
     for whl in sorted(wheels.glob("*.whl")):
-        stripped = _stripped_wheel(tool, whl, machine)
-        shutil.copytree(stripped, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_SAVED))
+        stripped = _stripped_wheel(tool, version, whl, machine)
+        shutil.copytree(stripped, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_SAVED, COMPLETE))
         saved += int((stripped / _SAVED).read_text())
     progress(f"Stripped the wheels' shared libraries of symbols and debug information: {saved / 1e6:.1f} MB less")
     return saved
 
 
-_SAVED = ".saved"  # in a cached wheel's directory: the bytes its copies save; written last, so it marks it complete
+_SAVED = ".saved"  # in a cached wheel's directory: the bytes its copies save
+# Part of the cache's key, with the wheel's sha256 and the strip tool's version: raise it when what a
+# stripped copy is (the checks below) changes, so no cached copy made the old way is used.
+_METHOD = "1"
 
 
-def _stripped_wheel(tool: str, whl: Path, machine: str) -> Path:
+def _tool_version(tool: str) -> str:
+    proc = subprocess.run([tool, "--version"], capture_output=True, text=True)
+    return (proc.stdout.splitlines() or [""])[0]
+
+
+def _stripped_wheel(tool: str, version: str, whl: Path, machine: str) -> Path:
     """The directory of ``whl``'s stripped libraries (at their site-packages paths), from the cache or made now."""
-    digest = hashlib.sha256(whl.read_bytes()).hexdigest()[:32]
-    cached = config.home() / "cache" / "stripped" / f"{machine}-{digest}"
-    if (cached / _SAVED).is_file():
-        return cached
-    staging = cached.with_name(f".{cached.name}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    saved = 0
-    with tempfile.TemporaryDirectory(prefix="modelport-strip-") as tmp, zipfile.ZipFile(whl) as z:
-        for info in z.infolist():
-            name = info.filename
-            if name.split("/", 1)[0].endswith(".data") or not _is_shared_library(name):
-                continue  # a wheel's .data/ goes elsewhere than site-packages
-            original = Path(tmp, "original")
-            original.write_bytes(z.read(info))
-            saved += _strip(tool, original, staging / name)
-    (staging / _SAVED).write_text(str(saved))
-    shutil.rmtree(cached, ignore_errors=True)  # an incomplete one (a build stopped while it wrote)
-    try:
-        os.replace(staging, cached)
-    except OSError:  # another build put the same wheel's there meanwhile: the same bytes
-        shutil.rmtree(staging, ignore_errors=True)
-    return cached
+    key = hashlib.sha256(f"{_METHOD}\n{machine}\n{version}\n{sha256_file(whl)}".encode()).hexdigest()[:32]
+
+    def make(staging: Path) -> None:
+        saved = 0
+        with tempfile.TemporaryDirectory(prefix="modelport-strip-") as tmp, zipfile.ZipFile(whl) as z:
+            for info in z.infolist():
+                name = info.filename
+                if name.split("/", 1)[0].endswith(".data") or not _is_shared_library(name):
+                    continue  # a wheel's .data/ goes elsewhere than site-packages
+                original = Path(tmp, "original")
+                with z.open(info) as src, original.open("wb") as out:
+                    shutil.copyfileobj(src, out)
+                saved += _strip(tool, original, staging / name)
+        (staging / _SAVED).write_text(str(saved))
+
+    return cached_dir("stripped", key, make)[0]
 
 
 def _is_shared_library(name: str) -> bool:

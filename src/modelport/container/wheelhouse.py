@@ -142,21 +142,15 @@ def cached_wheelhouse(requirements: list[str], dest: Path, *, python_version: st
     """``build_wheelhouse``, kept per exact requirement set in the modelport home: pinned
     requirements resolve to the same wheels, so a rebuild copies them instead of asking the index."""
     import hashlib
-    import os
     import shutil
 
+    from modelport.container.cache import cached_dir
+
     key = hashlib.sha256("\n".join([python_version, platform, str(glibc), *sorted(requirements)]).encode()).hexdigest()[:24]
-    cache = config.home() / "cache" / "wheelhouses" / key
     dest.mkdir(parents=True, exist_ok=True)
-    if not (cache / ".complete").is_file():
-        staging = cache.with_name(f".{key}-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        build_wheelhouse(requirements, staging, python_version=python_version, platform=platform, glibc=glibc,
-                         progress=progress)
-        (staging / ".complete").touch()
-        shutil.rmtree(cache, ignore_errors=True)
-        os.replace(staging, cache)
-    elif progress is not None:
+    cache, found = cached_dir("wheelhouses", key, lambda d: build_wheelhouse(
+        requirements, d, python_version=python_version, platform=platform, glibc=glibc, progress=progress))
+    if found and progress is not None:
         progress(f"Using cached wheels for this exact requirement set ({cache})")
     for wheel in cache.glob("*.whl"):
         shutil.copy2(wheel, dest / wheel.name)

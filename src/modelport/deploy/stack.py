@@ -449,26 +449,39 @@ def write_control_context(dest: Path, base_image: str, progress: Progress) -> st
 
 def ensure_model_image(stack: Stack, m: ModelService, release: Release, store: ModelStore | None,
                        progress: Progress) -> None:
-    """Build the release's image unless an image of that tag holds this very model (see stale_image), with
-    its provenance record as `modelport build` writes it (signed with MODELPORT_SIGNING_KEY, if set). With
-    MODELPORT_VERIFY_KEY the image, built now or before, must be signed with it, its SBOM unchanged, before
-    any replica of it starts (or, on a Swarm, it is pushed); one built before records were kept is built again."""
+    """Build the release's image unless an image of that tag holds this very model and writes the prediction
+    log (see stale_image), with its provenance record as `modelport build` writes it (signed with
+    MODELPORT_SIGNING_KEY, if set); then check it (verify_model_image). One built before records were kept
+    is built again when there is a key to verify it with."""
     verify_key = config.verify_key()
-    why = stale_image(release.image, release.digest)
+    why = stale_image(release.image, release.digest, prediction_log=True)
     if why is None and verify_key and not provenance.has_record(release.image):
         why = "it has no provenance record here to verify"
     if why is not None:
-        key = signing.load_private(path) if (path := config.signing_key()) else None  # a bad key: before the build
+        signing_key = config.signing_key()
+        if verify_key and signing_key is None:  # it would be built, then refused as unsigned
+            raise ModelportError(f"{release.image} must be built ({why}), and MODELPORT_VERIFY_KEY refuses an unsigned "
+                                 "image: set MODELPORT_SIGNING_KEY to the private key to sign it with")
+        key = signing.load_private(signing_key) if signing_key else None  # a bad key: before the build
         context = stack.directory / "build" / release.context
-        if not (context / "Dockerfile").is_file():
-            shutil.rmtree(context, ignore_errors=True)
-            write_model_context(stack.directory, release, f"{m.name}:{release.version}", stack.state.base_image, store,
-                                progress)
-        progress(f"Building {release.image}: {why}")
-        image_id = engine.build(context, release.image, labels={**build_time_labels(), STACK: stack.state.name},
-                                progress=progress)
+        for fresh in (False, True):  # the context `stack init` wrote; written anew if an older modelport's was stale
+            if fresh or not (context / "Dockerfile").is_file():
+                shutil.rmtree(context, ignore_errors=True)
+                write_model_context(stack.directory, release, f"{m.name}:{release.version}", stack.state.base_image,
+                                    store, progress)
+            progress(f"Building {release.image}: {why}")
+            image_id = engine.build(context, release.image, labels={**build_time_labels(), STACK: stack.state.name},
+                                    progress=progress)
+            if (why := stale_image(release.image, release.digest, prediction_log=True)) is None:
+                break
         provenance.record_build(release.image, image_id, engine.image_labels(image_id) or {}, context / SBOM_FILE, key)
-    if verify_key:
+    verify_model_image(release, progress)
+
+
+def verify_model_image(release: Release, progress: Progress) -> None:
+    """With MODELPORT_VERIFY_KEY: the release's image must be signed with it, its SBOM unchanged, before a
+    replica of it starts (or, on a Swarm, it is pushed). Compose and Swarm then start it by its tag."""
+    if verify_key := config.verify_key():
         progress(f"Verifying {release.image}: signature, image ID and SBOM")
         provenance.verify(release.image, verify_key)
 
@@ -1066,6 +1079,7 @@ def scale(stack: Stack, model: str, count: int | None, *, autoscale: dict[str, A
     if down := replicas.down(m.serving):
         progress(f"Removing {len(down)} replica(s) that are down")  # stopped or killed by hand: replaced
         replicas.remove(down)
+    verify_model_image(m.release, progress)
     rollout.scale(replicas, runtime, slot=m.serving, spec=m.release, count=count, wait=wait, progress=progress)
     m.replicas = count
     stack.save()
