@@ -18,7 +18,7 @@ import jinja2
 
 import modelport
 from modelport import defaults
-from modelport.container.sbom import SBOM_FILE, SBOM_LABEL, write_sbom
+from modelport.container.sbom import SBOM_FILE, SBOM_LABEL, wheel_digests, write_sbom
 from modelport.container.strip import strip_wheels
 from modelport.container.wheelhouse import (
     DEFAULT_PLATFORM,
@@ -285,9 +285,10 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     cached_wheelhouse(requirements, wheels, platform=machine, progress=progress)
     pins = lock(wheels)
     progress(f"Wheelhouse: {len(pins)} wheels, {sum(f.stat().st_size for f in wheels.glob('*.whl')) / 1e6:.0f} MB")
-    strip_wheels(wheels, dest / STRIPPED_DIR, machine, progress)
+    digests = wheel_digests(wheels)
+    strip_wheels(wheels, dest / STRIPPED_DIR, machine, progress, digests)
     progress(f"Writing the CycloneDX SBOM of those wheels ({SBOM_FILE}, beside the Dockerfile)")
-    labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE),
+    labels = {**labels_for(mv, runtime), PLATFORM_LABEL: target, SBOM_LABEL: write_sbom(wheels, dest / SBOM_FILE, digests),
               **({PREDICTION_LOG_LABEL: "true"} if prediction_log else {})}
     swagger_ui = copy_swagger_ui(dest / SWAGGER_UI_DIR)
     if warmup is not None:

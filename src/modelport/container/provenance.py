@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ class Record:
     def signature(self) -> Path:
         return self.dir / SIGNATURE_FILE
 
+    def exists(self) -> bool:
+        return self.statement.is_file() and self.sbom.is_file()
+
     def read_signature(self) -> signing.Signature | None:
         if not self.signature.is_file():
             return None
@@ -58,13 +62,12 @@ class Record:
 
 
 def has_record(tag: str) -> bool:
-    rec = Record(record_dir(tag))
-    return rec.statement.is_file() and rec.sbom.is_file()
+    return Record(record_dir(tag)).exists()
 
 
 def find(tag: str) -> Record:
     rec = Record(record_dir(tag))
-    if not has_record(tag):
+    if not rec.exists():
         raise VerificationError(f"{tag} has no provenance record here (no SBOM or statement in {rec.dir}): it was not "
                                 "built by this modelport, or was loaded without its archive (`modelport load ARCHIVE`)")
     return rec
@@ -161,6 +164,15 @@ def verify(tag: str, public_key: Path | None = None) -> Verified:
     image = _image(engine.client(), tag)
     check_image(data, image.id, image.labels or {}, image=tag)
     return Verified(tag, data, signing.key_id(key) if key is not None else None)
+
+
+def verify_configured(tag: str, public_key: Path | None, progress: Callable[[str], None]) -> Verified | None:
+    """What starts an image checks first: with a public key (``public_key``, else MODELPORT_VERIFY_KEY) ``verify``
+    with it, saying so; without one, nothing (None)."""
+    if (key := public_key or config.verify_key()) is None:
+        return None
+    progress(f"Verifying {tag}: signature, image ID and SBOM")
+    return verify(tag, key)
 
 
 def sign(tag: str, private_key: Path) -> signing.Signature:

@@ -28,24 +28,32 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def hashed_requirements(wheels: Path) -> str:
-    """``name==version --hash=sha256:…`` for every wheel of the wheelhouse, sorted as the lock is."""
+def wheel_digests(wheels: Path) -> dict[str, str]:
+    """Wheel file name → sha256, for every wheel of the wheelhouse: read once per build, for its SBOM and
+    for the cache of its stripped libraries (container.strip)."""
+    return {whl.name: sha256_file(whl) for whl in sorted(wheels.glob("*.whl"))}
+
+
+def hashed_requirements(wheels: Path, digests: dict[str, str] | None = None) -> str:
+    """``name==version --hash=sha256:…`` for every wheel of the wheelhouse, sorted as the lock is
+    (``digests``: wheel_digests's, when the caller has them)."""
     from packaging.utils import parse_wheel_filename
 
+    digests = digests if digests is not None else wheel_digests(wheels)
     lines = []
     for whl in sorted(wheels.glob("*.whl")):
         name, version, _, _ = parse_wheel_filename(whl.name)
-        lines.append(f"{name}=={version} --hash=sha256:{sha256_file(whl)}")
+        lines.append(f"{name}=={version} --hash=sha256:{digests[whl.name]}")
     return "\n".join(lines) + "\n"
 
 
-def write_sbom(wheels: Path, dest: Path) -> str:
+def write_sbom(wheels: Path, dest: Path, digests: dict[str, str] | None = None) -> str:
     """Write the SBOM of the wheelhouse ``wheels`` to ``dest``; → its sha256. The same wheels give the
     same bytes (``--output-reproducible``: no serial number or timestamp), so the label that names it
     keeps Docker's layer cache."""
     with tempfile.TemporaryDirectory(prefix="modelport-sbom-") as tmp:
         requirements = Path(tmp) / "requirements.txt"
-        requirements.write_text(hashed_requirements(wheels))
+        requirements.write_text(hashed_requirements(wheels, digests))
         # --no-validate: the tool's own output; validating it costs seconds of schema loading per build
         # (the tests validate it once).
         proc = subprocess.run([sys.executable, "-m", "cyclonedx_py", "requirements", "--output-reproducible",

@@ -12,7 +12,7 @@ header table's place and count), the same program headers, and the same bytes in
 only sections no segment holds, so a library it would change in any other way (e.g. one patchelf rewrote) is
 left as it is. No ``strip`` on the host, or one for another machine (an arm64 image on an amd64 host): nothing is
 stripped, and the image is as before. Each wheel's stripped copies are kept in the modelport home by the wheel's
-sha256, so a rebuild copies them instead of stripping again."""
+sha256 (``digests``: the build's, which its SBOM uses too), so a rebuild copies them instead of stripping again."""
 
 from __future__ import annotations
 
@@ -26,14 +26,15 @@ import zipfile
 from pathlib import Path
 
 from modelport.container.cache import COMPLETE, cached_dir
-from modelport.container.sbom import sha256_file
+from modelport.container.sbom import wheel_digests
 from modelport.progress import Progress
 
 MIN_SAVING = 64 * 1024  # smaller savings are not worth a file in the build context
 _ELF64_LE = b"\x7fELF\x02\x01"
 
 
-def strip_wheels(wheels: Path, dest: Path, machine: str, progress: Progress = lambda _: None) -> int:
+def strip_wheels(wheels: Path, dest: Path, machine: str, progress: Progress = lambda _: None,
+                 digests: dict[str, str] | None = None) -> int:
     """Stripped copies of the shared libraries in ``wheels`` (``*.whl``) that lose at least ``MIN_SAVING``,
     under ``dest`` at their paths in site-packages; → the bytes saved. ``machine``: the wheels' (x86_64...)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -44,8 +45,9 @@ def strip_wheels(wheels: Path, dest: Path, machine: str, progress: Progress = la
         return 0
     saved = 0
     version = _tool_version(tool)
+    digests = digests if digests is not None else wheel_digests(wheels)
     for whl in sorted(wheels.glob("*.whl")):
-        stripped = _stripped_wheel(tool, version, whl, machine)
+        stripped = _stripped_wheel(tool, version, whl, digests[whl.name], machine)
         shutil.copytree(stripped, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_SAVED, COMPLETE))
         saved += int((stripped / _SAVED).read_text())
     progress(f"Stripped the wheels' shared libraries of symbols and debug information: {saved / 1e6:.1f} MB less")
@@ -63,9 +65,10 @@ def _tool_version(tool: str) -> str:
     return (proc.stdout.splitlines() or [""])[0]
 
 
-def _stripped_wheel(tool: str, version: str, whl: Path, machine: str) -> Path:
-    """The directory of ``whl``'s stripped libraries (at their site-packages paths), from the cache or made now."""
-    key = hashlib.sha256(f"{_METHOD}\n{machine}\n{version}\n{sha256_file(whl)}".encode()).hexdigest()[:32]
+def _stripped_wheel(tool: str, version: str, whl: Path, digest: str, machine: str) -> Path:
+    """The directory of ``whl``'s (sha256 ``digest``) stripped libraries (at their site-packages paths), from
+    the cache or made now."""
+    key = hashlib.sha256(f"{_METHOD}\n{machine}\n{version}\n{digest}".encode()).hexdigest()[:32]
 
     def make(staging: Path) -> None:
         saved = 0

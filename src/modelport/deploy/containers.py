@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelport import config, defaults
+from modelport import defaults
 from modelport.container import engine
 from modelport.deploy import coldstart, proxy, rollout
 from modelport.deploy.proxy import Runtime
@@ -205,13 +205,11 @@ def resolve_image(target: str, *, base_image: str, store: ModelStore | None, pro
     it, its SBOM unchanged. → (the image to start, model name, model version): the tag, or once verified
     the image ID the signature names, so a tag moved after the check cannot start another image (a
     replica added later by ``scale`` or a restart starts the same one: it is the replicas' Config.Image)."""
-    tag, model, version = _resolve_image(target, base_image=base_image, store=store, progress=progress)
-    if key := verify_key or config.verify_key():
-        from modelport.container import provenance
+    from modelport.container import provenance
 
-        progress(f"Verifying {tag}: signature, image ID and SBOM")
-        return provenance.verify(tag, key).statement["image_id"], model, version
-    return tag, model, version
+    tag, model, version = _resolve_image(target, base_image=base_image, store=store, progress=progress)
+    verified = provenance.verify_configured(tag, verify_key, progress)
+    return (verified.statement["image_id"] if verified else tag), model, version
 
 
 def _resolve_image(target: str, *, base_image: str, store: ModelStore | None, progress: Progress) -> tuple[str, str, str]:

@@ -481,9 +481,7 @@ def ensure_model_image(stack: Stack, m: ModelService, release: Release, store: M
 def verify_model_image(release: Release, progress: Progress) -> None:
     """With MODELPORT_VERIFY_KEY: the release's image must be signed with it, its SBOM unchanged, before a
     replica of it starts (or, on a Swarm, it is pushed). Compose and Swarm then start it by its tag."""
-    if verify_key := config.verify_key():
-        progress(f"Verifying {release.image}: signature, image ID and SBOM")
-        provenance.verify(release.image, verify_key)
+    provenance.verify_configured(release.image, None, progress)
 
 
 def ensure_images(stack: Stack, store: ModelStore | None = None, progress: Progress = lambda _: None) -> None:
