@@ -262,6 +262,7 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
         from modelport.serving.startup import read_warmup
 
         read_warmup(warmup)  # not a v2 request: refused before anything is downloaded
+    log_pins = prediction_log_requirements() if prediction_log else []  # the drivers missing here: refused now too
     target = target_platform(platform or DEFAULT_PLATFORM)
     machine = PLATFORMS[target]
     dest.mkdir(parents=True, exist_ok=True)
@@ -279,8 +280,7 @@ def write_context(mv: ModelVersion, dest: Path, *, store: ModelStore, base_image
     served = write_model_dir(mv, store, dest / "model", converted)
     wheels = dest / "wheels"
     wheels.mkdir()
-    extra = [*(extra_requirements or []), *(prediction_log_requirements() if prediction_log else [])]
-    requirements = requirements_for(served, modelport_wheel(wheels, progress), extra)
+    requirements = requirements_for(served, modelport_wheel(wheels, progress), [*(extra_requirements or []), *log_pins])
     progress(f"Downloading wheels for Python 3.11 / linux {machine}: {', '.join(requirements)}")
     cached_wheelhouse(requirements, wheels, platform=machine, progress=progress)
     pins = lock(wheels)
