@@ -213,3 +213,22 @@ def test_wait_ready_tells_the_proxy_of_a_replica_once_it_reports_ready_and_not_b
     finally:
         replica.stop()
         dns.stop()
+
+
+def test_wait_answering_waits_out_a_proxy_that_closes_connections_unanswered() -> None:
+    """A proxy just started can take a connection and close it with no answer: the Runtime waits for a real
+    one (``show info`` names HAProxy) before a map change could misread an empty answer, and says so when none comes."""
+    from modelport.deploy.proxy import Runtime, Transport
+    from modelport.errors import ModelportError
+
+    answers = ["", "", "Name: HAProxy\nVersion: 2.6\n"]
+    sent: list[str] = []
+
+    def send(line: str) -> str:
+        sent.append(line)
+        return answers.pop(0) if answers else ""
+
+    Runtime(Transport(send, lambda name, text: None, name="the test proxy")).wait_answering(5)
+    assert sent == ["show info"] * 3
+    with pytest.raises(ModelportError, match="the test proxy does not answer its Runtime API: its answer was ''"):
+        Runtime(Transport(lambda line: "", lambda name, text: None, name="the test proxy")).wait_answering(0.3)

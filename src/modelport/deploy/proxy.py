@@ -298,6 +298,21 @@ class Runtime:
     def send(self, line: str) -> str:
         return self.transport.send(line)
 
+    def wait_answering(self, timeout: float) -> None:
+        """Until the proxy answers its Runtime API: one that just started can take a connection and close it
+        unanswered before its worker serves it (an empty answer, which a map change would misread)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if "Name:" in (answer := self.send("show info")):
+                    return
+                why = f"its answer was {answer.strip()[:200]!r}"
+            except ModelportError as e:
+                why = str(e)
+            if time.monotonic() > deadline:
+                raise ModelportError(f"{self.transport.name} does not answer its Runtime API: {why}")
+            time.sleep(0.1)
+
     def servers(self, slot: str | None = None) -> list[Server]:
         """The server slots of this prefix's backends (of ``slot``'s only, if given)."""
         return [s for s in self.servers_all() if s.slot in SLOTS and (slot is None or s.slot == slot)]

@@ -801,8 +801,9 @@ def wait_tasks(stack: Stack, before: set[str], timeout: float, progress: Progres
 def sync_proxy(stack: Stack) -> None:
     """Give the proxy what lives outside its image: the active keys' hashes, each slot's version and the
     traffic split (a proxy container made anew by ``up`` starts from its image's files)."""
-    sync_keys(stack)
     runtime = stack.runtime()
+    runtime.wait_answering(defaults.HEALTHY_WAIT)
+    sync_keys(stack)
     for name, entries in stack.state.routes().items():
         for key, value in entries.items():
             runtime.set_entry(name, key, value)
