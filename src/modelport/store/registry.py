@@ -40,13 +40,27 @@ class ModelStore:
         self._write = sessionmaker(self._engine.execution_options(immediate=True), expire_on_commit=False)
         try:
             if "mode=ro" not in url:
-                self._open_tables(adopt_artifacts)
+                self._open_tables_waiting(adopt_artifacts)
         except OperationalError as e:
             self.close()
             raise ModelportError(f"Cannot open the model registry database {_safe_url(url)}: {e.orig}") from None
         except BaseException:
             self.close()
             raise
+
+    def _open_tables_waiting(self, adopt_artifacts: bool, timeout: float = 60.0) -> None:
+        """``_open_tables``, again while SQLite says "database is locked": processes opening a new store at once
+        race to switch it to WAL and create its tables, and SQLite answers some of them at once, without its
+        busy timeout, where waiting could deadlock. Opening is idempotent (it looks before it creates)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._open_tables(adopt_artifacts)
+            except OperationalError as e:
+                if "locked" not in str(e.orig) or time.monotonic() > deadline:
+                    raise
+                self._engine.dispose()  # a connection that failed half-way is not reused
+                time.sleep(0.05)
 
     def _open_tables(self, adopt_artifacts: bool) -> None:
         if self._has_tables():
